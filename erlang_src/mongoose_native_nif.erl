@@ -1,0 +1,48 @@
+%% @doc Loads the Rust library and declares its functions. Every function
+%% returns in microseconds; anything that waits answers with a message.
+-module(mongoose_native_nif).
+-on_load(init/0).
+
+-export([pool_start/6, generic_start/5, submit/5, cast/3, cancel/1, stats/1, stop/1,
+         parse_toml/1, generic_executors/1, generic_attach/3, generic_done/2,
+         set_log_relay/1]).
+
+-define(NOT_LOADED, erlang:nif_error({not_loaded, ?MODULE})).
+
+init() ->
+    Path = filename:join(priv_dir(), "mongoose_native_nif"),
+    Threads = application:get_env(mongoose_native, runtime_threads, 0),
+    case erlang:load_nif(Path, #{threads => Threads}) of
+        ok ->
+            ok;
+        {error, {Kind, Text}} ->
+            Hint = case Kind of
+                       load_failed -> "build it with `rebar3 compile` (the NIF must be "
+                                      "built for this Erlang/OTP release)";
+                       _ -> "rebuild it with `rebar3 compile`"
+                   end,
+            logger:error(#{what => mongoose_native_nif_not_loaded, path => Path ++ ".so",
+                           reason => Kind, text => Text, hint => Hint}),
+            {error, {mongoose_native_nif_not_loaded, Path ++ ".so", Kind, Text}}
+    end.
+
+priv_dir() ->
+    case code:priv_dir(mongoose_native) of
+        {error, bad_name} ->
+            filename:join(filename:dirname(filename:dirname(code:which(?MODULE))), "priv");
+        Dir ->
+            Dir
+    end.
+
+pool_start(_Type, _Opts, _ConnOpts, _Path, _Pid, _Tag) -> ?NOT_LOADED.
+generic_start(_Executors, _Opts, _Path, _Pid, _Tag) -> ?NOT_LOADED.
+submit(_Pool, _Hash, _Request, _Pid, _Tag) -> ?NOT_LOADED.
+cast(_Pool, _Hash, _Request) -> ?NOT_LOADED.
+cancel(_Slot) -> ?NOT_LOADED.
+stats(_Pool) -> ?NOT_LOADED.
+stop(_Pool) -> ?NOT_LOADED.
+parse_toml(_Text) -> ?NOT_LOADED.
+generic_executors(_N) -> ?NOT_LOADED.
+generic_attach(_Executors, _Index, _Pid) -> ?NOT_LOADED.
+generic_done(_Done, _Result) -> ?NOT_LOADED.
+set_log_relay(_Pid) -> ?NOT_LOADED.

@@ -1,0 +1,26 @@
+%% @doc Owns the pool table and the processes the library needs in Erlang:
+%% the log relay and one executor supervisor per generic pool.
+-module(mongoose_native_sup).
+-behaviour(supervisor).
+-export([start_link/0, init/1, start_executors/3, stop_executors/1]).
+
+start_link() ->
+    supervisor:start_link({local, ?MODULE}, ?MODULE, []).
+
+init([]) ->
+    mongoose_wpool:create_table(),
+    Relay = #{id => mongoose_native_log_relay,
+              start => {mongoose_native_log_relay, start_link, []}},
+    {ok, {#{strategy => one_for_one, intensity => 10, period => 10}, [Relay]}}.
+
+-spec start_executors(term(), term(), pos_integer()) -> {ok, pid()} | {error, term()}.
+start_executors(Name, Executors, N) ->
+    Spec = #{id => {executors, Name},
+             start => {mongoose_native_executor, start_sup, [Executors, N]},
+             restart => temporary, type => supervisor},
+    supervisor:start_child(?MODULE, Spec).
+
+stop_executors(Name) ->
+    _ = supervisor:terminate_child(?MODULE, {executors, Name}),
+    _ = supervisor:delete_child(?MODULE, {executors, Name}),
+    ok.

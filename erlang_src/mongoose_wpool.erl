@@ -1,0 +1,350 @@
+%% @doc MongooseIM's outgoing pool API on top of the mongoose_native NIF.
+%%
+%% Exports and return shapes follow MongooseIM 6.3's `mongoose_wpool'. A pool
+%% lives in the NIF; this module keeps the `{Type, HostType, Tag}' table, picks
+%% the hash worker for the five-argument calls, and waits for answers with
+%% the pool's `call_timeout', cancelling on timeout so that no late answer
+%% ever reaches the caller's mailbox.
+-module(mongoose_wpool).
+
+-export([ensure_started/0,
+         start/1, start/2, start/3, start/4, start/5,
+         stop/0, stop/1, stop/2, stop/3,
+         get_worker/2, get_worker/3,
+         call/2, call/3, call/4, call/5,
+         send_request/2, send_request/3, send_request/4, send_request/5,
+         cast/2, cast/3, cast/4, cast/5,
+         get_pool_settings/3, get_pools/0, stats/3]).
+-export([start_configured_pools/0, start_configured_pools/1,
+         start_configured_pools/2, start_configured_pools/3]).
+-export([is_configured/1, make_pool_name/3, expand_pools/3]).
+-export([create_table/0, call_with_timeout/5]).
+
+-record(pool, {name :: {atom(), term(), atom()},
+               atom_name :: atom(),
+               strategy :: atom(),
+               call_timeout :: pos_integer(),
+               workers :: pos_integer(),
+               res :: reference() | binary()}).
+
+-type pool_type() :: redis | http | rdbms | cassandra | elastic | generic | rabbit | ldap | riak.
+-type tag() :: atom().
+-type pool_name() :: {pool_type(), global | binary(), tag()}.
+-export_type([pool_type/0, tag/0, pool_name/0]).
+
+%%--------------------------------------------------------------------
+%% Lifecycle
+%%--------------------------------------------------------------------
+
+ensure_started() ->
+    {ok, _} = application:ensure_all_started(mongoose_native),
+    ok.
+
+%% @private Called by mongoose_native_sup, which owns the table.
+create_table() ->
+    ets:new(?MODULE, [named_table, public, {read_concurrency, true}, {keypos, #pool.name}]).
+
+start_configured_pools() ->
+    start_configured_pools(mongoose_native_config:outgoing_pools()).
+
+start_configured_pools(PoolsIn) ->
+    start_configured_pools(PoolsIn, mongoose_native_config:host_types()).
+
+%% Accepts MongooseIM's maps and the legacy `{Type, Host, Tag, PoolOpts,
+%% ConnOpts}' tuples, whose host-specific entries override `host' ones.
+start_configured_pools(PoolsIn, HostTypes) ->
+    Pools = [to_map(P) || P <- PoolsIn],
+    {HostSpecific, Rest} = lists:partition(fun(#{scope := S}) -> is_binary(S) end, Pools),
+    start_configured_pools(Rest, HostSpecific, HostTypes).
+
+start_configured_pools(PoolsIn, HostTypeSpecific, HostTypes) ->
+    Pools = expand_pools([to_map(P) || P <- PoolsIn], [to_map(P) || P <- HostTypeSpecific],
+                         HostTypes),
+    [start(Pool) || Pool <- Pools].
+
+%% MongooseIM 6.3's expansion: `host_type' scoped pools are started once per
+%% host type, except where a host-type specific pool with the same type and
+%% tag exists.
+expand_pools(Pools, PerHostType, HostTypes) ->
+    HostSpecific = [{Type, HT, Tag} || #{type := Type, scope := HT, tag := Tag} <- PerHostType],
+    F = fun(M = #{type := PoolType, scope := host_type, tag := Tag}) ->
+                [M#{scope => HostType} || HostType <- HostTypes,
+                                          not lists:member({PoolType, HostType, Tag}, HostSpecific)];
+           (Other) -> [Other]
+        end,
+    Pools1 = lists:flatmap(F, Pools),
+    [prepare_pool_map(P) || P <- PerHostType ++ Pools1].
+
+prepare_pool_map(Pool = #{scope := HT, opts := Opts}) ->
+    Pool1 = maps:remove(scope, Pool),
+    Pool1#{host_type => HT, opts => maps:to_list(Opts)}.
+
+to_map({Type, Host, Tag, PoolOpts, ConnOpts}) ->
+    Scope = case Host of
+                host -> host_type;
+                _ when is_list(Host) -> list_to_binary(Host);
+                _ -> Host
+            end,
+    #{type => Type, scope => Scope, tag => Tag,
+      opts => maps:from_list(PoolOpts), conn_opts => ConnOpts};
+to_map(Map = #{}) ->
+    Map.
+
+start(#{type := PoolType, host_type := HostType, tag := Tag, opts := PoolOpts,
+        conn_opts := ConnOpts}) ->
+    start(PoolType, HostType, Tag, PoolOpts, ConnOpts).
+
+start(PoolType, PoolOpts) ->
+    start(PoolType, global, PoolOpts).
+
+start(PoolType, HostType, PoolOpts) ->
+    start(PoolType, HostType, default, PoolOpts).
+
+start(PoolType, HostType, Tag, PoolOpts) ->
+    start(PoolType, HostType, Tag, PoolOpts, #{}).
+
+start(PoolType, HostType, Tag, PoolOpts0, ConnOpts) ->
+    ensure_started(),
+    PoolOpts = opts_list(PoolOpts0),
+    Strategy = proplists:get_value(strategy, PoolOpts, best_worker),
+    CallbackModule = callback_module(PoolType),
+    case catch CallbackModule:is_supported_strategy(Strategy) of
+        false -> error({strategy_not_supported, PoolType, HostType, Tag, Strategy});
+        _ -> start_pool(PoolType, HostType, Tag, PoolOpts, ConnOpts)
+    end.
+
+start_pool(PoolType, HostType, Tag, PoolOpts, ConnOpts) ->
+    Name = {PoolType, HostType, Tag},
+    Path = iolist_to_binary(io_lib:format("outgoing_pools.~s.~s", [PoolType, Tag])),
+    case ets:member(?MODULE, Name) of
+        true ->
+            {error, {already_started, Name}};
+        false ->
+            case open(PoolType, Name, PoolOpts, ConnOpts, Path) of
+                {ok, Res} ->
+                    ets:insert(?MODULE, #pool{name = Name,
+                                              atom_name = make_pool_name(PoolType, HostType, Tag),
+                                              strategy = proplists:get_value(strategy, PoolOpts,
+                                                                             best_worker),
+                                              call_timeout = call_timeout(PoolType, PoolOpts),
+                                              workers = proplists:get_value(workers, PoolOpts,
+                                                                            default_workers(PoolType)),
+                                              res = Res}),
+                    {ok, Res};
+                {error, _} = Error ->
+                    Error
+            end
+    end.
+
+open(generic, Name, PoolOpts, _ConnOpts, Path) ->
+    N = case proplists:get_value(workers, PoolOpts, 10) of
+            W when is_integer(W), W > 0, W =< 100000 -> W;
+            _ -> 1 % invalid: the NIF refuses the options before using this
+        end,
+    Executors = mongoose_native_nif:generic_executors(N),
+    case mongoose_native_sup:start_executors(Name, Executors, N) of
+        {ok, _Sup} ->
+            Tag = make_ref(),
+            Result = await_start(Tag, mongoose_native_nif:generic_start(
+                                        Executors, PoolOpts, Path, self(), Tag)),
+            case Result of
+                {ok, _} -> ok;
+                _ -> mongoose_native_sup:stop_executors(Name)
+            end,
+            Result;
+        {error, Reason} ->
+            {error, {executors_not_started, Reason}}
+    end;
+open(PoolType, _Name, PoolOpts, ConnOpts, Path) ->
+    Tag = make_ref(),
+    await_start(Tag, mongoose_native_nif:pool_start(atom_to_binary(PoolType), PoolOpts,
+                                                     ConnOpts, Path, self(), Tag)).
+
+await_start(Tag, ok) ->
+    receive {Tag, Result} -> Result end;
+await_start(_Tag, {error, _} = Error) ->
+    Error.
+
+stop() ->
+    [stop(Type, Host, Tag) || {Type, Host, Tag} <- get_pools()].
+
+stop(PoolType) ->
+    stop(PoolType, global).
+
+stop(PoolType, HostType) ->
+    stop(PoolType, HostType, default).
+
+stop(PoolType, HostType, Tag) ->
+    Name = {PoolType, HostType, Tag},
+    case ets:lookup(?MODULE, Name) of
+        [#pool{res = Res}] ->
+            ets:delete(?MODULE, Name),
+            mongoose_native_nif:stop(Res),
+            PoolType =:= generic andalso mongoose_native_sup:stop_executors(Name),
+            ok;
+        [] ->
+            ok
+    end.
+
+is_configured(PoolType) ->
+    lists:any(fun(#{type := Type}) -> Type =:= PoolType;
+                 (T) when is_tuple(T) -> element(1, T) =:= PoolType
+              end, mongoose_native_config:outgoing_pools()).
+
+%%--------------------------------------------------------------------
+%% Requests
+%%--------------------------------------------------------------------
+
+call(PoolType, Request) ->
+    call(PoolType, global, Request).
+
+call(PoolType, HostType, Request) ->
+    call(PoolType, HostType, default, Request).
+
+call(PoolType, HostType, Tag, Request) ->
+    with_pool(PoolType, HostType, Tag,
+              fun(P) -> call_pool(P, -1, Request, P#pool.call_timeout) end).
+
+call(PoolType, HostType, Tag, HashKey, Request) ->
+    with_pool(PoolType, HostType, Tag,
+              fun(P) -> call_pool(P, hash(P, HashKey), Request, P#pool.call_timeout) end).
+
+%% @doc A call with its own timeout instead of the pool's `call_timeout'.
+call_with_timeout(PoolType, HostType, Tag, Request, Timeout) ->
+    with_pool(PoolType, HostType, Tag, fun(P) -> call_pool(P, -1, Request, Timeout) end).
+
+send_request(PoolType, Request) ->
+    send_request(PoolType, global, Request).
+
+send_request(PoolType, HostType, Request) ->
+    send_request(PoolType, HostType, default, Request).
+
+%% @doc Returns a request id for gen_server:wait_response/2 and
+%% gen_server:receive_response/2.
+send_request(PoolType, HostType, Tag, Request) ->
+    with_pool(PoolType, HostType, Tag, fun(P) -> request_pool(P, -1, Request) end).
+
+send_request(PoolType, HostType, Tag, HashKey, Request) ->
+    with_pool(PoolType, HostType, Tag, fun(P) -> request_pool(P, hash(P, HashKey), Request) end).
+
+cast(PoolType, Request) ->
+    cast(PoolType, global, Request).
+
+cast(PoolType, HostType, Request) ->
+    cast(PoolType, HostType, default, Request).
+
+cast(PoolType, HostType, Tag, Request) ->
+    with_pool(PoolType, HostType, Tag, fun(P) -> cast_pool(P, -1, Request) end).
+
+cast(PoolType, HostType, Tag, HashKey, Request) ->
+    with_pool(PoolType, HostType, Tag, fun(P) -> cast_pool(P, hash(P, HashKey), Request) end).
+
+call_pool(P = #pool{res = Res}, Hash, Request, Timeout) ->
+    Ref = make_ref(),
+    case mongoose_native_nif:submit(Res, Hash, Request, self(), Ref) of
+        {ok, Slot} ->
+            receive
+                {Ref, Result} -> unwrap(P, Result)
+            after Timeout ->
+                case mongoose_native_nif:cancel(Slot) of
+                    cancelled ->
+                        exit({timeout, {?MODULE, call, [P#pool.atom_name, Timeout]}});
+                    replied ->
+                        receive {Ref, Result} -> unwrap(P, Result) end
+                end
+            end;
+        {error, Reason} ->
+            refused(Reason)
+    end.
+
+request_pool(#pool{res = Res}, Hash, Request) ->
+    ReqId = make_ref(),
+    case mongoose_native_nif:submit(Res, Hash, Request, self(), [alias | ReqId]) of
+        {ok, _Slot} -> ReqId;
+        {error, Reason} -> refused(Reason)
+    end.
+
+cast_pool(#pool{res = Res}, Hash, Request) ->
+    case mongoose_native_nif:cast(Res, Hash, Request) of
+        ok -> ok;
+        {error, Reason} -> refused(Reason)
+    end.
+
+%% Generic pools answer `{ok, Value}' or `{raised, Class, Reason, Stack}'.
+unwrap(#pool{name = {generic, _, _}}, {ok, Value}) -> Value;
+unwrap(#pool{name = {generic, _, _}}, {raised, Class, Reason, Stack}) ->
+    erlang:raise(Class, Reason, Stack);
+unwrap(_, Result) -> Result.
+
+refused({no_available_workers, _}) -> exit(no_available_workers);
+refused(Reason) -> {error, Reason}.
+
+hash(#pool{workers = N}, Key) ->
+    erlang:phash2(Key, N).
+
+with_pool(PoolType, HostType, Tag, F) ->
+    case get_pool(PoolType, HostType, Tag) of
+        {ok, Pool} -> F(Pool);
+        Error -> Error
+    end.
+
+%%--------------------------------------------------------------------
+%% Introspection
+%%--------------------------------------------------------------------
+
+get_worker(PoolType, HostType) ->
+    get_worker(PoolType, HostType, default).
+
+%% @doc Workers are NIF tasks, not processes; only generic pools have a
+%% process per worker, and only through `call/4' does work reach it.
+get_worker(PoolType, HostType, Tag) ->
+    with_pool(PoolType, HostType, Tag,
+              fun(_) -> {error, {no_worker_process, PoolType}} end).
+
+get_pool_settings(PoolType, HostType, Tag) ->
+    case get_pool(PoolType, HostType, Tag) of
+        {ok, #pool{name = Name, atom_name = Atom, strategy = S, call_timeout = T}} ->
+            {mongoose_wpool, Name, Atom, S, T};
+        {error, {pool_not_started, _}} ->
+            undefined
+    end.
+
+get_pools() ->
+    [Name || #pool{name = Name} <- ets:tab2list(?MODULE)].
+
+stats(PoolType, HostType, Tag) ->
+    case ets:lookup(?MODULE, {PoolType, HostType, Tag}) of
+        [#pool{atom_name = Atom, res = Res}] ->
+            [{pool, Atom} | mongoose_native_nif:stats(Res)];
+        [] ->
+            {error, {pool_not_started, {PoolType, HostType, Tag}}}
+    end.
+
+make_pool_name(PoolType, HostType, Tag) when is_atom(HostType) ->
+    make_pool_name(PoolType, atom_to_binary(HostType, utf8), Tag);
+make_pool_name(PoolType, HostType, Tag) when is_binary(HostType) ->
+    binary_to_atom(<<"mongoose_wpool$", (atom_to_binary(PoolType, utf8))/binary, $$,
+                     HostType/binary, $$, (atom_to_binary(Tag, utf8))/binary>>, utf8).
+
+%%--------------------------------------------------------------------
+%% Helpers
+%%--------------------------------------------------------------------
+
+get_pool(PoolType, HostType, Tag) ->
+    case catch ets:lookup(?MODULE, {PoolType, HostType, Tag}) of
+        [Pool] -> {ok, Pool};
+        _ when is_binary(HostType) -> get_pool(PoolType, global, Tag);
+        _ -> {error, {pool_not_started, {PoolType, HostType, Tag}}}
+    end.
+
+opts_list(Opts) when is_map(Opts) -> maps:to_list(Opts);
+opts_list(Opts) when is_list(Opts) -> Opts.
+
+callback_module(PoolType) ->
+    list_to_atom("mongoose_wpool_" ++ atom_to_list(PoolType)).
+
+call_timeout(rdbms, Opts) -> proplists:get_value(call_timeout, Opts, 60000);
+call_timeout(_, Opts) -> proplists:get_value(call_timeout, Opts, 5000).
+
+default_workers(cassandra) -> 20;
+default_workers(_) -> 10.

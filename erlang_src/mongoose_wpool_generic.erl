@@ -1,0 +1,13 @@
+%% @doc Callbacks of the `generic' pool type: every strategy is supported.
+-module(mongoose_wpool_generic).
+-export([init/0, start/4, stop/2, is_supported_strategy/1]).
+
+init() -> ok.
+
+start(HostType, Tag, WpoolOpts, ConnOpts) ->
+    mongoose_wpool:start(generic, HostType, Tag, WpoolOpts, ConnOpts).
+
+stop(HostType, Tag) ->
+    mongoose_wpool:stop(generic, HostType, Tag).
+
+is_supported_strategy(_) -> true.

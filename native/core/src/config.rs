@@ -1,0 +1,539 @@
+//! The one place that reads configuration.
+//!
+//! Every input (the maps MongooseIM's parser produces, a TOML file in seed
+//! 002's format, the legacy tuples of seed 000) ends up as a [`Term`] read
+//! through [`Node`], so a wrong value always gets the same kind of error: the
+//! TOML path, the expected form, and what was found (a secret's value never).
+
+use std::fmt;
+
+use crate::error::{Error, Result};
+use crate::strategy::Strategy;
+use crate::term::Term;
+
+/// The queue bound per worker when `max_worker_queue_len` is not set.
+pub const DEFAULT_QUEUE_BOUND: usize = 1000;
+/// What `max_worker_queue_len = "infinity"` means: still bounded, but far away.
+pub const INFINITE_QUEUE_BOUND: usize = 1_000_000;
+
+/// A configuration value at a known path.
+#[derive(Clone)]
+pub struct Node<'a> {
+    path: String,
+    term: Option<&'a Term>,
+}
+
+impl<'a> Node<'a> {
+    pub fn new(path: impl Into<String>, term: &'a Term) -> Node<'a> {
+        Node {
+            path: path.into(),
+            term: Some(term),
+        }
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn term(&self) -> Option<&'a Term> {
+        self.term
+    }
+
+    pub fn at(&self, key: &str) -> Node<'a> {
+        Node {
+            path: format!("{}.{}", self.path, key),
+            term: self.term.and_then(|t| t.get(key)),
+        }
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.term.is_some()
+    }
+
+    pub fn invalid(&self, expected: &str) -> Error {
+        let got = self.term.map_or_else(|| "nothing".to_string(), describe);
+        Error::Config(format!("{}: expected {expected}, got {got}", self.path))
+    }
+
+    pub fn missing(&self, expected: &str) -> Error {
+        Error::Config(format!("{}: required, expected {expected}", self.path))
+    }
+
+    pub fn string(&self) -> Result<Option<String>> {
+        self.term
+            .map(|t| t.as_text().ok_or_else(|| self.invalid("a string")))
+            .transpose()
+    }
+
+    pub fn string_or(&self, default: &str) -> Result<String> {
+        Ok(self.string()?.unwrap_or_else(|| default.to_string()))
+    }
+
+    pub fn required_string(&self) -> Result<String> {
+        self.string()?.ok_or_else(|| self.missing("a string"))
+    }
+
+    /// A secret: its value never appears in an error.
+    pub fn secret(&self) -> Result<Option<Secret>> {
+        match self.term {
+            None => Ok(None),
+            Some(t) => t.as_text().map(|s| Some(Secret(s))).ok_or_else(|| {
+                Error::Config(format!(
+                    "{}: expected a string, got {}",
+                    self.path,
+                    kind_of(t)
+                ))
+            }),
+        }
+    }
+
+    pub fn int(&self, min: i64, max: i64) -> Result<Option<i64>> {
+        let expected = || match (min, max) {
+            (0, i64::MAX) => "a non-negative integer".to_string(),
+            (1, i64::MAX) => "a positive integer".to_string(),
+            _ => format!("an integer between {min} and {max}"),
+        };
+        match self.term {
+            None => Ok(None),
+            Some(Term::Int(i)) if (min..=max).contains(i) => Ok(Some(*i)),
+            Some(_) => Err(self.invalid(&expected())),
+        }
+    }
+
+    pub fn int_or(&self, min: i64, max: i64, default: i64) -> Result<i64> {
+        Ok(self.int(min, max)?.unwrap_or(default))
+    }
+
+    pub fn bool(&self) -> Result<Option<bool>> {
+        match self.term.map(|t| t.as_atom()) {
+            None => Ok(None),
+            Some(Some("true")) => Ok(Some(true)),
+            Some(Some("false")) => Ok(Some(false)),
+            Some(_) => Err(self.invalid("a boolean")),
+        }
+    }
+
+    pub fn bool_or(&self, default: bool) -> Result<bool> {
+        Ok(self.bool()?.unwrap_or(default))
+    }
+
+    pub fn one_of(&self, allowed: &[&str]) -> Result<Option<String>> {
+        let expected = || format!("one of {}", allowed.join(", "));
+        match self.term {
+            None => Ok(None),
+            Some(t) => match t.as_text() {
+                Some(s) if allowed.contains(&s.as_str()) => Ok(Some(s)),
+                _ => Err(self.invalid(&expected())),
+            },
+        }
+    }
+
+    pub fn list(&self) -> Result<Option<Vec<Node<'a>>>> {
+        match self.term {
+            None => Ok(None),
+            Some(Term::List(items)) => Ok(Some(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| Node {
+                        path: format!("{}[{i}]", self.path),
+                        term: Some(t),
+                    })
+                    .collect(),
+            )),
+            Some(_) => Err(self.invalid("a list")),
+        }
+    }
+
+    /// Refuses keys outside `allowed`, so a typo is not silently ignored.
+    pub fn only_keys(&self, allowed: &[&str]) -> Result<()> {
+        for key in self.keys()? {
+            if !allowed.contains(&key.as_str()) {
+                return Err(Error::Config(format!(
+                    "{}.{key}: unknown option; expected one of {}",
+                    self.path,
+                    allowed.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn keys(&self) -> Result<Vec<String>> {
+        let key_name = |k: &Term| {
+            k.as_text()
+                .ok_or_else(|| self.invalid("a map with named keys"))
+        };
+        match self.term {
+            None => Ok(vec![]),
+            Some(Term::Map(pairs)) => pairs.iter().map(|(k, _)| key_name(k)).collect(),
+            Some(Term::List(items)) => items
+                .iter()
+                .map(|item| match item {
+                    Term::Tuple(kv) if kv.len() == 2 => key_name(&kv[0]),
+                    _ => Err(self.invalid("a map or a list of {Key, Value} pairs")),
+                })
+                .collect(),
+            Some(_) => Err(self.invalid("a map")),
+        }
+    }
+}
+
+/// A password or key passphrase; prints as `<secret>`.
+#[derive(Clone, PartialEq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+fn kind_of(t: &Term) -> &'static str {
+    match t {
+        Term::Atom(_) => "an atom",
+        Term::Int(_) => "an integer",
+        Term::Float(_) => "a float",
+        Term::Bin(_) => "a string",
+        Term::List(_) => "a list",
+        Term::Tuple(_) => "a tuple",
+        Term::Map(_) => "a map",
+        Term::Opaque(_) => "an opaque term",
+    }
+}
+
+fn describe(t: &Term) -> String {
+    let mut s = format!("{t:?}");
+    if s.len() > 80 {
+        let cut = (0..=77).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
+/// The pool types MongooseIM knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolType {
+    Redis,
+    Http,
+    Rdbms,
+    Cassandra,
+    Elastic,
+    Generic,
+    Rabbit,
+    Ldap,
+    Riak,
+}
+
+impl PoolType {
+    pub const ALL: [PoolType; 9] = [
+        PoolType::Redis,
+        PoolType::Http,
+        PoolType::Rdbms,
+        PoolType::Cassandra,
+        PoolType::Elastic,
+        PoolType::Generic,
+        PoolType::Rabbit,
+        PoolType::Ldap,
+        PoolType::Riak,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PoolType::Redis => "redis",
+            PoolType::Http => "http",
+            PoolType::Rdbms => "rdbms",
+            PoolType::Cassandra => "cassandra",
+            PoolType::Elastic => "elastic",
+            PoolType::Generic => "generic",
+            PoolType::Rabbit => "rabbit",
+            PoolType::Ldap => "ldap",
+            PoolType::Riak => "riak",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<PoolType> {
+        PoolType::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    fn default_workers(self) -> i64 {
+        if self == PoolType::Cassandra {
+            20
+        } else {
+            10
+        }
+    }
+
+    fn default_call_timeout(self) -> i64 {
+        if self == PoolType::Rdbms {
+            60_000
+        } else {
+            5_000
+        }
+    }
+}
+
+/// The worker-pool options every pool type shares.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub kind: PoolType,
+    pub workers: usize,
+    pub strategy: Strategy,
+    pub call_timeout_ms: u64,
+    pub max_worker_queue_len: Option<usize>,
+}
+
+impl PoolSettings {
+    pub const OPTIONS: [&'static str; 4] = [
+        "workers",
+        "strategy",
+        "call_timeout",
+        "max_worker_queue_len",
+    ];
+
+    /// Reads `opts` (a map or proplist) found at `path` (`outgoing_pools.TYPE.TAG`).
+    pub fn read(kind: PoolType, opts: &Node) -> Result<PoolSettings> {
+        opts.only_keys(&Self::OPTIONS)?;
+        let workers = opts
+            .at("workers")
+            .int_or(1, 100_000, kind.default_workers())?;
+        let strategy = opts
+            .at("strategy")
+            .one_of(&Strategy::NAMES)?
+            .map_or(Ok(Strategy::Best), |s| Strategy::parse(&s))?;
+        let call_timeout =
+            opts.at("call_timeout")
+                .int_or(1, i64::from(u32::MAX), kind.default_call_timeout())?;
+        let queue = opts.at("max_worker_queue_len");
+        let max_worker_queue_len = match queue.term() {
+            None => None,
+            Some(t) if t.as_text().as_deref() == Some("infinity") => Some(INFINITE_QUEUE_BOUND),
+            Some(Term::Int(n)) if *n >= 0 => Some((*n as usize).clamp(1, INFINITE_QUEUE_BOUND)),
+            Some(_) => return Err(queue.invalid("a non-negative integer or \"infinity\"")),
+        };
+        Ok(PoolSettings {
+            kind,
+            workers: workers as usize,
+            strategy,
+            call_timeout_ms: call_timeout as u64,
+            max_worker_queue_len,
+        })
+    }
+
+    pub fn queue_bound(&self) -> usize {
+        self.max_worker_queue_len.unwrap_or(DEFAULT_QUEUE_BOUND)
+    }
+}
+
+/// `toml::Value` as a [`Term`]: strings become binaries, booleans atoms.
+pub fn toml_to_term(value: &toml::Value) -> Term {
+    match value {
+        toml::Value::String(s) => Term::from(s.as_str()),
+        toml::Value::Integer(i) => Term::Int(*i),
+        toml::Value::Float(f) => Term::Float(*f),
+        toml::Value::Boolean(b) => Term::from(*b),
+        toml::Value::Datetime(d) => Term::from(d.to_string()),
+        toml::Value::Array(items) => Term::List(items.iter().map(toml_to_term).collect()),
+        toml::Value::Table(t) => Term::Map(
+            t.iter()
+                .map(|(k, v)| (Term::from(k.as_str()), toml_to_term(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// Reads the `[outgoing_pools.TYPE.TAG]` sections of a TOML document into the
+/// maps MongooseIM's config parser produces:
+/// `#{type, scope, tag, opts, conn_opts}`, scope `global`, `host_type` or a host.
+pub fn pools_from_toml(text: &str) -> Result<Vec<Term>> {
+    let doc: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| Error::Config(format!("TOML syntax: {}", e.message())))?;
+    let Some(pools) = doc.get("outgoing_pools") else {
+        return Ok(vec![]);
+    };
+    let pools = toml_to_term(pools);
+    let root = Node::new("outgoing_pools", &pools);
+    let mut out = vec![];
+    for type_name in root.keys()? {
+        let by_type = root.at(&type_name);
+        if PoolType::parse(&type_name).is_none() {
+            let known: Vec<_> = PoolType::ALL.iter().map(|t| t.name()).collect();
+            return Err(by_type.invalid(&format!("a pool type, one of {}", known.join(", "))));
+        }
+        for tag in by_type.keys()? {
+            out.push(pool_map_from_toml(&type_name, &tag, &by_type.at(&tag))?);
+        }
+    }
+    Ok(out)
+}
+
+fn pool_map_from_toml(type_name: &str, tag: &str, pool: &Node) -> Result<Term> {
+    let mut allowed = vec!["scope", "host", "host_type", "connection"];
+    allowed.extend(PoolSettings::OPTIONS);
+    pool.only_keys(&allowed)?;
+    let host = pool.at("host").string()?.or(pool.at("host_type").string()?);
+    let scope = match pool
+        .at("scope")
+        .one_of(&["global", "host", "host_type", "single_host"])?
+    {
+        None => host.map_or_else(|| Term::atom("global"), Term::from),
+        Some(s) if s == "global" => Term::atom("global"),
+        Some(s) if s == "host" || s == "host_type" => Term::atom("host_type"),
+        Some(_) => {
+            Term::from(host.ok_or_else(|| pool.at("host").missing("a host for scope single_host"))?)
+        }
+    };
+    let opts = Term::Map(
+        PoolSettings::OPTIONS
+            .iter()
+            .filter_map(|k| {
+                pool.at(k)
+                    .term()
+                    .map(|v| (Term::atom(k), to_atom_if_text(k, v)))
+            })
+            .collect(),
+    );
+    let conn_opts = pool
+        .at("connection")
+        .term()
+        .cloned()
+        .unwrap_or(Term::Map(vec![]));
+    Ok(Term::Map(vec![
+        (Term::atom("type"), Term::atom(type_name)),
+        (Term::atom("scope"), scope),
+        (Term::atom("tag"), Term::atom(tag)),
+        (Term::atom("opts"), opts),
+        (Term::atom("conn_opts"), conn_opts),
+    ]))
+}
+
+/// The strategy is an atom in MongooseIM's maps.
+fn to_atom_if_text(key: &str, v: &Term) -> Term {
+    match (key, v.as_text()) {
+        ("strategy", Some(s)) => Term::Atom(s),
+        _ => v.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(opts: Term, kind: PoolType) -> Result<PoolSettings> {
+        PoolSettings::read(kind, &Node::new("outgoing_pools.x.default", &opts))
+    }
+
+    #[test]
+    fn defaults_differ_by_type() {
+        let s = settings(Term::Map(vec![]), PoolType::Rdbms).unwrap();
+        assert_eq!((s.workers, s.call_timeout_ms), (10, 60_000));
+        let s = settings(Term::List(vec![]), PoolType::Cassandra).unwrap();
+        assert_eq!((s.workers, s.call_timeout_ms), (20, 5_000));
+        assert_eq!(s.strategy, Strategy::Best);
+        assert_eq!(s.queue_bound(), DEFAULT_QUEUE_BOUND);
+    }
+
+    #[test]
+    fn errors_name_path_expectation_and_value() {
+        let opts = Term::Map(vec![(Term::atom("workers"), Term::Int(0))]);
+        let e = settings(opts, PoolType::Redis).unwrap_err();
+        assert_eq!(
+            e,
+            Error::Config(
+                "outgoing_pools.x.default.workers: expected an integer between 1 and 100000, got 0"
+                    .into()
+            )
+        );
+        let opts = Term::List(vec![Term::tuple(vec![
+            Term::atom("strategy"),
+            Term::from("fast"),
+        ])]);
+        let e = settings(opts, PoolType::Redis).unwrap_err().to_string();
+        assert!(e.contains("strategy: expected one of best_worker"), "{e}");
+        let opts = Term::Map(vec![(Term::atom("wrkers"), Term::Int(3))]);
+        let e = settings(opts, PoolType::Redis).unwrap_err().to_string();
+        assert!(
+            e.starts_with("outgoing_pools.x.default.wrkers: unknown option"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn secrets_stay_out_of_errors() {
+        let t = Term::Map(vec![(Term::atom("password"), Term::Int(123456))]);
+        let e = Node::new("p", &t)
+            .at("password")
+            .secret()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "p.password: expected a string, got an integer");
+        let s = Node::new("p", &Term::from("hunter2"))
+            .secret()
+            .unwrap()
+            .unwrap();
+        assert_eq!(format!("{s:?}"), "<secret>");
+    }
+
+    #[test]
+    fn toml_pools_become_mongooseim_maps() {
+        let text = r#"
+            [outgoing_pools.redis.global_distrib]
+              scope = "single_host"
+              host = "a.com"
+              workers = 3
+              strategy = "next_worker"
+              [outgoing_pools.redis.global_distrib.connection]
+                port = 6380
+            [outgoing_pools.generic.default]
+              scope = "host"
+        "#;
+        let pools = pools_from_toml(text).unwrap();
+        assert_eq!(pools.len(), 2);
+        let of_type = |t: &str| {
+            pools
+                .iter()
+                .find(|p| p.get("type") == Some(&Term::atom(t)))
+                .unwrap()
+        };
+        let redis = of_type("redis");
+        assert_eq!(redis.get("scope"), Some(&Term::from("a.com")));
+        assert_eq!(
+            redis.get("opts").unwrap().get("strategy"),
+            Some(&Term::atom("next_worker"))
+        );
+        assert_eq!(
+            redis.get("conn_opts").unwrap().get("port"),
+            Some(&Term::Int(6380))
+        );
+        assert_eq!(
+            of_type("generic").get("scope"),
+            Some(&Term::atom("host_type"))
+        );
+    }
+
+    #[test]
+    fn bad_toml_is_named() {
+        let e = pools_from_toml("[outgoing_pools.redis.x]\nscope = \"single_host\"\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("outgoing_pools.redis.x.host: required"),
+            "{e}"
+        );
+        let e = pools_from_toml("[outgoing_pools.mongo.x]\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("outgoing_pools.mongo: expected a pool type"),
+            "{e}"
+        );
+        let e = pools_from_toml("[outgoing_pools\n").unwrap_err();
+        assert!(e.to_string().starts_with("TOML syntax"), "{e}");
+    }
+}

@@ -1,0 +1,17 @@
+//! mongoose_native: MongooseIM's outgoing pools as plain async Rust.
+//!
+//! Nothing here needs the Erlang VM; the `mongoose_native_nif` crate turns
+//! terms into [`Term`]s, calls in, and sends results back as messages.
+
+pub mod config;
+pub mod error;
+pub mod pool;
+pub mod redis;
+pub mod registry;
+pub mod reply;
+pub mod runtime;
+pub mod strategy;
+pub mod term;
+
+pub use error::{Error, Result};
+pub use term::Term;

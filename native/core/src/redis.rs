@@ -1,0 +1,306 @@
+//! The `redis` pool type: eredis's request forms and result shapes on a
+//! multiplexed connection per worker, so concurrent callers pipeline.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use redis::aio::MultiplexedConnection;
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value,
+};
+
+use crate::config::{Node, Secret};
+use crate::error::{Error, Result};
+use crate::pool::Driver;
+use crate::term::Term;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Commands one connection carries at once before the worker queues more.
+const PIPELINE_DEPTH: usize = 256;
+
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub host: String,
+    pub port: u16,
+    pub database: i64,
+    pub password: Option<Secret>,
+}
+
+impl RedisConfig {
+    pub const OPTIONS: [&'static str; 4] = ["host", "port", "database", "password"];
+
+    pub fn read(conn: &Node) -> Result<RedisConfig> {
+        if conn.at("tls").is_set() {
+            return Err(Error::Config(format!(
+                "{}: TLS to Redis is not supported by mongoose_native yet",
+                conn.at("tls").path()
+            )));
+        }
+        conn.only_keys(&Self::OPTIONS)?;
+        let password = conn
+            .at("password")
+            .secret()?
+            .filter(|p| !p.expose().is_empty());
+        Ok(RedisConfig {
+            host: conn.at("host").string_or("127.0.0.1")?,
+            port: conn.at("port").int_or(1, 65534, 6379)? as u16,
+            database: conn.at("database").int_or(0, i64::from(i32::MAX), 0)?,
+            password,
+        })
+    }
+}
+
+pub struct RedisDriver {
+    client: Client,
+    target: String,
+}
+
+impl RedisDriver {
+    pub fn new(config: RedisConfig) -> Result<RedisDriver> {
+        let mut settings = RedisConnectionInfo::default().set_db(config.database);
+        if let Some(p) = &config.password {
+            settings = settings.set_password(p.expose());
+        }
+        let target = format!("{}:{}/{}", config.host, config.port, config.database);
+        let info = ConnectionAddr::Tcp(config.host, config.port)
+            .into_connection_info()
+            .map_err(|e| Error::Config(format!("redis address {target}: {e}")))?
+            .set_redis_settings(settings);
+        let client =
+            Client::open(info).map_err(|e| Error::Config(format!("redis {target}: {e}")))?;
+        Ok(RedisDriver { client, target })
+    }
+}
+
+pub enum RedisRequest {
+    Single(redis::Cmd),
+    Pipeline(Vec<redis::Cmd>),
+}
+
+impl Driver for RedisDriver {
+    type Conn = MultiplexedConnection;
+    type Request = RedisRequest;
+
+    fn concurrency(&self) -> usize {
+        PIPELINE_DEPTH
+    }
+
+    fn parse(&self, request: Term) -> Result<RedisRequest> {
+        match request {
+            Term::Tuple(mut t) if t.len() == 2 && t[0].as_atom() == Some("q") => Ok(
+                RedisRequest::Single(command(&t.pop().unwrap_or(Term::List(vec![])))?),
+            ),
+            Term::Tuple(t) if t.len() == 2 && t[0].as_atom() == Some("qp") => match &t[1] {
+                Term::List(cmds) if !cmds.is_empty() => Ok(RedisRequest::Pipeline(
+                    cmds.iter().map(command).collect::<Result<_>>()?,
+                )),
+                _ => Err(Error::BadRequest(
+                    "qp expects a non-empty list of commands".into(),
+                )),
+            },
+            other => Err(Error::BadRequest(format!(
+                "expected {{q, Command}} or {{qp, [Command]}}, got {other:?}"
+            ))),
+        }
+    }
+
+    fn connect(&self, _worker: usize) -> BoxFuture<'static, Result<MultiplexedConnection>> {
+        let client = self.client.clone();
+        let target = self.target.clone();
+        Box::pin(async move {
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_response_timeout(None);
+            client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(|e| Error::Connect(format!("redis {target}: {}", describe(&e))))
+        })
+    }
+
+    fn execute(
+        &self,
+        mut conn: MultiplexedConnection,
+        request: RedisRequest,
+    ) -> BoxFuture<'static, Result<Term>> {
+        Box::pin(async move {
+            match request {
+                RedisRequest::Single(cmd) => single(conn.send_packed_command(&cmd).await),
+                RedisRequest::Pipeline(cmds) => {
+                    // Sent back to back on one connection, so they pipeline in order.
+                    let replies = futures::future::join_all(cmds.iter().map(|cmd| {
+                        let mut conn = conn.clone();
+                        async move { conn.send_packed_command(cmd).await }
+                    }))
+                    .await;
+                    let mut out = Vec::with_capacity(replies.len());
+                    for reply in replies {
+                        out.push(single(reply)?);
+                    }
+                    Ok(Term::List(out))
+                }
+            }
+        })
+    }
+}
+
+/// One eredis reply: `{ok, Value}` or `{error, Message}`; a broken
+/// connection is an `Err` so the worker replaces it.
+fn single(reply: redis::RedisResult<Value>) -> Result<Term> {
+    match reply {
+        Ok(Value::ServerError(e)) => Ok(Term::error(Term::from(server_message(
+            e.code(),
+            e.details(),
+        )))),
+        Ok(v) => Ok(Term::ok(value(v))),
+        Err(e) if e.is_timeout() => Err(Error::Timeout(format!("redis: {}", describe(&e)))),
+        Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() => {
+            Err(Error::ConnectionLost(format!("redis: {}", describe(&e))))
+        }
+        Err(e) => match e.code() {
+            Some(code) => Ok(Term::error(Term::from(server_message(code, e.detail())))),
+            None => Err(Error::ConnectionLost(format!("redis: {}", describe(&e)))),
+        },
+    }
+}
+
+fn server_message(code: &str, detail: Option<&str>) -> String {
+    match detail {
+        Some(d) => format!("{code} {d}"),
+        None => code.to_string(),
+    }
+}
+
+fn describe(e: &redis::RedisError) -> String {
+    e.to_string()
+}
+
+/// Values as eredis gives them: integers and status replies as binaries,
+/// nil as `undefined`, arrays as lists.
+fn value(v: Value) -> Term {
+    match v {
+        Value::Nil => Term::atom("undefined"),
+        Value::Int(i) => Term::from(i.to_string()),
+        Value::BulkString(b) => Term::Bin(b),
+        Value::SimpleString(s) => Term::from(s),
+        Value::Okay => Term::from("OK"),
+        Value::Array(items) | Value::Set(items) => {
+            Term::List(items.into_iter().map(value).collect())
+        }
+        Value::Map(pairs) => Term::List(
+            pairs
+                .into_iter()
+                .flat_map(|(k, v)| [value(k), value(v)])
+                .collect(),
+        ),
+        Value::Attribute { data, .. } => value(*data),
+        Value::Double(d) => Term::from(d.to_string()),
+        Value::Boolean(b) => Term::from(if b { "1" } else { "0" }),
+        Value::VerbatimString { text, .. } => Term::from(text),
+        Value::BigNumber(n) => Term::Bin(n),
+        Value::Push { data, .. } => Term::List(data.into_iter().map(value).collect()),
+        Value::ServerError(e) => Term::error(Term::from(server_message(e.code(), e.details()))),
+        other => Term::from(format!("{other:?}")),
+    }
+}
+
+/// An eredis command: a list of arguments, each an iolist, binary, atom or integer.
+fn command(term: &Term) -> Result<redis::Cmd> {
+    let Term::List(args) = term else {
+        return Err(Error::BadRequest(format!(
+            "a command is a list of arguments, got {term:?}"
+        )));
+    };
+    if args.is_empty() {
+        return Err(Error::BadRequest("empty command".into()));
+    }
+    let mut cmd = redis::Cmd::new();
+    let mut buf = Vec::new();
+    for arg in args {
+        buf.clear();
+        if !arg.to_iodata(&mut buf) {
+            return Err(Error::BadRequest(format!(
+                "cannot send {arg:?} as a Redis argument"
+            )));
+        }
+        cmd.arg(buf.as_slice());
+    }
+    Ok(cmd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{PoolSettings, PoolType};
+    use crate::pool::{AnyPool, Pool};
+    use crate::reply::testing::capture;
+    use crate::strategy::Choice;
+
+    fn q(args: &[&str]) -> Term {
+        Term::tuple(vec![
+            Term::atom("q"),
+            Term::List(args.iter().map(|a| Term::from(*a)).collect()),
+        ])
+    }
+
+    async fn pool(conn: Term) -> Result<std::sync::Arc<Pool<RedisDriver>>> {
+        let opts = Term::Map(vec![(Term::atom("workers"), Term::Int(2))]);
+        let settings = PoolSettings::read(PoolType::Redis, &Node::new("p", &opts))?;
+        let driver = RedisDriver::new(RedisConfig::read(&Node::new("p.connection", &conn))?)?;
+        Pool::start(driver, settings).await
+    }
+
+    async fn call(p: &std::sync::Arc<Pool<RedisDriver>>, req: Term) -> Term {
+        let (reply, rx) = capture();
+        p.submit(Choice::Strategy, req, reply).unwrap();
+        rx.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn set_get_and_shapes() {
+        let p = pool(Term::Map(vec![(Term::atom("database"), Term::Int(3))]))
+            .await
+            .unwrap();
+        assert_eq!(
+            call(&p, q(&["SET", "mn:rust:k", "v"])).await,
+            Term::ok(Term::from("OK"))
+        );
+        assert_eq!(
+            call(&p, q(&["GET", "mn:rust:k"])).await,
+            Term::ok(Term::from("v"))
+        );
+        assert_eq!(
+            call(&p, q(&["DEL", "mn:rust:k"])).await,
+            Term::ok(Term::from("1"))
+        );
+        assert_eq!(
+            call(&p, q(&["GET", "mn:rust:k"])).await,
+            Term::ok(Term::atom("undefined"))
+        );
+        let err = call(&p, q(&["NOSUCHCMD"])).await;
+        assert!(
+            matches!(&err, Term::Tuple(t) if t[0] == Term::atom("error")),
+            "{err:?}"
+        );
+        p.stop();
+    }
+
+    #[tokio::test]
+    async fn unreachable_server_fails_start_clearly() {
+        let conn = Term::Map(vec![(Term::atom("port"), Term::Int(1))]);
+        let e = pool(conn).await.err().unwrap();
+        assert_eq!(e.kind(), "connect_failed");
+        assert!(e.to_string().contains("127.0.0.1:1"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_refused_before_queueing() {
+        let p = pool(Term::Map(vec![])).await.unwrap();
+        let (reply, _rx) = capture();
+        let e = p
+            .submit(Choice::Strategy, Term::atom("get"), reply)
+            .unwrap_err();
+        assert_eq!(e.kind(), "bad_request");
+        p.stop();
+    }
+}

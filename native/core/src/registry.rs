@@ -1,0 +1,24 @@
+//! Starts a pool of a given type: the one place that maps a type to its driver.
+
+use crate::config::{Node, PoolSettings, PoolType};
+use crate::error::{Error, Result};
+use crate::pool::{AnyPool, Pool};
+use crate::redis::{RedisConfig, RedisDriver};
+use crate::term::Term;
+
+/// Validates the connection options of the pool at `path`
+/// (`outgoing_pools.TYPE.TAG`) and opens it. `generic` pools are started by
+/// the NIF glue, which owns the Erlang processes they run in.
+pub async fn start(settings: PoolSettings, conn: &Term, path: &str) -> Result<Box<dyn AnyPool>> {
+    let conn = Node::new(format!("{path}.connection"), conn);
+    match settings.kind {
+        PoolType::Redis => {
+            let driver = RedisDriver::new(RedisConfig::read(&conn)?)?;
+            Ok(Box::new(Pool::start(driver, settings).await?))
+        }
+        other => Err(Error::Config(format!(
+            "{path}: pool type {} is not supported by mongoose_native yet",
+            other.name()
+        ))),
+    }
+}

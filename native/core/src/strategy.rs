@@ -1,0 +1,83 @@
+//! Worker selection, with inaka/worker_pool's meanings.
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// The worker with the fewest requests queued or in flight.
+    Best,
+    Random,
+    /// Round robin.
+    Next,
+    /// The first idle worker, waiting up to `call_timeout` for one.
+    Available,
+    /// The next idle worker, or an error at once.
+    NextAvailable,
+}
+
+impl Strategy {
+    pub const NAMES: [&'static str; 5] = [
+        "best_worker",
+        "random_worker",
+        "next_worker",
+        "available_worker",
+        "next_available_worker",
+    ];
+
+    pub fn parse(name: &str) -> Result<Strategy> {
+        Ok(match name {
+            "best_worker" => Strategy::Best,
+            "random_worker" => Strategy::Random,
+            "next_worker" => Strategy::Next,
+            "available_worker" => Strategy::Available,
+            "next_available_worker" => Strategy::NextAvailable,
+            other => return Err(Error::BadRequest(format!("unknown strategy {other}"))),
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Best => "best_worker",
+            Strategy::Random => "random_worker",
+            Strategy::Next => "next_worker",
+            Strategy::Available => "available_worker",
+            Strategy::NextAvailable => "next_available_worker",
+        }
+    }
+}
+
+/// How one request picks its worker.
+#[derive(Debug, Clone, Copy)]
+pub enum Choice {
+    /// The pool's strategy.
+    Strategy,
+    /// `{hash_worker, Key}`: Erlang computes `erlang:phash2(Key, Workers)`.
+    Hash(usize),
+}
+
+/// Index of the least loaded worker (the first one on ties, as wpool does).
+pub fn least_loaded(loads: impl Iterator<Item = usize>) -> Option<(usize, usize)> {
+    loads
+        .enumerate()
+        .min_by_key(|&(i, load)| (load, i))
+        .map(|(i, load)| (i, load))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for name in Strategy::NAMES {
+            assert_eq!(Strategy::parse(name).unwrap().name(), name);
+        }
+        assert!(Strategy::parse("fastest_worker").is_err());
+    }
+
+    #[test]
+    fn least_loaded_prefers_first_on_ties() {
+        assert_eq!(least_loaded([3, 1, 1, 2].into_iter()), Some((1, 1)));
+        assert_eq!(least_loaded(std::iter::empty()), None);
+    }
+}

@@ -1,0 +1,252 @@
+//! The NIF: decodes arguments, hands work to the runtime, returns at once.
+//! Results reach the caller as `{Tag, Result}` messages (see `reply`).
+
+mod convert;
+mod generic;
+mod logger;
+mod reply;
+
+use std::sync::Arc;
+
+use mongoose_native::config::{pools_from_toml, Node, PoolSettings, PoolType};
+use mongoose_native::pool::{AnyPool, Pool};
+use mongoose_native::reply::Reply;
+use mongoose_native::strategy::Choice;
+use mongoose_native::{registry, runtime, Error, Term};
+use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, ResourceArc};
+
+use convert::{decode, encode, Saved};
+use generic::{Done, Executors, GenericDriver};
+use reply::{CallSlot, SlotRef};
+
+rustler::atoms! { ok, error, cancelled, replied, threads }
+
+pub struct PoolRes {
+    pool: Box<dyn AnyPool>,
+    /// Generic pools carry their requests as opaque terms.
+    opaque_requests: bool,
+}
+
+#[rustler::resource_impl]
+impl rustler::Resource for PoolRes {}
+
+fn error_term<'a>(env: Env<'a>, e: &Error) -> rustler::Term<'a> {
+    (error(), encode(env, &e.reason())).encode(env)
+}
+
+fn bad_arg(what: &str, why: String) -> Error {
+    Error::BadRequest(format!("{what}: {why}"))
+}
+
+/// Validates the pool options at once; the connection options are checked
+/// and the connections opened on the runtime, answering `{Tag, {ok, Pool}}`
+/// or `{Tag, {error, Reason}}`.
+#[rustler::nif]
+fn pool_start<'a>(
+    env: Env<'a>,
+    kind: String,
+    opts: rustler::Term<'a>,
+    conn: rustler::Term<'a>,
+    path: String,
+    pid: LocalPid,
+    tag: rustler::Term<'a>,
+) -> rustler::Term<'a> {
+    let prepared = prepare(&kind, opts, &path).and_then(|settings| {
+        let conn = decode(conn).map_err(|e| Error::Config(format!("{path}.connection: {e}")))?;
+        Ok((settings, conn))
+    });
+    let (settings, conn) = match prepared {
+        Ok(p) => p,
+        Err(e) => return error_term(env, &e),
+    };
+    let reply_env = OwnedEnv::new();
+    let tag = reply_env.save(tag);
+    runtime::handle().spawn(async move {
+        let started = registry::start(settings, &conn, &path).await;
+        answer_start(reply_env, pid, tag, started.map(|pool| (pool, false)));
+    });
+    ok().encode(env)
+}
+
+/// Starts a generic pool whose workers run in the given executors.
+#[rustler::nif]
+fn generic_start<'a>(
+    env: Env<'a>,
+    executors: ResourceArc<Executors>,
+    opts: rustler::Term<'a>,
+    path: String,
+    pid: LocalPid,
+    tag: rustler::Term<'a>,
+) -> rustler::Term<'a> {
+    let settings = match prepare("generic", opts, &path) {
+        Ok(s) if s.workers == executors.len() => s,
+        Ok(_) => {
+            return error_term(
+                env,
+                &Error::Config(format!("{path}: executor count differs from workers")),
+            )
+        }
+        Err(e) => return error_term(env, &e),
+    };
+    let reply_env = OwnedEnv::new();
+    let tag = reply_env.save(tag);
+    runtime::handle().spawn(async move {
+        let started = Pool::start(GenericDriver::new(executors), settings).await;
+        let started = started.map(|p| (Box::new(p) as Box<dyn AnyPool>, true));
+        answer_start(reply_env, pid, tag, started);
+    });
+    ok().encode(env)
+}
+
+fn prepare(kind: &str, opts: rustler::Term, path: &str) -> Result<PoolSettings, Error> {
+    let kind = PoolType::parse(kind)
+        .ok_or_else(|| Error::Config(format!("{path}: unknown pool type {kind}")))?;
+    let opts = decode(opts).map_err(|e| Error::Config(format!("{path}: {e}")))?;
+    PoolSettings::read(kind, &Node::new(path, &opts))
+}
+
+fn answer_start(
+    mut env: OwnedEnv,
+    pid: LocalPid,
+    tag: rustler::env::SavedTerm,
+    started: Result<(Box<dyn AnyPool>, bool), Error>,
+) {
+    if let Err(e) = &started {
+        log::warn!("pool start failed: {e}");
+    }
+    let _ = env.send_and_clear(&pid, |env| {
+        let result = match started {
+            Ok((pool, opaque_requests)) => (
+                ok(),
+                ResourceArc::new(PoolRes {
+                    pool,
+                    opaque_requests,
+                }),
+            )
+                .encode(env),
+            Err(e) => error_term(env, &e),
+        };
+        (tag.load(env), result).encode(env)
+    });
+}
+
+fn request(pool: &PoolRes, request: rustler::Term) -> Result<Term, Error> {
+    if pool.opaque_requests {
+        Ok(Term::Opaque(Saved::new(request)))
+    } else {
+        decode(request).map_err(|e| bad_arg("request", e))
+    }
+}
+
+fn choice(index: i64) -> Choice {
+    usize::try_from(index).map_or(Choice::Strategy, Choice::Hash)
+}
+
+/// `{ok, Slot}`: the answer will come as `{Tag, Result}`; `cancel(Slot)` stops it.
+#[rustler::nif]
+fn submit<'a>(
+    env: Env<'a>,
+    pool: ResourceArc<PoolRes>,
+    hash: i64,
+    req: rustler::Term<'a>,
+    pid: LocalPid,
+    tag: rustler::Term<'a>,
+) -> rustler::Term<'a> {
+    let req = match request(&pool, req) {
+        Ok(r) => r,
+        Err(e) => return error_term(env, &e),
+    };
+    let slot = ResourceArc::new(CallSlot::new(pid, tag));
+    let reply = Reply::new(Arc::new(SlotRef(slot.clone())));
+    match pool.pool.submit(choice(hash), req, reply) {
+        Ok(()) => (ok(), slot).encode(env),
+        Err(e) => error_term(env, &e),
+    }
+}
+
+#[rustler::nif]
+fn cast<'a>(
+    env: Env<'a>,
+    pool: ResourceArc<PoolRes>,
+    hash: i64,
+    req: rustler::Term<'a>,
+) -> rustler::Term<'a> {
+    let result =
+        request(&pool, req).and_then(|req| pool.pool.submit(choice(hash), req, Reply::none()));
+    match result {
+        Ok(()) => ok().encode(env),
+        Err(e) => error_term(env, &e),
+    }
+}
+
+#[rustler::nif]
+fn cancel(slot: ResourceArc<CallSlot>) -> Atom {
+    if slot.cancel() {
+        cancelled()
+    } else {
+        replied()
+    }
+}
+
+#[rustler::nif]
+fn stats(env: Env, pool: ResourceArc<PoolRes>) -> rustler::Term {
+    encode(env, &pool.pool.stats())
+}
+
+#[rustler::nif]
+fn stop(pool: ResourceArc<PoolRes>) -> Atom {
+    pool.pool.stop();
+    ok()
+}
+
+#[rustler::nif]
+fn parse_toml<'a>(env: Env<'a>, text: rustler::Binary<'a>) -> rustler::Term<'a> {
+    let parsed = std::str::from_utf8(text.as_slice())
+        .map_err(|_| Error::Config("the TOML file is not UTF-8".into()))
+        .and_then(pools_from_toml);
+    match parsed {
+        Ok(pools) => (ok(), encode(env, &Term::List(pools))).encode(env),
+        Err(e) => error_term(env, &e),
+    }
+}
+
+#[rustler::nif]
+fn generic_executors(n: usize) -> ResourceArc<Executors> {
+    ResourceArc::new(Executors::new(n))
+}
+
+#[rustler::nif]
+fn generic_attach(executors: ResourceArc<Executors>, index: usize, pid: LocalPid) -> Atom {
+    if executors.attach(index, pid) {
+        ok()
+    } else {
+        error()
+    }
+}
+
+#[rustler::nif]
+fn generic_done(done: ResourceArc<Done>, result: rustler::Term) -> Atom {
+    if done.finish(Saved::new(result)) {
+        ok()
+    } else {
+        error()
+    }
+}
+
+#[rustler::nif]
+fn set_log_relay(pid: LocalPid) -> Atom {
+    logger::set_relay(pid);
+    ok()
+}
+
+fn load(_env: Env, info: rustler::Term) -> bool {
+    logger::install();
+    let n = info
+        .map_get(threads().encode(_env))
+        .ok()
+        .and_then(|t| t.decode::<usize>().ok())
+        .unwrap_or(0);
+    runtime::start(n).is_ok()
+}
+
+rustler::init!("mongoose_native_nif", load = load);

@@ -37,7 +37,7 @@ impl Reply {
     }
 
     pub fn is_cancelled(&self) -> bool {
-        self.sink.as_ref().is_none_or(|s| s.is_cancelled())
+        self.sink.as_ref().is_some_and(|s| s.is_cancelled())
     }
 
     /// The caller was answered another way (the submit itself failed).

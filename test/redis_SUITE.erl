@@ -1,0 +1,195 @@
+%% The redis pool type and mongoose_redis against real Redis servers: the
+%% shared one on 6379 and private ones this suite starts and kills.
+-module(redis_SUITE).
+-compile([export_all, nowarn_export_all]).
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-define(PRIVATE_PORT, 16479).
+-define(AUTH_PORT, 16480).
+
+all() ->
+    [request_forms, result_shapes, pipeline, allowed_strategies, mongoose_redis_api,
+     send_request_and_cast, database_option, auth_failure, unreachable_server,
+     bad_requests, restart_mid_load, nif_calls_do_not_block].
+
+init_per_suite(Config) ->
+    ok = mongoose_wpool:ensure_started(),
+    Config.
+
+end_per_suite(_Config) ->
+    ok.
+
+init_per_testcase(_, Config) ->
+    {ok, _} = mongoose_wpool:start(redis, global, default, [{workers, 4}], #{database => 5}),
+    q([<<"FLUSHDB">>]),
+    Config.
+
+end_per_testcase(_, _Config) ->
+    mongoose_wpool:stop(),
+    mn_test_redis:stop(?PRIVATE_PORT),
+    mn_test_redis:stop(?AUTH_PORT),
+    ok.
+
+q(Cmd) -> mongoose_wpool:call(redis, global, default, {q, Cmd}).
+
+%%--------------------------------------------------------------------
+
+request_forms(_Config) ->
+    %% Binaries, charlists, atoms, integers and nested iolists are all arguments.
+    ?assertEqual({ok, <<"OK">>}, q(["SET", <<"k1">>, 42])),
+    ?assertEqual({ok, <<"42">>}, q([<<"GET">>, k1])),
+    ?assertEqual({ok, <<"OK">>}, q(['SET', ["k", [<<"2">>]], [<<"a">>, "b", [$c]]])),
+    ?assertEqual({ok, <<"abc">>}, q(["GET", "k2"])),
+    Bytes = <<0, 255, 10, 13, "binary">>,
+    ?assertEqual({ok, <<"OK">>}, q(["SET", "k3", Bytes])),
+    ?assertEqual({ok, Bytes}, q(["GET", "k3"])).
+
+result_shapes(_Config) ->
+    ?assertEqual({ok, undefined}, q(["GET", "missing"])),
+    ?assertEqual({ok, <<"1">>}, q(["INCR", "counter"])),
+    ?assertEqual({ok, <<"3">>}, q(["RPUSH", "list", "a", "b", "c"])),
+    ?assertEqual({ok, [<<"a">>, <<"b">>, <<"c">>]}, q(["LRANGE", "list", 0, -1])),
+    ?assertEqual({ok, []}, q(["LRANGE", "nolist", 0, -1])),
+    {ok, <<"OK">>} = q(["SET", "mk", "a"]),
+    ?assertEqual({ok, [<<"a">>, undefined]}, q(["MGET", "mk", "nope"])),
+    ?assertEqual({ok, <<"PONG">>}, q(["PING"])),
+    {error, Wrong} = q(["INCR", "list"]),
+    ?assertMatch(<<"WRONGTYPE", _/binary>>, Wrong),
+    {error, Unknown} = q(["NOSUCHCOMMAND"]),
+    ?assertMatch(<<"ERR unknown command", _/binary>>, Unknown).
+
+pipeline(_Config) ->
+    Results = mongoose_wpool:call(redis, global, default,
+                                  {qp, [["SET", "p", "1"], ["INCR", "p"], ["LPUSH", "p", "x"],
+                                        ["GET", "p"]]}),
+    ?assertMatch([{ok, <<"OK">>}, {ok, <<"2">>}, {error, <<"WRONGTYPE", _/binary>>}, {ok, <<"2">>}],
+                 Results).
+
+allowed_strategies(_Config) ->
+    [begin
+         Tag = list_to_atom("s_" ++ atom_to_list(S)),
+         {ok, _} = mongoose_wpool:start(redis, global, Tag, [{workers, 2}, {strategy, S}], #{}),
+         ?assertEqual({ok, <<"PONG">>}, mongoose_wpool:call(redis, global, Tag, {q, ["PING"]}))
+     end || S <- [best_worker, random_worker, next_worker, next_available_worker]],
+    ?assertError({strategy_not_supported, redis, global, avail, available_worker},
+                 mongoose_wpool:start(redis, global, avail, [{strategy, available_worker}], #{})).
+
+mongoose_redis_api(_Config) ->
+    ?assertEqual(<<"OK">>, mongoose_redis:cmd(["SET", "mr", "v"])),
+    ?assertEqual(<<"v">>, mongoose_redis:cmd(["GET", "mr"])),
+    ?assertEqual(undefined, mongoose_redis:cmd(["GET", "nothing"], 1000)),
+    ?assertMatch({error, <<"ERR", _/binary>>}, mongoose_redis:cmd(["BOGUS"])),
+    ?assertEqual([{ok, <<"1">>}, {ok, [<<"a">>]}],
+                 mongoose_redis:cmds([["SADD", "set", "a"], ["SMEMBERS", "set"]])),
+    ?assertEqual([{ok, <<"0">>}], mongoose_redis:cmds([["SADD", "set", "a"]], 1000)).
+
+send_request_and_cast(_Config) ->
+    ok = mongoose_wpool:cast(redis, global, default, {q, ["SET", "c", "casted"]}),
+    timer:sleep(100),
+    ReqId = mongoose_wpool:send_request(redis, global, default, {q, ["GET", "c"]}),
+    ?assertEqual({reply, {ok, <<"casted">>}}, gen_server:receive_response(ReqId, 1000)).
+
+database_option(_Config) ->
+    {ok, _} = mongoose_wpool:start(redis, global, db6, [], #{database => 6}),
+    {ok, <<"OK">>} = mongoose_wpool:call(redis, global, db6, {q, ["SET", "where", "six"]}),
+    ?assertEqual({ok, undefined}, q(["GET", "where"])),
+    {ok, _} = mongoose_wpool:call(redis, global, db6, {q, ["FLUSHDB"]}).
+
+auth_failure(_Config) ->
+    ok = mn_test_redis:start(?AUTH_PORT, ["--requirepass", "correct-horse"]),
+    {error, {connect_failed, Msg}} =
+        mongoose_wpool:start(redis, global, auth, [{workers, 1}],
+                             #{port => ?AUTH_PORT, password => "battery-staple"}),
+    ?assertEqual(nomatch, binary:match(Msg, <<"battery-staple">>)),
+    ?assertNotEqual(nomatch, binary:match(string:lowercase(Msg), <<"pass">>)),
+    {ok, _} = mongoose_wpool:start(redis, global, auth, [{workers, 1}],
+                                   #{port => ?AUTH_PORT, password => <<"correct-horse">>}),
+    ?assertEqual({ok, <<"PONG">>}, mongoose_wpool:call(redis, global, auth, {q, ["PING"]})),
+    {error, {connect_failed, DbMsg}} =
+        mongoose_wpool:start(redis, global, baddb, [{workers, 1}],
+                             #{port => ?AUTH_PORT, password => "correct-horse", database => 999}),
+    ?assertNotEqual(nomatch, binary:match(DbMsg, <<"DB index">>)).
+
+unreachable_server(_Config) ->
+    T0 = erlang:monotonic_time(millisecond),
+    {error, {connect_failed, Msg}} =
+        mongoose_wpool:start(redis, global, down, [{workers, 2}], #{port => 1}),
+    ?assert(erlang:monotonic_time(millisecond) - T0 < 2000),
+    ?assertNotEqual(nomatch, binary:match(Msg, <<"127.0.0.1:1">>)),
+    ?assertEqual([{redis, global, default}], mongoose_wpool:get_pools()).
+
+bad_requests(_Config) ->
+    ?assertMatch({error, {bad_request, _}}, mongoose_wpool:call(redis, global, default, get)),
+    ?assertMatch({error, {bad_request, _}}, mongoose_wpool:call(redis, global, default, {q, []})),
+    ?assertMatch({error, {bad_request, _}},
+                 mongoose_wpool:call(redis, global, default, {q, ["SET", self(), 1]})),
+    ?assertMatch({error, {bad_request, _}},
+                 mongoose_wpool:call(redis, global, default, {q, ["SET", {a, b}, 1]})),
+    ?assertEqual({ok, <<"PONG">>}, q(["PING"])).
+
+%% Kill the server under load: calls fail fast with an error while it is
+%% down, and the pool serves again by itself once it is back.
+restart_mid_load(_Config) ->
+    ok = mn_test_redis:start(?PRIVATE_PORT, []),
+    {ok, _} = mongoose_wpool:start(redis, global, restart, [{workers, 3}, {call_timeout, 1000}],
+                                   #{port => ?PRIVATE_PORT}),
+    Call = fun() -> mongoose_wpool:call(redis, global, restart, {q, ["INCR", "n"]}) end,
+    Self = self(),
+    Loader = spawn_link(fun() -> load(Call, Self, #{ok => 0, error => 0}) end),
+    timer:sleep(300),
+    ok = mn_test_redis:stop(?PRIVATE_PORT),
+    timer:sleep(500),
+    %% While the server is down: an error, and quickly.
+    T0 = erlang:monotonic_time(millisecond),
+    ?assertMatch({error, _}, Call()),
+    ?assert(erlang:monotonic_time(millisecond) - T0 < 500),
+    ok = mn_test_redis:start(?PRIVATE_PORT, []),
+    wait_ok(Call, 60),
+    Loader ! stop,
+    Counts = receive {counts, C} -> C after 5000 -> ct:fail(loader_stuck) end,
+    ct:pal("calls during the restart: ~p", [Counts]),
+    ?assert(maps:get(ok, Counts) > 0),
+    ?assert(maps:get(error, Counts) > 0).
+
+load(Call, Parent, Counts) ->
+    receive stop -> Parent ! {counts, Counts}
+    after 0 ->
+        Key = case Call() of {ok, _} -> ok; _ -> error end,
+        load(Call, Parent, maps:update_with(Key, fun(N) -> N + 1 end, Counts))
+    end.
+
+wait_ok(Call, 0) -> ?assertMatch({ok, _}, Call());
+wait_ok(Call, N) ->
+    case Call() of
+        {ok, _} -> ok;
+        _ -> timer:sleep(100), wait_ok(Call, N - 1)
+    end.
+
+%% 1,000 requests wait inside the NIF (BLPOP on empty lists: each blocks its
+%% connection for a second, so the pool gets a connection per request) while
+%% an unrelated process keeps its scheduling latency under a few milliseconds.
+nif_calls_do_not_block(_Config) ->
+    {ok, _} = mongoose_wpool:start(redis, global, blocking,
+                                   [{workers, 1000}, {strategy, next_worker}, {call_timeout, 5000}],
+                                   #{database => 5}),
+    Self = self(),
+    Callers = [spawn_link(fun() ->
+                                  R = mongoose_wpool:call(redis, global, blocking,
+                                                          {q, ["BLPOP", "empty" ++ integer_to_list(I), 1]}),
+                                  Self ! {done, R}
+                          end) || I <- lists:seq(1, 1000)],
+    Probe = spawn_link(fun() -> probe(Self, 200, 0) end),
+    MaxLateness = receive {probe, Max} -> Max after 10000 -> ct:fail(probe_stuck) end,
+    Results = [receive {done, R} -> R after 10000 -> ct:fail(caller_stuck) end || _ <- Callers],
+    ct:pal("max scheduling lateness while 1000 requests waited: ~p us", [MaxLateness]),
+    ?assert(is_pid(Probe)),
+    ?assertEqual(1000, length([ok || {ok, undefined} <- Results])),
+    ?assert(MaxLateness < 5000).
+
+probe(Parent, 0, Max) -> Parent ! {probe, Max};
+probe(Parent, N, Max) ->
+    T0 = erlang:monotonic_time(microsecond),
+    receive after 2 -> ok end,
+    Lateness = erlang:monotonic_time(microsecond) - T0 - 2000,
+    probe(Parent, N - 1, max(Max, Lateness)).

@@ -401,7 +401,12 @@ impl<D: Driver> WorkerState<D> {
                     self.finish();
                     last_activity = Instant::now();
                 }
-                result = async { connecting.as_mut().expect("guarded").await }, if connecting.is_some() => {
+                result = async {
+                    match connecting.as_mut() {
+                        Some(connect) => connect.await,
+                        None => std::future::pending().await,
+                    }
+                }, if connecting.is_some() => {
                     connecting = None;
                     match result {
                         Ok(c) => {

@@ -57,10 +57,7 @@ pub enum Choice {
 
 /// Index of the least loaded worker (the first one on ties, as wpool does).
 pub fn least_loaded(loads: impl Iterator<Item = usize>) -> Option<(usize, usize)> {
-    loads
-        .enumerate()
-        .min_by_key(|&(i, load)| (load, i))
-        .map(|(i, load)| (i, load))
+    loads.enumerate().min_by_key(|&(i, load)| (load, i))
 }
 
 #[cfg(test)]

@@ -1,0 +1,30 @@
+# The two commands of the README: `make demo` and `make test`.
+.PHONY: all setup build test rust-test ct demo bench lint clean
+
+all: build
+
+setup:
+	bash scripts/setup.sh
+
+build:
+	rebar3 compile
+
+rust-test:
+	cargo test -p mongoose_native
+
+ct: build
+	rebar3 ct
+
+test: setup rust-test ct
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+demo: setup build
+	erlc -o _build/default/lib/mongoose_native/ebin examples/mongoose_native_demo.erl
+	erl -noshell -pa _build/default/lib/mongoose_native/ebin \
+	    -eval 'mongoose_native_demo:run("examples/demo_pools.toml"), halt().'
+
+clean:
+	rm -rf _build priv/*.so

@@ -1,0 +1,64 @@
+%% mongoose_wpool:call(redis, ..., {q, [<<"GET">>, K]}) throughput and
+%% latency at 1, 16 and 128 concurrent callers, beside redis-benchmark at the
+%% same client count (no pipelining) in the same run. Prints numbers only.
+-module(redis_bench).
+-export([run/0, run/1]).
+
+-define(DURATION_MS, 3000).
+
+run() -> run([1, 16, 128]).
+
+run(Concurrencies) ->
+    ok = mongoose_wpool:ensure_started(),
+    {ok, _} = mongoose_wpool:start(redis, global, bench, [{workers, 10}], #{}),
+    {ok, <<"OK">>} = call({q, [<<"SET">>, <<"bench:key">>, <<"value">>]}),
+    io:format("~-26s ~9s ~8s ~8s | ~16s ~8s ~8s | ~6s~n",
+              ["workload", "ops/s", "p50 us", "p99 us", "redis-benchmark/s", "p50 us", "p99 us",
+               "ratio"]),
+    [row(C) || C <- Concurrencies],
+    mongoose_wpool:stop(redis, global, bench),
+    ok.
+
+call(Req) -> mongoose_wpool:call(redis, global, bench, Req).
+
+row(C) ->
+    {Ops, P50, P99} = measure(C),
+    {Ref, RefP50, RefP99} = redis_benchmark(C),
+    io:format("~-26s ~9b ~8b ~8b | ~16b ~8b ~8b | ~6.2f~n",
+              [io_lib:format("GET, ~b callers", [C]), Ops, P50, P99, Ref, RefP50, RefP99,
+               Ops / max(Ref, 1)]).
+
+measure(C) ->
+    Self = self(),
+    Deadline = erlang:monotonic_time(millisecond) + ?DURATION_MS,
+    Pids = [spawn_link(fun() -> Self ! {self(), loop(Deadline, [])} end) || _ <- lists:seq(1, C)],
+    Lats = lists:append([receive {P, L} -> L end || P <- Pids]),
+    Sorted = lists:sort(Lats),
+    N = length(Sorted),
+    {round(N / (?DURATION_MS / 1000)), lists:nth(max(1, N div 2), Sorted),
+     lists:nth(max(1, (N * 99) div 100), Sorted)}.
+
+loop(Deadline, Acc) ->
+    T0 = erlang:monotonic_time(microsecond),
+    {ok, _} = call({q, [<<"GET">>, <<"bench:key">>]}),
+    T1 = erlang:monotonic_time(microsecond),
+    case T1 div 1000 >= Deadline of
+        true -> [T1 - T0 | Acc];
+        false -> loop(Deadline, [T1 - T0 | Acc])
+    end.
+
+%% redis-benchmark at the same client count, no pipelining: {ops/s, p50, p99}.
+redis_benchmark(C) ->
+    Out = os:cmd("redis-benchmark -h 127.0.0.1 -p 6379 -t get -n 200000 --csv -c "
+                 ++ integer_to_list(C) ++ " 2>/dev/null"),
+    case re:run(Out, "\"GET\",\"([0-9.]+)\",\"[0-9.]+\",\"[0-9.]+\",\"([0-9.]+)\",\"[0-9.]+\",\"([0-9.]+)\"",
+                [{capture, all_but_first, list}]) of
+        {match, [Rps, P50, P99]} -> {round(num(Rps)), round(num(P50) * 1000), round(num(P99) * 1000)};
+        nomatch -> {0, 0, 0}
+    end.
+
+num(S) ->
+    case string:to_float(S) of
+        {F, _} when is_float(F) -> F;
+        _ -> float(list_to_integer(S))
+    end.

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs every benchmark and prints its table. Timings never fail anything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh >/dev/null
+rebar3 compile >/dev/null
+mkdir -p _build/bench
+erlc -o _build/bench bench/*.erl
+erl -noshell -pa _build/default/lib/mongoose_native/ebin -pa _build/bench \
+    -eval 'redis_bench:run(), halt().'

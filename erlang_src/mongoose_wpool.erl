@@ -244,18 +244,27 @@ call_pool(P = #pool{res = Res}, Hash, Request, Timeout) ->
     case mongoose_native_nif:submit(Res, Hash, Request, self(), Ref) of
         {ok, Slot} ->
             receive
+                {Ref, {error, {worker_wait_timeout, _}}} -> exit_timeout(P, Timeout);
                 {Ref, Result} -> unwrap(P, Result)
             after Timeout ->
                 case mongoose_native_nif:cancel(Slot) of
                     cancelled ->
-                        exit({timeout, {?MODULE, call, [P#pool.atom_name, Timeout]}});
+                        exit_timeout(P, Timeout);
                     replied ->
-                        receive {Ref, Result} -> unwrap(P, Result) end
+                        receive
+                            {Ref, {error, {worker_wait_timeout, _}}} -> exit_timeout(P, Timeout);
+                            {Ref, Result} -> unwrap(P, Result)
+                        end
                 end
             end;
         {error, Reason} ->
             refused(Reason)
     end.
+
+%% The engine's own `available_worker' wait may end first; either way the
+%% caller sees what a gen_server:call timeout gives.
+exit_timeout(#pool{atom_name = Name}, Timeout) ->
+    exit({timeout, {?MODULE, call, [Name, Timeout]}}).
 
 request_pool(#pool{res = Res}, Hash, Request) ->
     ReqId = make_ref(),

@@ -20,6 +20,9 @@ pub enum Error {
     Timeout(String),
     #[error("every worker is busy or its queue is full")]
     NoAvailableWorkers,
+    /// `available_worker`: no worker became idle within `call_timeout`.
+    #[error("no worker became available within call_timeout")]
+    WorkerWaitTimeout,
     #[error("the pool was stopped")]
     PoolStopped,
     /// A start failed because the server could not be reached or refused us.
@@ -41,6 +44,7 @@ impl Error {
             Error::ConnectionLost(_) => "connection_lost",
             Error::Timeout(_) => "timeout",
             Error::NoAvailableWorkers => "no_available_workers",
+            Error::WorkerWaitTimeout => "worker_wait_timeout",
             Error::PoolStopped => "pool_stopped",
             Error::Connect(_) => "connect_failed",
             Error::Server(_) => "server_error",

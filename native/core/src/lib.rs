@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod error;
+pub mod http;
 pub mod pool;
 pub mod redis;
 pub mod registry;
@@ -12,6 +13,7 @@ pub mod reply;
 pub mod runtime;
 pub mod strategy;
 pub mod term;
+pub mod tls;
 
 pub use error::{Error, Result};
 pub use term::Term;

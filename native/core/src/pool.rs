@@ -182,10 +182,7 @@ impl<D: Driver> Pool<D> {
                     _ = &mut notified => {}
                     _ = tokio::time::sleep_until(deadline) => {
                         if let Some(job) = job.take() {
-                            job.reply.send(
-                                Error::Timeout("no worker became available within call_timeout".into())
-                                    .to_term(),
-                            );
+                            job.reply.send(Error::WorkerWaitTimeout.to_term());
                         }
                         return;
                     }

@@ -2,6 +2,7 @@
 
 use crate::config::{Node, PoolSettings, PoolType};
 use crate::error::{Error, Result};
+use crate::http::{HttpConfig, HttpDriver};
 use crate::pool::{AnyPool, Pool};
 use crate::redis::{RedisConfig, RedisDriver};
 use crate::term::Term;
@@ -14,6 +15,10 @@ pub async fn start(settings: PoolSettings, conn: &Term, path: &str) -> Result<Bo
     match settings.kind {
         PoolType::Redis => {
             let driver = RedisDriver::new(RedisConfig::read(&conn)?)?;
+            Ok(Box::new(Pool::start(driver, settings).await?))
+        }
+        PoolType::Http => {
+            let driver = HttpDriver::new(HttpConfig::read(&conn)?, settings.workers)?;
             Ok(Box::new(Pool::start(driver, settings).await?))
         }
         other => Err(Error::Config(format!(

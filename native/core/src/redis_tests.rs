@@ -1,0 +1,75 @@
+//! Tests of `redis`.
+
+use super::*;
+use crate::config::{PoolSettings, PoolType};
+use crate::pool::{AnyPool, Pool};
+use crate::reply::testing::capture;
+use crate::strategy::Choice;
+
+fn q(args: &[&str]) -> Term {
+    Term::tuple(vec![
+        Term::atom("q"),
+        Term::List(args.iter().map(|a| Term::from(*a)).collect()),
+    ])
+}
+
+async fn pool(conn: Term) -> Result<std::sync::Arc<Pool<RedisDriver>>> {
+    let opts = Term::Map(vec![(Term::atom("workers"), Term::Int(2))]);
+    let settings = PoolSettings::read(PoolType::Redis, &Node::new("p", &opts))?;
+    let driver = RedisDriver::new(RedisConfig::read(&Node::new("p.connection", &conn))?)?;
+    Pool::start(driver, settings).await
+}
+
+async fn call(p: &std::sync::Arc<Pool<RedisDriver>>, req: Term) -> Term {
+    let (reply, rx) = capture();
+    p.submit(Choice::Strategy, req, reply).unwrap();
+    rx.await.unwrap()
+}
+
+#[tokio::test]
+async fn set_get_and_shapes() {
+    let p = pool(Term::Map(vec![(Term::atom("database"), Term::Int(3))]))
+        .await
+        .unwrap();
+    assert_eq!(
+        call(&p, q(&["SET", "mn:rust:k", "v"])).await,
+        Term::ok(Term::from("OK"))
+    );
+    assert_eq!(
+        call(&p, q(&["GET", "mn:rust:k"])).await,
+        Term::ok(Term::from("v"))
+    );
+    assert_eq!(
+        call(&p, q(&["DEL", "mn:rust:k"])).await,
+        Term::ok(Term::from("1"))
+    );
+    assert_eq!(
+        call(&p, q(&["GET", "mn:rust:k"])).await,
+        Term::ok(Term::atom("undefined"))
+    );
+    let err = call(&p, q(&["NOSUCHCMD"])).await;
+    assert!(
+        matches!(&err, Term::Tuple(t) if t[0] == Term::atom("error")),
+        "{err:?}"
+    );
+    p.stop();
+}
+
+#[tokio::test]
+async fn unreachable_server_fails_start_clearly() {
+    let conn = Term::Map(vec![(Term::atom("port"), Term::Int(1))]);
+    let e = pool(conn).await.err().unwrap();
+    assert_eq!(e.kind(), "connect_failed");
+    assert!(e.to_string().contains("127.0.0.1:1"), "{e}");
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_before_queueing() {
+    let p = pool(Term::Map(vec![])).await.unwrap();
+    let (reply, _rx) = capture();
+    let e = p
+        .submit(Choice::Strategy, Term::atom("get"), reply)
+        .unwrap_err();
+    assert_eq!(e.kind(), "bad_request");
+    p.stop();
+}

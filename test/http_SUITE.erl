@@ -25,7 +25,7 @@ init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(ssl),
     ok = ensure_inets(),
     Dir = ?config(priv_dir, Config),
-    Certs = make_certs(Dir),
+    Certs = mn_test_certs:make(Dir),
     Plain = start_httpd(Dir, []),
     Tls = start_httpd(Dir, [{socket_type, {ssl, [{certfile, cert(Certs, server)},
                                                   {keyfile, cert(Certs, server_key)}]}}]),
@@ -463,71 +463,3 @@ tls_config_errors(Config) ->
 %%--------------------------------------------------------------------
 
 cert(Certs, Name) -> maps:get(Name, Certs).
-
-make_certs(Dir0) ->
-    Dir = filename:join(Dir0, "certs"),
-    ok = filelib:ensure_dir(filename:join(Dir, "x")),
-    Cnf = filename:join(Dir, "openssl.cnf"),
-    ok = file:write_file(Cnf, <<"
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = placeholder
-[ca_ext]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-[server_ext]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost, IP:127.0.0.1
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-[client_ext]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = clientAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-">>),
-    F = fun(Name) -> filename:join(Dir, Name) end,
-    Key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"],
-    [openssl(Dir, ["req", "-x509", "-new" | Key] ++
-                  ["-keyout", F(Name ++ ".key"), "-out", F(Name ++ ".pem"), "-days", "3",
-                   "-subj", "/CN=" ++ Name, "-config", Cnf, "-extensions", "ca_ext"])
-     || Name <- ["ca", "other_ca"]],
-    Leaf = fun(Name, Ext, Serial) ->
-                   openssl(Dir, ["req", "-new" | Key] ++
-                               ["-keyout", F(Name ++ ".key"), "-out", F(Name ++ ".csr"),
-                                "-subj", "/CN=" ++ Name, "-config", Cnf]),
-                   openssl(Dir, ["x509", "-req", "-in", F(Name ++ ".csr"), "-CA", F("ca.pem"),
-                                 "-CAkey", F("ca.key"), "-set_serial", Serial, "-days", "3",
-                                 "-out", F(Name ++ ".pem"), "-extfile", Cnf, "-extensions", Ext])
-           end,
-    Leaf("localhost", "server_ext", "101"),
-    Leaf("client", "client_ext", "102"),
-    {ok, ClientPem} = file:read_file(F("client.pem")),
-    {ok, ClientKey} = file:read_file(F("client.key")),
-    ok = file:write_file(F("client_combined.pem"), [ClientPem, ClientKey]),
-    #{ca => F("ca.pem"), other_ca => F("other_ca.pem"),
-      server => F("localhost.pem"), server_key => F("localhost.key"),
-      client => F("client.pem"), client_key => F("client.key"),
-      client_combined => F("client_combined.pem")}.
-
-openssl(Dir, Args) ->
-    Exe = os:find_executable("openssl"),
-    Port = open_port({spawn_executable, Exe},
-                     [{args, Args}, {cd, Dir}, exit_status, stderr_to_stdout, binary]),
-    case collect(Port, <<>>) of
-        {0, _} -> ok;
-        {Status, Out} -> ct:fail({openssl_failed, Args, Status, Out})
-    end.
-
-collect(Port, Acc) ->
-    receive
-        {Port, {data, D}} -> collect(Port, <<Acc/binary, D/binary>>);
-        {Port, {exit_status, S}} -> {S, Acc}
-    after 30000 -> {timeout, Acc}
-    end.

@@ -7,11 +7,12 @@
 
 -define(PRIVATE_PORT, 16479).
 -define(AUTH_PORT, 16480).
+-define(TLS_PORT, 16481).
 
 all() ->
     [request_forms, result_shapes, pipeline, allowed_strategies, mongoose_redis_api,
      send_request_and_cast, database_option, auth_failure, unreachable_server,
-     bad_requests, restart_mid_load, nif_calls_do_not_block].
+     bad_requests, tls, restart_mid_load, nif_calls_do_not_block].
 
 init_per_suite(Config) ->
     ok = mongoose_wpool:ensure_started(),
@@ -29,6 +30,7 @@ end_per_testcase(_, _Config) ->
     mongoose_wpool:stop(),
     mn_test_redis:stop(?PRIVATE_PORT),
     mn_test_redis:stop(?AUTH_PORT),
+    mn_test_redis:stop(?TLS_PORT),
     ok.
 
 q(Cmd) -> mongoose_wpool:call(redis, global, default, {q, Cmd}).
@@ -127,6 +129,29 @@ bad_requests(_Config) ->
     ?assertMatch({error, {bad_request, _}},
                  mongoose_wpool:call(redis, global, default, {q, ["SET", {a, b}, 1]})),
     ?assertEqual({ok, <<"PONG">>}, q(["PING"])).
+
+%% A TLS-only redis-server: the tls section goes through the shared TLS
+%% module; verify_peer against the right CA works, the wrong CA is refused.
+tls(Config) ->
+    Certs = mn_test_certs:make(?config(priv_dir, Config)),
+    C = fun(Name) -> maps:get(Name, Certs) end,
+    ok = mn_test_redis:start(?TLS_PORT, ["--port", "0", "--tls-port", integer_to_list(?TLS_PORT),
+                                         "--tls-cert-file", C(server), "--tls-key-file", C(server_key),
+                                         "--tls-ca-cert-file", C(ca), "--tls-auth-clients", "no"]),
+    {ok, _} = mongoose_wpool:start(redis, global, tls, [{workers, 2}],
+                                   #{port => ?TLS_PORT,
+                                     tls => #{verify_peer => true, cacertfile => C(ca)}}),
+    ?assertEqual({ok, <<"OK">>}, mongoose_wpool:call(redis, global, tls, {q, ["SET", "t", "s"]})),
+    ?assertEqual({ok, <<"s">>}, mongoose_wpool:call(redis, global, tls, {q, ["GET", "t"]})),
+    {error, {connect_failed, Msg}} =
+        mongoose_wpool:start(redis, global, wrong_ca, [{workers, 1}],
+                             #{port => ?TLS_PORT,
+                               tls => #{verify_peer => true, cacertfile => C(other_ca)}}),
+    ?assertNotEqual(nomatch, binary:match(Msg, <<"TLS handshake">>)),
+    %% Plain TCP to a TLS port: an error at start, not a hang.
+    ?assertMatch({error, {connect_failed, _}},
+                 mongoose_wpool:start(redis, global, plain, [{workers, 1}],
+                                      #{port => ?TLS_PORT})).
 
 %% Kill the server under load: calls fail fast with an error while it is
 %% down, and the pool serves again by itself once it is back.

@@ -1,18 +1,23 @@
 //! The `redis` pool type: eredis's request forms and result shapes on a
 //! multiplexed connection per worker, so concurrent callers pipeline.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
-use redis::{
-    AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value,
-};
+use redis::{AsyncConnectionConfig, RedisConnectionInfo, Value};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use crate::config::{Node, Secret};
 use crate::error::{Error, Result};
 use crate::pool::Driver;
+use crate::runtime;
 use crate::term::Term;
+use crate::tls::read_tls;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Commands one connection carries at once before the worker queues more.
@@ -24,19 +29,19 @@ pub struct RedisConfig {
     pub port: u16,
     pub database: i64,
     pub password: Option<Secret>,
+    /// Set when the `tls` section is: the connection is then TLS only.
+    pub tls: Option<Arc<ClientConfig>>,
 }
 
 impl RedisConfig {
-    pub const OPTIONS: [&'static str; 4] = ["host", "port", "database", "password"];
+    pub const OPTIONS: [&'static str; 5] = ["host", "port", "database", "password", "tls"];
 
     pub fn read(conn: &Node) -> Result<RedisConfig> {
-        if conn.at("tls").is_set() {
-            return Err(Error::Config(format!(
-                "{}: TLS to Redis is not supported by mongoose_native yet",
-                conn.at("tls").path()
-            )));
-        }
         conn.only_keys(&Self::OPTIONS)?;
+        let tls = match conn.at("tls") {
+            tls if tls.is_set() => Some(Arc::new(read_tls(&tls)?)),
+            _ => None,
+        };
         let password = conn
             .at("password")
             .secret()?
@@ -46,12 +51,19 @@ impl RedisConfig {
             port: conn.at("port").int_or(1, 65534, 6379)? as u16,
             database: conn.at("database").int_or(0, i64::from(i32::MAX), 0)?,
             password,
+            tls,
         })
     }
 }
 
+/// Opens its own TCP (and TLS) stream so that TLS comes from the shared
+/// `tls` module and sockets get TCP_NODELAY; the redis crate then speaks
+/// RESP over it, authenticating and selecting the database.
 pub struct RedisDriver {
-    client: Client,
+    host: String,
+    port: u16,
+    settings: RedisConnectionInfo,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
     target: String,
 }
 
@@ -62,14 +74,61 @@ impl RedisDriver {
             settings = settings.set_password(p.expose());
         }
         let target = format!("{}:{}/{}", config.host, config.port, config.database);
-        let info = ConnectionAddr::Tcp(config.host, config.port)
-            .into_connection_info()
-            .map_err(|e| Error::Config(format!("redis address {target}: {e}")))?
-            .set_redis_settings(settings);
-        let client =
-            Client::open(info).map_err(|e| Error::Config(format!("redis {target}: {e}")))?;
-        Ok(RedisDriver { client, target })
+        let tls = match config.tls {
+            Some(tls) => {
+                let name = ServerName::try_from(config.host.clone())
+                    .map_err(|_| Error::Config(format!("redis {target}: not a TLS server name")))?;
+                Some((TlsConnector::from(tls), name))
+            }
+            None => None,
+        };
+        Ok(RedisDriver {
+            host: config.host,
+            port: config.port,
+            settings,
+            tls,
+            target,
+        })
     }
+}
+
+async fn open(
+    host: String,
+    port: u16,
+    settings: RedisConnectionInfo,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+) -> std::result::Result<MultiplexedConnection, String> {
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| e.to_string())?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    let config = AsyncConnectionConfig::new().set_response_timeout(None);
+    match tls {
+        None => handshake(&settings, tcp, config).await,
+        Some((connector, name)) => {
+            let stream = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS handshake: {e}"))?;
+            handshake(&settings, stream, config).await
+        }
+    }
+}
+
+/// AUTH and SELECT over `stream`; its I/O then runs in a task of its own.
+async fn handshake<S>(
+    settings: &RedisConnectionInfo,
+    stream: S,
+    config: AsyncConnectionConfig,
+) -> std::result::Result<MultiplexedConnection, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (conn, io) = MultiplexedConnection::new_with_config(settings, stream, config)
+        .await
+        .map_err(|e| describe(&e))?;
+    runtime::handle().spawn(io);
+    Ok(conn)
 }
 
 pub enum RedisRequest {
@@ -105,16 +164,21 @@ impl Driver for RedisDriver {
     }
 
     fn connect(&self, _worker: usize) -> BoxFuture<'static, Result<MultiplexedConnection>> {
-        let client = self.client.clone();
+        let opening = open(
+            self.host.clone(),
+            self.port,
+            self.settings.clone(),
+            self.tls.clone(),
+        );
         let target = self.target.clone();
         Box::pin(async move {
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                .set_response_timeout(None);
-            client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-                .map_err(|e| Error::Connect(format!("redis {target}: {}", describe(&e))))
+            match tokio::time::timeout(CONNECT_TIMEOUT, opening).await {
+                Ok(Ok(conn)) => Ok(conn),
+                Ok(Err(e)) => Err(Error::Connect(format!("redis {target}: {e}"))),
+                Err(_) => Err(Error::Connect(format!(
+                    "redis {target}: no connection within {CONNECT_TIMEOUT:?}"
+                ))),
+            }
         })
     }
 

@@ -4,6 +4,7 @@
 mod convert;
 mod generic;
 mod logger;
+mod pin;
 mod reply;
 
 use std::sync::Arc;
@@ -240,6 +241,9 @@ fn set_log_relay(pid: LocalPid) -> Atom {
 }
 
 fn load(_env: Env, info: rustler::Term) -> bool {
+    if !pin::pin_library() {
+        return false;
+    }
     logger::install();
     let n = info
         .map_get(threads().encode(_env))

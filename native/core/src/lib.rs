@@ -14,6 +14,7 @@ pub mod runtime;
 pub mod strategy;
 pub mod term;
 pub mod tls;
+pub mod transport;
 
 pub use error::{Error, Result};
 pub use term::Term;

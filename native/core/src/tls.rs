@@ -122,6 +122,53 @@ pub fn read_tls(tls: &Node) -> Result<ClientConfig> {
     Ok(config)
 }
 
+/// mod_global_distrib's `connections.tls` (`certfile` with the certificate
+/// and key, `cacertfile`, `ciphers`, `dhfile`): both sides of a mutual TLS
+/// link. Each side presents `certfile` and requires a peer certificate that
+/// chains to `cacertfile`; names are not checked, as datacenters dial each
+/// other by address. `dhfile` is accepted and has no effect (ECDHE only).
+pub fn read_mutual(tls: &Node) -> Result<(rustls::ServerConfig, ClientConfig)> {
+    tls.only_keys(&["certfile", "cacertfile", "ciphers", "dhfile"])?;
+    let certfile = tls.at("certfile");
+    let cacertfile = tls.at("cacertfile");
+    let cert_path = certfile.required_string()?;
+    let ca_path = cacertfile.required_string()?;
+    let mut client_opts = vec![
+        (Term::atom("verify_peer"), Term::from(true)),
+        (Term::atom("server_name_indication"), Term::from(false)),
+        (Term::atom("certfile"), Term::from(cert_path)),
+        (Term::atom("cacertfile"), Term::from(ca_path)),
+    ];
+    for key in ["ciphers", "dhfile"] {
+        if let Some(v) = tls.at(key).term() {
+            client_opts.push((Term::atom(key), v.clone()));
+        }
+    }
+    let client_term = Term::Map(client_opts);
+    let mut client = read_tls(&Node::new(tls.path(), &client_term))?;
+    client.alpn_protocols.clear();
+
+    let provider = Arc::new(client.crypto_provider().as_ref().clone());
+    let roots = Arc::new(read_roots(&cacertfile)?);
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            .map_err(|e| Error::Config(format!("{}: {e}", cacertfile.path())))?;
+    let (certs, key) = read_client_auth(tls)?.ok_or_else(|| certfile.missing("a PEM file"))?;
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("{}: {e}", tls.path())))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            Error::Config(format!(
+                "{}: the certificate and key do not make a usable pair: {e}",
+                certfile.path()
+            ))
+        })?;
+    Ok((server, client))
+}
+
 fn read_verify(tls: &Node) -> Result<bool> {
     let peer = tls.at("verify_peer");
     let mode = tls.at("verify_mode");

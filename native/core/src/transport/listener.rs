@@ -1,0 +1,110 @@
+//! Incoming connections: `gd_start`, then data frames handed to a sink.
+//!
+//! A malformed, oversized or cut frame closes that connection only and
+//! counts `incoming_errored_count`; nothing else is affected.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use super::frame::{parse_data, parse_gd_start, read_frame, FrameError};
+use super::metrics::{bump, Metrics};
+use crate::runtime;
+
+/// Receives every data frame of one connection, in order.
+pub trait Sink: Send + 'static {
+    /// `host` is the sender's local host from `gd_start`.
+    fn frame(&mut self, host: &str, transfer_time_us: i64, key: &[u8], term: &[u8]);
+}
+
+pub trait SinkFactory: Send + Sync + 'static {
+    fn sink(&self) -> Box<dyn Sink>;
+}
+
+pub struct Listener {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub struct Incoming {
+    pub tls: Option<TlsAcceptor>,
+    pub max_frame: usize,
+    pub sinks: Arc<dyn SinkFactory>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Binds `addr` and serves it until the returned listener is dropped.
+pub async fn listen(addr: SocketAddr, incoming: Arc<Incoming>) -> std::io::Result<Listener> {
+    let socket = TcpListener::bind(addr).await?;
+    let addr = socket.local_addr()?;
+    let task = runtime::handle().spawn(async move {
+        loop {
+            let Ok((stream, peer)) = socket.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let incoming = incoming.clone();
+            runtime::handle().spawn(async move {
+                bump(&incoming.metrics.incoming_established_count);
+                let outcome = match &incoming.tls {
+                    None => serve(stream, &incoming).await,
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(tls) => serve(tls, &incoming).await,
+                        Err(e) => Err(FrameError::Io(format!("TLS handshake: {e}"))),
+                    },
+                };
+                match outcome {
+                    Ok(()) => bump(&incoming.metrics.incoming_closed_count),
+                    Err(e) => {
+                        log::warn!("global distribution connection from {peer} closed: {e}");
+                        bump(&incoming.metrics.incoming_errored_count);
+                    }
+                }
+            });
+        }
+    });
+    Ok(Listener { addr, task })
+}
+
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    incoming: &Incoming,
+) -> Result<(), FrameError> {
+    let mut buf = Vec::new();
+    if read_frame(&mut stream, incoming.max_frame, &mut buf)
+        .await?
+        .is_none()
+    {
+        return Ok(());
+    }
+    let (host, _conn_id) = parse_gd_start(&buf)?;
+    bump(&incoming.metrics.incoming_first_packet_count);
+    let mut sink = incoming.sinks.sink();
+    while read_frame(&mut stream, incoming.max_frame, &mut buf)
+        .await?
+        .is_some()
+    {
+        let data = parse_data(&buf)?;
+        let transfer = now_us().saturating_sub(data.clock_us as i64);
+        sink.frame(&host, transfer, data.key, data.term);
+        bump(&incoming.metrics.incoming_messages_count);
+    }
+    Ok(())
+}
+
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}

@@ -1,0 +1,95 @@
+//! Global distribution transport: listeners, connections to other
+//! datacenters, and MongooseIM's wire format on both.
+//!
+//! Endpoints of a remote datacenter are set by the caller (from the session
+//! table); each gets `connections_per_endpoint` connections. A sender passes
+//! an affinity (a hash of its pid) so that one sender always uses the same
+//! connection to a host, which keeps its messages in order.
+
+pub mod frame;
+pub mod listener;
+pub mod metrics;
+pub mod outgoing;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use crate::error::{Error, Result};
+use frame::encode_data;
+use listener::now_us;
+use metrics::Metrics;
+use outgoing::{Dialer, Outgoing};
+
+pub struct Transport {
+    dialer: Arc<Dialer>,
+    per_endpoint: usize,
+    peers: RwLock<HashMap<String, Vec<Outgoing>>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Transport {
+    pub fn new(dialer: Dialer, per_endpoint: usize) -> Transport {
+        let metrics = dialer.metrics.clone();
+        Transport {
+            dialer: Arc::new(dialer),
+            per_endpoint: per_endpoint.max(1),
+            peers: RwLock::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    /// Keeps the connections of endpoints still listed, opens (lazily) those
+    /// of new ones, and closes those of vanished ones once their queues drain.
+    pub fn set_endpoints(&self, host: &str, endpoints: &[SocketAddr]) {
+        let Ok(mut peers) = self.peers.write() else {
+            return;
+        };
+        let old = peers.remove(host).unwrap_or_default();
+        let (mut kept, _closed): (Vec<_>, Vec<_>) = old
+            .into_iter()
+            .partition(|c| endpoints.contains(&c.endpoint));
+        for &e in endpoints {
+            let have = kept.iter().filter(|c| c.endpoint == e).count();
+            for _ in have..self.per_endpoint {
+                kept.push(Outgoing::open(e, self.dialer.clone()));
+            }
+        }
+        if !kept.is_empty() {
+            peers.insert(host.to_string(), kept);
+        }
+    }
+
+    pub fn endpoints(&self, host: &str) -> Vec<SocketAddr> {
+        let peers = self.peers.read().ok();
+        let mut eps: Vec<_> = peers
+            .as_ref()
+            .and_then(|p| p.get(host))
+            .map(|conns| conns.iter().map(|c| c.endpoint).collect())
+            .unwrap_or_default();
+        eps.dedup();
+        eps
+    }
+
+    /// Queues `term` (a `term_to_binary` of `{From, To, Acc, Packet}`) for `host`.
+    pub fn send(&self, host: &str, affinity: u64, key: &[u8], term: &[u8]) -> Result<()> {
+        let mut frame = Vec::new();
+        encode_data(&mut frame, now_us() as u64, key, term)
+            .map_err(|e| Error::BadRequest(e.to_string()))?;
+        let peers = self
+            .peers
+            .read()
+            .map_err(|_| Error::Internal("poisoned".into()))?;
+        let conns = peers
+            .get(host)
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| Error::NoConnection(format!("no endpoints known for {host}")))?;
+        let conn = &conns[(affinity % conns.len() as u64) as usize];
+        conn.send(frame)
+            .map_err(|e| Error::NoConnection(format!("{host}: {e}")))
+    }
+}
+
+#[cfg(test)]
+#[path = "transport_tests.rs"]
+mod tests;

@@ -1,0 +1,264 @@
+//! Tests of the transport over loopback: order, bad peers, limits.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use super::frame::{encode_data, gd_start};
+use super::listener::{listen, Incoming, Sink, SinkFactory};
+use super::*;
+
+type Got = (String, Vec<u8>, Vec<u8>);
+
+struct ToChannel(mpsc::UnboundedSender<Got>);
+
+impl Sink for ToChannel {
+    fn frame(&mut self, host: &str, _transfer: i64, key: &[u8], term: &[u8]) {
+        let _ = self.0.send((host.to_string(), key.to_vec(), term.to_vec()));
+    }
+}
+
+struct Factory(mpsc::UnboundedSender<Got>);
+
+impl SinkFactory for Factory {
+    fn sink(&self) -> Box<dyn Sink> {
+        Box::new(ToChannel(self.0.clone()))
+    }
+}
+
+async fn receiver(
+    max_frame: usize,
+) -> (
+    listener::Listener,
+    Arc<Metrics>,
+    mpsc::UnboundedReceiver<Got>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let metrics = Arc::new(Metrics::default());
+    let incoming = Arc::new(Incoming {
+        tls: None,
+        max_frame,
+        sinks: Arc::new(Factory(tx)),
+        metrics: metrics.clone(),
+    });
+    let l = listen("127.0.0.1:0".parse().unwrap(), incoming)
+        .await
+        .unwrap();
+    (l, metrics, rx)
+}
+
+fn sender(per_endpoint: usize) -> Transport {
+    let dialer = Dialer {
+        local_host: "dc1.example".into(),
+        tls: None,
+        metrics: Arc::new(Metrics::default()),
+        queue: 10_000,
+    };
+    Transport::new(dialer, per_endpoint)
+}
+
+async fn recv(rx: &mut mpsc::UnboundedReceiver<Got>) -> Got {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn messages_of_one_sender_arrive_in_order() {
+    let (l, metrics, mut rx) = receiver(frame::DEFAULT_MAX_FRAME).await;
+    let t = sender(4);
+    t.set_endpoints("dc2.example", &[l.addr]);
+    assert_eq!(t.endpoints("dc2.example"), vec![l.addr]);
+    for i in 0..1000u32 {
+        t.send("dc2.example", 7, b"alice@dc1.example", &i.to_be_bytes())
+            .unwrap();
+    }
+    for i in 0..1000u32 {
+        let (host, key, term) = recv(&mut rx).await;
+        assert_eq!(
+            (host.as_str(), key.as_slice()),
+            ("dc1.example", &b"alice@dc1.example"[..])
+        );
+        assert_eq!(term, i.to_be_bytes());
+    }
+    assert_eq!(
+        metrics.incoming_first_packet_count.load(Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        t.metrics.outgoing_messages_count.load(Ordering::Relaxed),
+        1000
+    );
+}
+
+#[tokio::test]
+async fn unknown_hosts_and_vanished_endpoints_fail_fast() {
+    let t = sender(2);
+    assert_eq!(
+        t.send("nowhere", 1, b"k", b"t").unwrap_err().kind(),
+        "no_connection"
+    );
+    let (l, _m, _rx) = receiver(1024).await;
+    t.set_endpoints("dc2", &[l.addr]);
+    t.set_endpoints("dc2", &[]);
+    assert!(t.send("dc2", 1, b"k", b"t").is_err());
+    assert!(t.endpoints("dc2").is_empty());
+}
+
+#[tokio::test]
+async fn garbage_oversized_and_cut_frames_close_only_their_connection() {
+    let (l, metrics, mut rx) = receiver(1024).await;
+    let bad_inputs: Vec<Vec<u8>> = vec![
+        b"\x00\x00\x00\x05hello".to_vec(),
+        {
+            let mut v = gd_start("dc9", "c");
+            v.extend_from_slice(&5000u32.to_be_bytes());
+            v
+        },
+        {
+            let mut v = gd_start("dc9", "c");
+            v.extend_from_slice(&[0, 0, 0, 40, 1, 2]);
+            v
+        },
+        {
+            let mut v = gd_start("dc9", "c");
+            v.extend_from_slice(&[0, 0, 0, 3, 1, 2, 3]);
+            v
+        },
+    ];
+    for bad in &bad_inputs {
+        let mut s = tokio::net::TcpStream::connect(l.addr).await.unwrap();
+        s.write_all(bad).await.unwrap();
+        s.shutdown().await.unwrap();
+    }
+    let t = sender(1);
+    t.set_endpoints("dc2", &[l.addr]);
+    t.send("dc2", 0, b"k", b"still fine").unwrap();
+    assert_eq!(recv(&mut rx).await.2, b"still fine");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(metrics.incoming_errored_count.load(Ordering::Relaxed), 4);
+}
+
+#[tokio::test]
+async fn dead_endpoint_counts_errors_and_recovers() {
+    let t = sender(1);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    t.set_endpoints("dc3", &[port]);
+    t.send("dc3", 0, b"k", b"lost").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(t.metrics.outgoing_errored_count.load(Ordering::Relaxed) >= 1);
+    let mut big = Vec::new();
+    assert!(encode_data(&mut big, 0, &vec![0u8; 70_000], b"").is_err());
+}
+
+/// Writes a CA and two leaf certificates (cert + key in one PEM, as
+/// `certfile` takes them) into a fresh directory; returns their paths.
+fn pki(dir: &std::path::Path) -> (String, String, String, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    let ca = |name: &str| {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
+    };
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let leaf = |name: &str, issuer: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_string(), "127.0.0.1".into()])
+            .unwrap()
+            .signed_by(&key, &**issuer)
+            .unwrap();
+        write(&format!("{name}.pem"), cert.pem() + &key.serialize_pem())
+    };
+    let good = ca("good ca");
+    let rogue = ca("rogue ca");
+    (
+        write("ca.pem", good.pem()),
+        leaf("dc1", &good),
+        leaf("dc2", &good),
+        leaf("mallory", &rogue),
+    )
+}
+
+fn mutual(cert: &str, ca: &str) -> (tokio_rustls::TlsAcceptor, tokio_rustls::TlsConnector) {
+    let t = crate::term::Term::Map(vec![
+        (
+            crate::term::Term::atom("certfile"),
+            crate::term::Term::from(cert),
+        ),
+        (
+            crate::term::Term::atom("cacertfile"),
+            crate::term::Term::from(ca),
+        ),
+    ]);
+    let (server, client) = crate::tls::read_mutual(&crate::config::Node::new("tls", &t)).unwrap();
+    (
+        tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+        tokio_rustls::TlsConnector::from(Arc::new(client)),
+    )
+}
+
+#[tokio::test]
+async fn mutual_tls_links_and_refuses_foreign_certificates() {
+    let dir = std::env::temp_dir().join(format!("mn_gd_tls_{}", rand::random::<u64>()));
+    let (ca, dc1, dc2, mallory) = pki(&dir);
+    let (acceptor, _) = mutual(&dc2, &ca);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let metrics = Arc::new(Metrics::default());
+    let incoming = Arc::new(Incoming {
+        tls: Some(acceptor),
+        max_frame: 4096,
+        sinks: Arc::new(Factory(tx)),
+        metrics: metrics.clone(),
+    });
+    let l = listen("127.0.0.1:0".parse().unwrap(), incoming)
+        .await
+        .unwrap();
+    let dial = |cert: &str| {
+        let (_, connector) = mutual(cert, &ca);
+        Transport::new(
+            Dialer {
+                local_host: "dc1".into(),
+                tls: Some(connector),
+                metrics: Arc::new(Metrics::default()),
+                queue: 100,
+            },
+            1,
+        )
+    };
+    let good = dial(&dc1);
+    good.set_endpoints("dc2", &[l.addr]);
+    good.send("dc2", 0, b"k", b"over tls").unwrap();
+    assert_eq!(recv(&mut rx).await.2, b"over tls");
+
+    let bad = dial(&mallory);
+    bad.set_endpoints("dc2", &[l.addr]);
+    bad.send("dc2", 0, b"k", b"from mallory").unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(tokio::time::timeout(Duration::from_millis(100), rx.recv())
+        .await
+        .is_err());
+    assert_eq!(metrics.incoming_errored_count.load(Ordering::Relaxed), 1);
+    let e = crate::tls::read_mutual(&crate::config::Node::new(
+        "connections.tls",
+        &crate::term::Term::Map(vec![]),
+    ))
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "connections.tls.certfile: required, expected a string"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

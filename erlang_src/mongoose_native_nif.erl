@@ -5,7 +5,10 @@
 
 -export([pool_start/6, generic_start/5, submit/5, cast/3, cancel/1, stats/1, stop/1,
          parse_toml/1, generic_executors/1, generic_attach/3, generic_done/2,
-         set_log_relay/1]).
+         set_log_relay/1,
+         gd_transport_start/4, gd_transport_send/5, gd_transport_set_endpoints/3,
+         gd_transport_endpoints/2, gd_transport_listening/1, gd_transport_metrics/1,
+         gd_transport_stop/1]).
 
 -define(NOT_LOADED, erlang:nif_error({not_loaded, ?MODULE})).
 
@@ -46,3 +49,10 @@ generic_executors(_N) -> ?NOT_LOADED.
 generic_attach(_Executors, _Index, _Pid) -> ?NOT_LOADED.
 generic_done(_Done, _Result) -> ?NOT_LOADED.
 set_log_relay(_Pid) -> ?NOT_LOADED.
+gd_transport_start(_Opts, _Workers, _Pid, _Tag) -> ?NOT_LOADED.
+gd_transport_send(_Transport, _Host, _Affinity, _Key, _Bin) -> ?NOT_LOADED.
+gd_transport_set_endpoints(_Transport, _Host, _Endpoints) -> ?NOT_LOADED.
+gd_transport_endpoints(_Transport, _Host) -> ?NOT_LOADED.
+gd_transport_listening(_Transport) -> ?NOT_LOADED.
+gd_transport_metrics(_Transport) -> ?NOT_LOADED.
+gd_transport_stop(_Transport) -> ?NOT_LOADED.

@@ -2,7 +2,7 @@
 %% the log relay and one executor supervisor per generic pool.
 -module(mongoose_native_sup).
 -behaviour(supervisor).
--export([start_link/0, init/1, start_executors/3, stop_executors/1]).
+-export([start_link/0, init/1, start_executors/3, stop_executors/1, start_child/1, stop_child/1]).
 
 start_link() ->
     supervisor:start_link({local, ?MODULE}, ?MODULE, []).
@@ -21,6 +21,13 @@ start_executors(Name, Executors, N) ->
     supervisor:start_child(?MODULE, Spec).
 
 stop_executors(Name) ->
-    _ = supervisor:terminate_child(?MODULE, {executors, Name}),
-    _ = supervisor:delete_child(?MODULE, {executors, Name}),
+    stop_child({executors, Name}).
+
+%% @doc A child of the library's own (temporary, stopped with stop_child/1).
+start_child(Spec = #{id := _}) ->
+    supervisor:start_child(?MODULE, Spec#{restart => temporary}).
+
+stop_child(Id) ->
+    _ = supervisor:terminate_child(?MODULE, Id),
+    _ = supervisor:delete_child(?MODULE, Id),
     ok.

@@ -60,6 +60,13 @@ impl Transport {
         }
     }
 
+    /// Drops every connection; queued frames are still written first.
+    pub fn stop(&self) {
+        if let Ok(mut peers) = self.peers.write() {
+            peers.clear();
+        }
+    }
+
     pub fn endpoints(&self, host: &str) -> Vec<SocketAddr> {
         let peers = self.peers.read().ok();
         let mut eps: Vec<_> = peers

@@ -1,0 +1,60 @@
+%% @doc Global-distribution transport on the NIF: listeners, connections to
+%% other datacenters, MongooseIM's wire format. Incoming stanzas reach
+%% `Handler(Host, TransferTimeUs, WorkerKey, {From, To, Acc, Packet})' in
+%% one of `workers' ordered processes: all stanzas of one worker key are
+%% handled by the same process, in arrival order. A sending process always
+%% uses the same connection to a host, so its stanzas stay in order too.
+-module(mongoose_native_gd_transport).
+-export([start/3, stop/1, send/4, set_endpoints/3, endpoints/2, listening/1, metrics/1]).
+
+-type t() :: #{res := reference(), id := term()}.
+-type handler() :: fun((binary(), integer(), binary(), term()) -> any()).
+-export_type([t/0, handler/0]).
+
+%% Opts: `local_host' (binary), `endpoints' ([{Address, Port}] to listen on),
+%% `connections_per_endpoint', `max_frame_size', `queue_len', `tls'
+%% (`#{certfile, cacertfile, ciphers, dhfile}').
+-spec start(map(), handler(), pos_integer()) -> {ok, t()} | {error, term()}.
+start(Opts, Handler, Workers) when is_function(Handler, 4), Workers > 0 ->
+    ok = mongoose_wpool:ensure_started(),
+    Id = {gd_transport, make_ref()},
+    Spec = #{id => Id, type => supervisor,
+             start => {mongoose_native_gd_worker, start_sup, [Handler, Workers]}},
+    {ok, Sup} = mongoose_native_sup:start_child(Spec),
+    Pids = [Pid || {_, Pid, _, _} <- lists:keysort(1, supervisor:which_children(Sup))],
+    Tag = make_ref(),
+    Result = case mongoose_native_nif:gd_transport_start(Opts, Pids, self(), Tag) of
+                 ok -> receive {Tag, R} -> R end;
+                 {error, _} = E -> E
+             end,
+    case Result of
+        {ok, Res} -> {ok, #{res => Res, id => Id}};
+        Error -> mongoose_native_sup:stop_child(Id), Error
+    end.
+
+-spec stop(t()) -> ok.
+stop(#{res := Res, id := Id}) ->
+    mongoose_native_nif:gd_transport_stop(Res),
+    mongoose_native_sup:stop_child(Id).
+
+%% @doc Queues a stanza for `Host'; `{error, {no_connection, _}}' when no
+%% endpoint of that host is known or its connection's queue is full.
+-spec send(t(), binary(), binary(), term()) -> ok | {error, term()}.
+send(#{res := Res}, Host, Key, Term) ->
+    mongoose_native_nif:gd_transport_send(Res, Host, erlang:phash2(self()), Key,
+                                          term_to_binary(Term)).
+
+-spec set_endpoints(t(), binary(), [{inet:ip_address() | string() | binary(),
+                                     inet:port_number()}]) -> ok | {error, term()}.
+set_endpoints(#{res := Res}, Host, Endpoints) ->
+    mongoose_native_nif:gd_transport_set_endpoints(Res, Host, Endpoints).
+
+endpoints(#{res := Res}, Host) ->
+    mongoose_native_nif:gd_transport_endpoints(Res, Host).
+
+%% @doc Where the listeners are bound (a port 0 resolved).
+listening(#{res := Res}) ->
+    mongoose_native_nif:gd_transport_listening(Res).
+
+metrics(#{res := Res}) ->
+    mongoose_native_nif:gd_transport_metrics(Res).

@@ -1,0 +1,308 @@
+//! The global-distribution transport for Erlang: start, send, endpoints,
+//! metrics. Incoming frames go to ordered Erlang workers, all frames of one
+//! worker key to the same worker, as `{gd_packet, Host, TransferUs, Key, Bin}`.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use mongoose_native::config::Node;
+use mongoose_native::transport::frame::DEFAULT_MAX_FRAME;
+use mongoose_native::transport::listener::{listen, Incoming, Listener, Sink, SinkFactory};
+use mongoose_native::transport::metrics::Metrics;
+use mongoose_native::transport::outgoing::Dialer;
+use mongoose_native::transport::Transport;
+use mongoose_native::{runtime, tls, Error, Term};
+use rustler::{Atom, Binary, Encoder, Env, LocalPid, NewBinary, OwnedEnv, ResourceArc};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::convert::{decode, encode};
+use crate::{error_term, ok};
+
+rustler::atoms! { gd_packet }
+
+pub struct TransportRes {
+    transport: Transport,
+    listeners: Mutex<Vec<Listener>>,
+}
+
+#[rustler::resource_impl]
+impl rustler::Resource for TransportRes {}
+
+struct Workers(Vec<LocalPid>);
+
+impl SinkFactory for Workers {
+    fn sink(&self) -> Box<dyn Sink> {
+        Box::new(ToWorkers {
+            pids: self.0.clone(),
+            env: OwnedEnv::new(),
+        })
+    }
+}
+
+/// One per connection, so one environment serves all its frames.
+struct ToWorkers {
+    pids: Vec<LocalPid>,
+    env: OwnedEnv,
+}
+
+impl Sink for ToWorkers {
+    fn frame(&mut self, host: &str, transfer_us: i64, key: &[u8], term: &[u8]) {
+        if self.pids.is_empty() {
+            return;
+        }
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        let pid = self.pids[(h.finish() % self.pids.len() as u64) as usize];
+        let _ = self.env.send_and_clear(&pid, |env| {
+            (
+                gd_packet(),
+                bin(env, host.as_bytes()),
+                transfer_us,
+                bin(env, key),
+                bin(env, term),
+            )
+                .encode(env)
+        });
+    }
+}
+
+fn bin<'a>(env: Env<'a>, data: &[u8]) -> rustler::Term<'a> {
+    let mut b = NewBinary::new(env, data.len());
+    b.as_mut_slice().copy_from_slice(data);
+    b.into()
+}
+
+struct Options {
+    local_host: String,
+    listen: Vec<SocketAddr>,
+    per_endpoint: usize,
+    max_frame: usize,
+    queue: usize,
+    tls: Option<(TlsAcceptor, TlsConnector)>,
+}
+
+const OPTIONS: [&str; 6] = [
+    "local_host",
+    "endpoints",
+    "connections_per_endpoint",
+    "max_frame_size",
+    "queue_len",
+    "tls",
+];
+
+fn read_options(opts: &Term) -> Result<Options, Error> {
+    let node = Node::new("modules.mod_global_distrib.connections", opts);
+    node.only_keys(&OPTIONS)?;
+    let local_host = node.at("local_host").required_string()?;
+    let mut listen = vec![];
+    for ep in node.at("endpoints").list()?.unwrap_or_default() {
+        listen.push(socket_addr(&ep)?);
+    }
+    let tls = match node.at("tls") {
+        t if t.is_set() => {
+            let (server, client) = tls::read_mutual(&t)?;
+            Some((
+                TlsAcceptor::from(Arc::new(server)),
+                TlsConnector::from(Arc::new(client)),
+            ))
+        }
+        _ => None,
+    };
+    Ok(Options {
+        local_host,
+        listen,
+        per_endpoint: node.at("connections_per_endpoint").int_or(1, 1000, 1)? as usize,
+        max_frame: node.at("max_frame_size").int_or(
+            16,
+            i64::from(u32::MAX),
+            DEFAULT_MAX_FRAME as i64,
+        )? as usize,
+        queue: node.at("queue_len").int_or(1, 10_000_000, 100_000)? as usize,
+        tls,
+    })
+}
+
+/// `{Ip, Port}` with the address as a string, a binary or an inet tuple.
+fn socket_addr(ep: &Node) -> Result<SocketAddr, Error> {
+    let expected = "{Address, Port} with an IPv4/IPv6 address";
+    let Some(Term::Tuple(parts)) = ep.term() else {
+        return Err(ep.invalid(expected));
+    };
+    let [addr, Term::Int(port)] = parts.as_slice() else {
+        return Err(ep.invalid(expected));
+    };
+    let port = u16::try_from(*port).map_err(|_| ep.invalid(expected))?;
+    let ip: IpAddr = match addr {
+        Term::Tuple(octets) if octets.len() == 4 || octets.len() == 8 => {
+            let nums: Option<Vec<u16>> = octets
+                .iter()
+                .map(|t| match t {
+                    Term::Int(i) => u16::try_from(*i).ok(),
+                    _ => None,
+                })
+                .collect();
+            let nums = nums.ok_or_else(|| ep.invalid(expected))?;
+            if nums.len() == 4 {
+                let b: Option<Vec<u8>> = nums.iter().map(|n| u8::try_from(*n).ok()).collect();
+                let b = b.ok_or_else(|| ep.invalid(expected))?;
+                IpAddr::from([b[0], b[1], b[2], b[3]])
+            } else {
+                IpAddr::from([
+                    nums[0], nums[1], nums[2], nums[3], nums[4], nums[5], nums[6], nums[7],
+                ])
+            }
+        }
+        other => other
+            .as_text()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| ep.invalid(expected))?,
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// Binds the listeners on the runtime, then answers `{Tag, {ok, Transport}}`
+/// or `{Tag, {error, Reason}}`.
+#[rustler::nif]
+fn gd_transport_start<'a>(
+    env: Env<'a>,
+    opts: rustler::Term<'a>,
+    workers: Vec<LocalPid>,
+    pid: LocalPid,
+    tag: rustler::Term<'a>,
+) -> rustler::Term<'a> {
+    let options = decode(opts)
+        .map_err(|e| Error::Config(format!("modules.mod_global_distrib.connections: {e}")))
+        .and_then(|t| read_options(&t));
+    let options = match options {
+        Ok(o) => o,
+        Err(e) => return error_term(env, &e),
+    };
+    let reply_env = OwnedEnv::new();
+    let tag = reply_env.save(tag);
+    runtime::handle().spawn(async move {
+        let metrics = Arc::new(Metrics::default());
+        let (acceptor, connector) = match options.tls {
+            Some((a, c)) => (Some(a), Some(c)),
+            None => (None, None),
+        };
+        let incoming = Arc::new(Incoming {
+            tls: acceptor,
+            max_frame: options.max_frame,
+            sinks: Arc::new(Workers(workers)),
+            metrics: metrics.clone(),
+        });
+        let mut listeners = vec![];
+        let mut failed = None;
+        for addr in options.listen {
+            match listen(addr, incoming.clone()).await {
+                Ok(l) => listeners.push(l),
+                Err(e) => {
+                    failed = Some(Error::Connect(format!("cannot listen on {addr}: {e}")));
+                    break;
+                }
+            }
+        }
+        let dialer = Dialer {
+            local_host: options.local_host,
+            tls: connector,
+            metrics,
+            queue: options.queue,
+        };
+        let started = match failed {
+            Some(e) => Err(e),
+            None => Ok(TransportRes {
+                transport: Transport::new(dialer, options.per_endpoint),
+                listeners: Mutex::new(listeners),
+            }),
+        };
+        let mut env = reply_env;
+        let _ = env.send_and_clear(&pid, |env| {
+            let result = match started {
+                Ok(res) => (ok(), ResourceArc::new(res)).encode(env),
+                Err(e) => error_term(env, &e),
+            };
+            (tag.load(env), result).encode(env)
+        });
+    });
+    ok().encode(env)
+}
+
+#[rustler::nif]
+fn gd_transport_send<'a>(
+    env: Env<'a>,
+    res: ResourceArc<TransportRes>,
+    host: String,
+    affinity: u64,
+    key: Binary<'a>,
+    term: Binary<'a>,
+) -> rustler::Term<'a> {
+    match res
+        .transport
+        .send(&host, affinity, key.as_slice(), term.as_slice())
+    {
+        Ok(()) => ok().encode(env),
+        Err(e) => error_term(env, &e),
+    }
+}
+
+#[rustler::nif]
+fn gd_transport_set_endpoints<'a>(
+    env: Env<'a>,
+    res: ResourceArc<TransportRes>,
+    host: String,
+    endpoints: rustler::Term<'a>,
+) -> rustler::Term<'a> {
+    let parsed = decode(endpoints).map_err(Error::BadRequest).and_then(|t| {
+        let node = Node::new("endpoints", &t);
+        node.list()?
+            .unwrap_or_default()
+            .iter()
+            .map(socket_addr)
+            .collect::<Result<Vec<_>, _>>()
+    });
+    match parsed {
+        Ok(eps) => {
+            res.transport.set_endpoints(&host, &eps);
+            ok().encode(env)
+        }
+        Err(e) => error_term(env, &e),
+    }
+}
+
+fn addr_term(a: &SocketAddr) -> Term {
+    Term::tuple(vec![
+        Term::from(a.ip().to_string()),
+        Term::Int(i64::from(a.port())),
+    ])
+}
+
+#[rustler::nif]
+fn gd_transport_endpoints(env: Env, res: ResourceArc<TransportRes>, host: String) -> rustler::Term {
+    let eps = res.transport.endpoints(&host);
+    encode(env, &Term::List(eps.iter().map(addr_term).collect()))
+}
+
+/// The addresses the listeners are bound to (port 0 resolved).
+#[rustler::nif]
+fn gd_transport_listening(env: Env, res: ResourceArc<TransportRes>) -> rustler::Term {
+    let addrs = res
+        .listeners
+        .lock()
+        .map(|ls| ls.iter().map(|l| addr_term(&l.addr)).collect());
+    encode(env, &Term::List(addrs.unwrap_or_default()))
+}
+
+#[rustler::nif]
+fn gd_transport_metrics(env: Env, res: ResourceArc<TransportRes>) -> rustler::Term {
+    encode(env, &res.transport.metrics.to_term())
+}
+
+#[rustler::nif]
+fn gd_transport_stop(res: ResourceArc<TransportRes>) -> Atom {
+    if let Ok(mut listeners) = res.listeners.lock() {
+        listeners.clear();
+    }
+    res.transport.stop();
+    ok()
+}

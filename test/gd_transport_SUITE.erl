@@ -1,0 +1,183 @@
+%% Global-distribution transport through the NIF: two datacenters in one
+%% node (each with its own listener), ordering, wire compatibility with
+%% plain gen_tcp peers written from CONTRACTS.md, bad peers, TLS.
+-module(gd_transport_SUITE).
+-compile([export_all, nowarn_export_all]).
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+all() ->
+    [both_ways, order_over_many_connections, library_reads_plain_erlang_frames,
+     plain_erlang_reads_library_frames, bad_peers_are_disconnected, unsafe_terms_are_dropped,
+     unknown_host_fails_fast, tls_links_and_refuses_wrong_certificates].
+
+init_per_suite(Config) ->
+    ok = mongoose_wpool:ensure_started(),
+    Config.
+
+end_per_suite(_Config) ->
+    ok.
+
+%% A datacenter: a transport whose handler reports to the test process.
+dc(Name, Extra) ->
+    Self = self(),
+    Handler = fun(Host, Transfer, Key, Term) -> Self ! {got, Name, Host, Transfer, Key, Term} end,
+    {ok, T} = mongoose_native_gd_transport:start(
+                maps:merge(#{local_host => Name, endpoints => [{"127.0.0.1", 0}]}, Extra),
+                Handler, 4),
+    T.
+
+link(From, ToName, To) ->
+    ok = mongoose_native_gd_transport:set_endpoints(From, ToName,
+                                                    mongoose_native_gd_transport:listening(To)).
+
+got(Timeout) ->
+    receive {got, _, _, _, _, _} = G -> G after Timeout -> ct:fail(nothing_received) end.
+
+stanza(N) -> {<<"alice@dc1">>, <<"bob@dc2">>, #{acc => N}, {xmlel, <<"message">>, [], []}}.
+
+%%--------------------------------------------------------------------
+
+both_ways(_Config) ->
+    Dc1 = dc(<<"dc1.test">>, #{}),
+    Dc2 = dc(<<"dc2.test">>, #{}),
+    link(Dc1, <<"dc2.test">>, Dc2),
+    link(Dc2, <<"dc1.test">>, Dc1),
+    ok = mongoose_native_gd_transport:send(Dc1, <<"dc2.test">>, <<"alice@dc1.test">>, stanza(1)),
+    {got, <<"dc2.test">>, <<"dc1.test">>, Transfer, <<"alice@dc1.test">>, S1} = got(2000),
+    ?assertEqual(stanza(1), S1),
+    ?assert(Transfer >= 0 andalso Transfer < 1000000),
+    ok = mongoose_native_gd_transport:send(Dc2, <<"dc1.test">>, <<"bob@dc2.test">>, stanza(2)),
+    {got, <<"dc1.test">>, <<"dc2.test">>, _, _, S2} = got(2000),
+    ?assertEqual(stanza(2), S2),
+    M1 = mongoose_native_gd_transport:metrics(Dc1),
+    ?assertEqual(1, maps:get(mod_global_distrib_outgoing_messages_count, M1)),
+    ?assertEqual(1, maps:get(mod_global_distrib_incoming_messages_count, M1)),
+    ?assertEqual(1, maps:get(mod_global_distrib_outgoing_established_count, M1)),
+    ?assertEqual(1, maps:get(mod_global_distrib_incoming_first_packet_count, M1)),
+    [mongoose_native_gd_transport:stop(T) || T <- [Dc1, Dc2]].
+
+%% 100 connections per endpoint; ten senders with 100 stanzas each: every
+%% sender's stanzas arrive in the order it sent them.
+order_over_many_connections(_Config) ->
+    Dc1 = dc(<<"dc1.test">>, #{connections_per_endpoint => 100}),
+    Dc2 = dc(<<"dc2.test">>, #{}),
+    link(Dc1, <<"dc2.test">>, Dc2),
+    Senders = [spawn_link(fun() ->
+                                  Key = integer_to_binary(S),
+                                  [ok = mongoose_native_gd_transport:send(Dc1, <<"dc2.test">>, Key, {S, N})
+                                   || N <- lists:seq(1, 100)]
+                          end) || S <- lists:seq(1, 10)],
+    Got = [got(5000) || _ <- lists:seq(1, 1000)],
+    ?assertEqual(10, length(Senders)),
+    [begin
+         Seq = [N || {got, _, _, _, _, {S1, N}} <- Got, S1 =:= S],
+         ?assertEqual(lists:seq(1, 100), Seq)
+     end || S <- lists:seq(1, 10)],
+    [mongoose_native_gd_transport:stop(T) || T <- [Dc1, Dc2]].
+
+%% A peer written from CONTRACTS.md section 2 with gen_tcp.
+library_reads_plain_erlang_frames(_Config) ->
+    Dc2 = dc(<<"dc2.test">>, #{}),
+    [{Ip, Port}] = mongoose_native_gd_transport:listening(Dc2),
+    {ok, S} = gen_tcp:connect(binary_to_list(Ip), Port, [binary, {packet, 4}, {active, false}]),
+    ok = gen_tcp:send(S, <<"<gd_start server='plain.erl' conn_id='c0ffee'/>">>),
+    [begin
+         Key = <<"carol@plain.erl">>,
+         Bin = term_to_binary(stanza(N)),
+         Clock = erlang:system_time(microsecond),
+         ok = gen_tcp:send(S, <<Clock:64, (byte_size(Key)):16, Key/binary, Bin/binary>>)
+     end || N <- [1, 2, 3]],
+    [begin
+         {got, _, <<"plain.erl">>, _, <<"carol@plain.erl">>, Term} = got(2000),
+         ?assertEqual(stanza(N), Term)
+     end || N <- [1, 2, 3]],
+    gen_tcp:close(S),
+    mongoose_native_gd_transport:stop(Dc2).
+
+plain_erlang_reads_library_frames(_Config) ->
+    Dc1 = dc(<<"dc1.test">>, #{}),
+    {ok, L} = gen_tcp:listen(0, [binary, {packet, 4}, {active, false}, {ip, {127, 0, 0, 1}}]),
+    {ok, Port} = inet:port(L),
+    ok = mongoose_native_gd_transport:set_endpoints(Dc1, <<"plain.erl">>, [{{127, 0, 0, 1}, Port}]),
+    ok = mongoose_native_gd_transport:send(Dc1, <<"plain.erl">>, <<"alice@dc1.test">>, stanza(7)),
+    {ok, S} = gen_tcp:accept(L, 2000),
+    {ok, Start} = gen_tcp:recv(S, 0, 2000),
+    {match, [<<"dc1.test">>]} = re:run(Start, "^<gd_start server='([^']*)' conn_id='[^']+'/>$",
+                                       [{capture, all_but_first, binary}]),
+    {ok, <<Clock:64, KeyLen:16, Key:KeyLen/binary, Bin/binary>>} = gen_tcp:recv(S, 0, 2000),
+    ?assertEqual(<<"alice@dc1.test">>, Key),
+    ?assertEqual(stanza(7), binary_to_term(Bin, [safe])),
+    ?assert(abs(erlang:system_time(microsecond) - Clock) < 5000000),
+    gen_tcp:close(S),
+    gen_tcp:close(L),
+    mongoose_native_gd_transport:stop(Dc1).
+
+%% Garbage, an oversized frame and a frame cut in half: each closes its own
+%% connection and counts incoming_errored; the datacenter keeps working.
+bad_peers_are_disconnected(_Config) ->
+    Dc1 = dc(<<"dc1.test">>, #{}),
+    Dc2 = dc(<<"dc2.test">>, #{max_frame_size => 1024}),
+    [{Ip, Port}] = mongoose_native_gd_transport:listening(Dc2),
+    Start = <<"<gd_start server='evil' conn_id='x'/>">>,
+    Bad = [<<5:32, "hello">>,
+           <<(byte_size(Start)):32, Start/binary, 5000:32, 0:80>>,
+           <<(byte_size(Start)):32, Start/binary, 40:32, 1, 2, 3>>],
+    [begin
+         {ok, S} = gen_tcp:connect(binary_to_list(Ip), Port, [binary, {active, false}]),
+         ok = gen_tcp:send(S, B),
+         ok = gen_tcp:shutdown(S, write),
+         ?assertEqual({error, closed}, gen_tcp:recv(S, 0, 2000))
+     end || B <- Bad],
+    link(Dc1, <<"dc2.test">>, Dc2),
+    ok = mongoose_native_gd_transport:send(Dc1, <<"dc2.test">>, <<"k">>, stanza(1)),
+    {got, _, <<"dc1.test">>, _, _, _} = got(2000),
+    M = mongoose_native_gd_transport:metrics(Dc2),
+    ?assertEqual(3, maps:get(mod_global_distrib_incoming_errored_count, M)),
+    [mongoose_native_gd_transport:stop(T) || T <- [Dc1, Dc2]].
+
+%% binary_to_term(Bin, [safe]): a term that would create atoms is dropped,
+%% and the worker goes on.
+unsafe_terms_are_dropped(_Config) ->
+    Dc2 = dc(<<"dc2.test">>, #{}),
+    [{Ip, Port}] = mongoose_native_gd_transport:listening(Dc2),
+    {ok, S} = gen_tcp:connect(binary_to_list(Ip), Port, [binary, {packet, 4}, {active, false}]),
+    ok = gen_tcp:send(S, <<"<gd_start server='plain.erl' conn_id='c'/>">>),
+    %% An atom this node has never seen, in the external term format.
+    NewAtom = <<"never_seen_atom_", (integer_to_binary(erlang:unique_integer([positive])))/binary>>,
+    Unsafe = <<131, 119, (byte_size(NewAtom)), NewAtom/binary>>,
+    Frame = fun(Bin) -> <<(erlang:system_time(microsecond)):64, 1:16, "k", Bin/binary>> end,
+    ok = gen_tcp:send(S, Frame(Unsafe)),
+    ok = gen_tcp:send(S, Frame(term_to_binary(after_unsafe))),
+    {got, _, _, _, <<"k">>, after_unsafe} = got(2000),
+    gen_tcp:close(S),
+    mongoose_native_gd_transport:stop(Dc2).
+
+unknown_host_fails_fast(_Config) ->
+    Dc1 = dc(<<"dc1.test">>, #{}),
+    ?assertMatch({error, {no_connection, _}},
+                 mongoose_native_gd_transport:send(Dc1, <<"nowhere">>, <<"k">>, x)),
+    ?assertEqual([], mongoose_native_gd_transport:endpoints(Dc1, <<"nowhere">>)),
+    ?assertMatch({error, {invalid_config, <<"modules.mod_global_distrib.connections.endpoints[0]", _/binary>>}},
+                 mongoose_native_gd_transport:start(#{local_host => <<"x">>, endpoints => [nope]},
+                                                    fun(_, _, _, _) -> ok end, 1)),
+    mongoose_native_gd_transport:stop(Dc1).
+
+tls_links_and_refuses_wrong_certificates(Config) ->
+    Certs = mn_test_certs:make(?config(priv_dir, Config)),
+    Tls = fun(Cert) -> #{tls => #{certfile => maps:get(Cert, Certs),
+                                  cacertfile => maps:get(ca, Certs)}} end,
+    Dc1 = dc(<<"dc1.test">>, Tls(dc)),
+    Dc2 = dc(<<"dc2.test">>, Tls(dc)),
+    Rogue = dc(<<"rogue.test">>, Tls(rogue_dc)),
+    link(Dc1, <<"dc2.test">>, Dc2),
+    link(Rogue, <<"dc2.test">>, Dc2),
+    ok = mongoose_native_gd_transport:send(Dc1, <<"dc2.test">>, <<"k">>, stanza(1)),
+    {got, <<"dc2.test">>, <<"dc1.test">>, _, _, _} = got(3000),
+    ok = mongoose_native_gd_transport:send(Rogue, <<"dc2.test">>, <<"k">>, stanza(2)),
+    receive {got, _, <<"rogue.test">>, _, _, _} = G -> ct:fail({rogue_delivered, G})
+    after 1000 -> ok
+    end,
+    ?assertEqual(1, maps:get(mod_global_distrib_incoming_errored_count,
+                             mongoose_native_gd_transport:metrics(Dc2))),
+    [mongoose_native_gd_transport:stop(T) || T <- [Dc1, Dc2, Rogue]].

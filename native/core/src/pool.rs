@@ -394,8 +394,10 @@ impl<D: Driver> WorkerState<D> {
                         Ok(t) => t,
                         Err(e) => e.to_term(),
                     };
-                    reply.send(term);
+                    // Counted done before the caller hears back, so its next
+                    // call sees this worker idle again.
                     self.finish();
+                    reply.send(term);
                     last_activity = Instant::now();
                 }
                 result = async {
@@ -442,10 +444,10 @@ impl<D: Driver> WorkerState<D> {
                             }));
                         }
                         None => {
+                            self.finish();
                             job.reply.send(
                                 Error::NoConnection("the connection is down; reconnecting".into()).to_term(),
                             );
-                            self.finish();
                         }
                     }
                 }

@@ -7,4 +7,4 @@ rebar3 compile >/dev/null
 mkdir -p _build/bench
 erlc -o _build/bench bench/*.erl
 erl -noshell -pa _build/default/lib/mongoose_native/ebin -pa _build/bench \
-    -eval 'redis_bench:run(), halt().'
+    -eval 'redis_bench:run(), gd_refresh_bench:run(), halt().'

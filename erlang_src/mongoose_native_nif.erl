@@ -9,6 +9,7 @@
          gd_transport_start/4, gd_transport_send/5, gd_transport_set_endpoints/3,
          gd_transport_endpoints/2, gd_transport_listening/1, gd_transport_metrics/1,
          gd_transport_stop/1]).
+-export([gd_start/6, gd_stop/0, gd_call/4, gd_metrics/0]).
 
 -define(NOT_LOADED, erlang:nif_error({not_loaded, ?MODULE})).
 
@@ -56,3 +57,7 @@ gd_transport_endpoints(_Transport, _Host) -> ?NOT_LOADED.
 gd_transport_listening(_Transport) -> ?NOT_LOADED.
 gd_transport_metrics(_Transport) -> ?NOT_LOADED.
 gd_transport_stop(_Transport) -> ?NOT_LOADED.
+gd_start(_Opts, _Hosts, _Node, _Pool, _Pid, _Tag) -> ?NOT_LOADED.
+gd_stop() -> ?NOT_LOADED.
+gd_call(_Op, _Args, _Pid, _Tag) -> ?NOT_LOADED.
+gd_metrics() -> ?NOT_LOADED.

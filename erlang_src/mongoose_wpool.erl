@@ -18,7 +18,7 @@
 -export([start_configured_pools/0, start_configured_pools/1,
          start_configured_pools/2, start_configured_pools/3]).
 -export([is_configured/1, make_pool_name/3, expand_pools/3]).
--export([create_table/0, call_with_timeout/5]).
+-export([create_table/0, call_with_timeout/5, get_pool_res/3]).
 
 -record(pool, {name :: {atom(), term(), atom()},
                atom_name :: atom(),
@@ -334,6 +334,14 @@ make_pool_name(PoolType, HostType, Tag) when is_atom(HostType) ->
 make_pool_name(PoolType, HostType, Tag) when is_binary(HostType) ->
     binary_to_atom(<<"mongoose_wpool$", (atom_to_binary(PoolType, utf8))/binary, $$,
                      HostType/binary, $$, (atom_to_binary(Tag, utf8))/binary>>, utf8).
+
+%% @doc The NIF resource of a running pool, for library code that shares it
+%% (mod_global_distrib's mapping uses its redis pool).
+get_pool_res(PoolType, HostType, Tag) ->
+    case get_pool(PoolType, HostType, Tag) of
+        {ok, #pool{res = Res}} -> {ok, Res};
+        Error -> Error
+    end.
 
 %%--------------------------------------------------------------------
 %% Helpers

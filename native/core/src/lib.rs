@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod error;
+pub mod gd;
 pub mod http;
 pub mod pool;
 pub mod redis;

@@ -57,28 +57,35 @@ impl Drop for Reply {
     }
 }
 
+/// A sink for Rust callers of a pool: the answer arrives on a oneshot
+/// channel; dropping the receiver counts as cancelling.
+pub struct OneShot(std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Term>>>);
+
+impl ReplySink for OneShot {
+    fn deliver(&self, result: Term) {
+        if let Some(tx) = self.0.lock().ok().and_then(|mut s| s.take()) {
+            let _ = tx.send(result);
+        }
+    }
+    fn is_cancelled(&self) -> bool {
+        self.0
+            .lock()
+            .map(|s| s.as_ref().is_none_or(|tx| tx.is_closed()))
+            .unwrap_or(true)
+    }
+}
+
+/// A [`Reply`] whose answer the caller awaits on the returned receiver.
+pub fn oneshot() -> (Reply, tokio::sync::oneshot::Receiver<Term>) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    (
+        Reply::new(Arc::new(OneShot(std::sync::Mutex::new(Some(tx))))),
+        rx,
+    )
+}
+
 #[cfg(test)]
 pub mod testing {
-    //! A sink that records what it was given, for tests without the VM.
-    use super::*;
-    use std::sync::Mutex;
-    use tokio::sync::oneshot;
-
-    pub struct Capture(Mutex<Option<oneshot::Sender<Term>>>);
-
-    impl ReplySink for Capture {
-        fn deliver(&self, result: Term) {
-            if let Some(tx) = self.0.lock().ok().and_then(|mut s| s.take()) {
-                let _ = tx.send(result);
-            }
-        }
-        fn is_cancelled(&self) -> bool {
-            false
-        }
-    }
-
-    pub fn capture() -> (Reply, oneshot::Receiver<Term>) {
-        let (tx, rx) = oneshot::channel();
-        (Reply::new(Arc::new(Capture(Mutex::new(Some(tx))))), rx)
-    }
+    //! What the tests used before [`oneshot`](super::oneshot) was public.
+    pub use super::oneshot as capture;
 }

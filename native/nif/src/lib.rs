@@ -2,6 +2,7 @@
 //! Results reach the caller as `{Tag, Result}` messages (see `reply`).
 
 mod convert;
+mod gd;
 mod gd_transport;
 mod generic;
 mod logger;

@@ -1,0 +1,324 @@
+//! Every mod_global_distrib option of seed 004, with its default and its
+//! validation, read from the map MongooseIM's config parser produces (or the
+//! same map written by hand). Errors name the TOML path.
+
+use crate::config::Node;
+use crate::error::{Error, Result};
+use crate::gd::GdError;
+use crate::term::Term;
+
+/// Where the options live in mongooseim.toml.
+pub const ROOT: &str = "modules.mod_global_distrib";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// The form stored in Redis: `HOST#PORT`.
+    pub fn to_redis(&self) -> Vec<u8> {
+        format!("{}#{}", self.host, self.port).into_bytes()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsOptions {
+    pub certfile: String,
+    pub cacertfile: String,
+    pub ciphers: String,
+    pub dhfile: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Connections {
+    pub endpoints: Vec<Endpoint>,
+    /// What other datacenters are told to connect to: `advertised_endpoints`,
+    /// else `endpoints` as written (not resolved).
+    pub advertised_endpoints: Vec<Endpoint>,
+    pub connections_per_endpoint: u64,
+    pub endpoint_refresh_interval: u64,
+    pub endpoint_refresh_interval_when_empty: u64,
+    pub disabled_gc_interval: u64,
+    pub tls: Option<TlsOptions>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisOptions {
+    pub pool: String,
+    pub expire_after: u64,
+    pub refresh_after: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheOptions {
+    pub cache_missed: bool,
+    pub domain_lifetime_seconds: u64,
+    pub jid_lifetime_seconds: u64,
+    pub max_jids: u64,
+}
+
+impl Default for CacheOptions {
+    fn default() -> CacheOptions {
+        CacheOptions {
+            cache_missed: true,
+            domain_lifetime_seconds: 600,
+            jid_lifetime_seconds: 5,
+            max_jids: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BounceOptions {
+    pub enabled: bool,
+    pub resend_after_ms: u64,
+    pub max_retries: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GdConfig {
+    pub global_host: String,
+    pub local_host: String,
+    pub message_ttl: u64,
+    pub hosts_refresh_interval: u64,
+    pub connections: Connections,
+    pub redis: RedisOptions,
+    pub cache: CacheOptions,
+    pub bounce: BounceOptions,
+}
+
+const TOP: [&str; 8] = [
+    "global_host",
+    "local_host",
+    "message_ttl",
+    "hosts_refresh_interval",
+    "connections",
+    "redis",
+    "cache",
+    "bounce",
+];
+const CONNECTIONS: [&str; 8] = [
+    "endpoints",
+    "advertised_endpoints",
+    "connections_per_endpoint",
+    "endpoint_refresh_interval",
+    "endpoint_refresh_interval_when_empty",
+    "disabled_gc_interval",
+    "tls",
+    // Added by MongooseIM's own processing of `endpoints`; ignored here.
+    "resolved_endpoints",
+];
+const TLS: [&str; 4] = ["certfile", "cacertfile", "ciphers", "dhfile"];
+const REDIS: [&str; 3] = ["pool", "expire_after", "refresh_after"];
+const CACHE: [&str; 4] = [
+    "cache_missed",
+    "domain_lifetime_seconds",
+    "jid_lifetime_seconds",
+    "max_jids",
+];
+const BOUNCE: [&str; 3] = ["enabled", "resend_after_ms", "max_retries"];
+
+const NON_NEG: (i64, i64) = (0, i64::MAX);
+const POS: (i64, i64) = (1, i64::MAX);
+
+fn int(node: &Node, (min, max): (i64, i64), default: i64) -> Result<u64> {
+    Ok(node.int_or(min, max, default)? as u64)
+}
+
+fn domain(node: &Node) -> Result<String> {
+    let s = node.required_string()?;
+    if s.is_empty() || s.contains(['@', '/', ' ']) {
+        return Err(node.invalid("a domain name"));
+    }
+    Ok(s)
+}
+
+impl GdConfig {
+    /// Validates `opts` and checks that both hosts are among `served`
+    /// (MongooseIM's `general.hosts`).
+    pub fn read(opts: &Term, served: &[String]) -> std::result::Result<GdConfig, GdError> {
+        let config = Self::read_options(&Node::new(ROOT, opts))?;
+        for (name, host) in [
+            ("global_host", &config.global_host),
+            ("local_host", &config.local_host),
+        ] {
+            if !served.iter().any(|h| h == host) {
+                return Err(GdError::CheckHost(format!(
+                    "{ROOT}.{name}: {host} is not a member of the host list ({})",
+                    served.join(", ")
+                )));
+            }
+        }
+        Ok(config)
+    }
+
+    pub fn read_options(root: &Node) -> Result<GdConfig> {
+        root.only_keys(&TOP)?;
+        let global_host = domain(&root.at("global_host"))?;
+        let local_host = domain(&root.at("local_host"))?;
+        let message_ttl = int(&root.at("message_ttl"), NON_NEG, 4)?;
+        let hosts_refresh_interval = int(&root.at("hosts_refresh_interval"), NON_NEG, 3000)?;
+
+        let c = root.at("connections");
+        c.only_keys(&CONNECTIONS)?;
+        let endpoints = match read_endpoints(&c.at("endpoints"))? {
+            Some(e) => e,
+            None => vec![Endpoint {
+                host: local_host.clone(),
+                port: 5555,
+            }],
+        };
+        let advertised_endpoints =
+            read_endpoints(&c.at("advertised_endpoints"))?.unwrap_or_else(|| endpoints.clone());
+        let tls_node = c.at("tls");
+        let tls = if tls_node.is_set() {
+            tls_node.only_keys(&TLS)?;
+            Some(TlsOptions {
+                certfile: tls_node.at("certfile").required_string()?,
+                cacertfile: tls_node.at("cacertfile").required_string()?,
+                ciphers: tls_node.at("ciphers").string_or("TLSv1.2:TLSv1.3")?,
+                dhfile: tls_node.at("dhfile").string()?,
+            })
+        } else {
+            None
+        };
+        let connections = Connections {
+            endpoints,
+            advertised_endpoints,
+            connections_per_endpoint: int(&c.at("connections_per_endpoint"), NON_NEG, 1)?,
+            endpoint_refresh_interval: int(&c.at("endpoint_refresh_interval"), POS, 60)?,
+            endpoint_refresh_interval_when_empty: int(
+                &c.at("endpoint_refresh_interval_when_empty"),
+                POS,
+                3,
+            )?,
+            disabled_gc_interval: int(&c.at("disabled_gc_interval"), POS, 60)?,
+            tls,
+        };
+
+        let r = root.at("redis");
+        r.only_keys(&REDIS)?;
+        let pool = r.at("pool").string_or("global_distrib")?;
+        if pool.is_empty() {
+            return Err(r.at("pool").invalid("a pool name"));
+        }
+        let redis = RedisOptions {
+            pool,
+            expire_after: int(&r.at("expire_after"), POS, 120)?,
+            refresh_after: int(&r.at("refresh_after"), NON_NEG, 60)?,
+        };
+
+        let k = root.at("cache");
+        k.only_keys(&CACHE)?;
+        let cache = CacheOptions {
+            cache_missed: k.at("cache_missed").bool_or(true)?,
+            domain_lifetime_seconds: int(&k.at("domain_lifetime_seconds"), NON_NEG, 600)?,
+            jid_lifetime_seconds: int(&k.at("jid_lifetime_seconds"), NON_NEG, 5)?,
+            max_jids: int(&k.at("max_jids"), NON_NEG, 10_000)?,
+        };
+
+        let b = root.at("bounce");
+        b.only_keys(&BOUNCE)?;
+        let bounce = BounceOptions {
+            enabled: b.at("enabled").bool_or(true)?,
+            resend_after_ms: int(&b.at("resend_after_ms"), NON_NEG, 200)?,
+            max_retries: int(&b.at("max_retries"), NON_NEG, 4)?,
+        };
+
+        Ok(GdConfig {
+            global_host,
+            local_host,
+            message_ttl,
+            hosts_refresh_interval,
+            connections,
+            redis,
+            cache,
+            bounce,
+        })
+    }
+}
+
+/// A list of `{host = string, port = integer}` tables, or the `{Host, Port}`
+/// tuples MongooseIM's config processing turns them into.
+fn read_endpoints(node: &Node) -> Result<Option<Vec<Endpoint>>> {
+    let Some(items) = node.list()? else {
+        return Ok(None);
+    };
+    items
+        .iter()
+        .map(endpoint)
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+
+fn endpoint(node: &Node) -> Result<Endpoint> {
+    let expected = "an endpoint {host = string, port = integer}";
+    let (host, port) = match node.term() {
+        Some(Term::Tuple(t)) if t.len() == 2 => {
+            let host = Node::new(format!("{}.host", node.path()), &t[0]);
+            let port = Node::new(format!("{}.port", node.path()), &t[1]);
+            (endpoint_host(&host)?, port.int(1, 65535)?)
+        }
+        Some(Term::Map(_)) | Some(Term::List(_)) => {
+            node.only_keys(&["host", "port"])?;
+            let port = node.at("port");
+            if !port.is_set() {
+                return Err(port.missing("an integer between 1 and 65535"));
+            }
+            (endpoint_host(&node.at("host"))?, port.int(1, 65535)?)
+        }
+        _ => return Err(node.invalid(expected)),
+    };
+    let port = port.ok_or_else(|| node.invalid(expected))?;
+    Ok(Endpoint {
+        host,
+        port: port as u16,
+    })
+}
+
+/// A host name or an IP address; an IP tuple is written the way
+/// `inet:ntoa/1` prints it.
+fn endpoint_host(node: &Node) -> Result<String> {
+    if let Some(Term::Tuple(parts)) = node.term() {
+        let nums: Option<Vec<i64>> = parts
+            .iter()
+            .map(|p| match p {
+                Term::Int(i) => Some(*i),
+                _ => None,
+            })
+            .collect();
+        return match nums.as_deref() {
+            Some([a, b, c, d]) if [a, b, c, d].iter().all(|x| (0..=255).contains(*x)) => {
+                Ok(format!("{a}.{b}.{c}.{d}"))
+            }
+            Some(v) if v.len() == 8 && v.iter().all(|x| (0..=65535).contains(x)) => {
+                let mut a = [0u16; 8];
+                for (i, x) in v.iter().enumerate() {
+                    a[i] = *x as u16;
+                }
+                Ok(std::net::Ipv6Addr::from(a).to_string())
+            }
+            _ => Err(node.invalid("a host name or an IP address")),
+        };
+    }
+    let host = node.required_string()?;
+    if host.is_empty() {
+        return Err(node.invalid("a host name or an IP address"));
+    }
+    Ok(host)
+}
+
+impl From<GdError> for Error {
+    fn from(e: GdError) -> Error {
+        match e {
+            GdError::Core(e) => e,
+            other => Error::Config(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

@@ -11,6 +11,8 @@
          gd_transport_stop/1]).
 -export([gd_start/6, gd_stop/0, gd_call/4, gd_metrics/0]).
 
+-export([rdbms_checkout/4, rdbms_tx_call/4, rdbms_tx_release/2]).
+
 -define(NOT_LOADED, erlang:nif_error({not_loaded, ?MODULE})).
 
 init() ->
@@ -61,3 +63,6 @@ gd_start(_Opts, _Hosts, _Node, _Pool, _Pid, _Tag) -> ?NOT_LOADED.
 gd_stop() -> ?NOT_LOADED.
 gd_call(_Op, _Args, _Pid, _Tag) -> ?NOT_LOADED.
 gd_metrics() -> ?NOT_LOADED.
+rdbms_checkout(_Pool, _Hash, _Pid, _Tag) -> ?NOT_LOADED.
+rdbms_tx_call(_Tx, _Request, _Pid, _Tag) -> ?NOT_LOADED.
+rdbms_tx_release(_Tx, _Rollback) -> ?NOT_LOADED.

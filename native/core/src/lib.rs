@@ -8,6 +8,7 @@ pub mod error;
 pub mod gd;
 pub mod http;
 pub mod pool;
+pub mod rdbms;
 pub mod redis;
 pub mod registry;
 pub mod reply;

@@ -4,6 +4,7 @@ use crate::config::{Node, PoolSettings, PoolType};
 use crate::error::{Error, Result};
 use crate::http::{HttpConfig, HttpDriver};
 use crate::pool::{AnyPool, Pool};
+use crate::rdbms::{RdbmsConfig, RdbmsDriver};
 use crate::redis::{RedisConfig, RedisDriver};
 use crate::term::Term;
 
@@ -19,6 +20,10 @@ pub async fn start(settings: PoolSettings, conn: &Term, path: &str) -> Result<Bo
         }
         PoolType::Http => {
             let driver = HttpDriver::new(HttpConfig::read(&conn)?, settings.workers)?;
+            Ok(Box::new(Pool::start(driver, settings).await?))
+        }
+        PoolType::Rdbms => {
+            let driver = RdbmsDriver::new(RdbmsConfig::read(&conn)?, settings.call_timeout_ms)?;
             Ok(Box::new(Pool::start(driver, settings).await?))
         }
         other => Err(Error::Config(format!(

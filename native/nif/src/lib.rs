@@ -7,6 +7,7 @@ mod gd_transport;
 mod generic;
 mod logger;
 mod pin;
+mod rdbms;
 mod reply;
 
 use std::sync::Arc;

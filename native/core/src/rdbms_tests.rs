@@ -1,0 +1,643 @@
+//! Config reading, SQL splitting, and the driver against the PostgreSQL and
+//! MariaDB servers on loopback.
+
+use super::*;
+
+fn kv(k: &str, v: Term) -> (Term, Term) {
+    (Term::atom(k), v)
+}
+
+fn pg_conf() -> Term {
+    Term::Map(vec![
+        kv("driver", Term::atom("pgsql")),
+        kv("host", Term::from("127.0.0.1")),
+        kv("database", Term::from("test")),
+        kv("username", Term::from("postgres")),
+        kv("password", Term::from("")),
+    ])
+}
+
+fn my_conf() -> Term {
+    Term::Map(vec![
+        kv("driver", Term::atom("mysql")),
+        kv("host", Term::from("127.0.0.1")),
+        kv("database", Term::from("test")),
+        kv("username", Term::from("root")),
+        kv("password", Term::from("")),
+    ])
+}
+
+fn read(term: &Term) -> Result<RdbmsConfig> {
+    RdbmsConfig::read(&Node::new("outgoing_pools.rdbms.default.connection", term))
+}
+
+fn with(base: Term, extra: Vec<(Term, Term)>) -> Term {
+    let Term::Map(mut pairs) = base else {
+        unreachable!()
+    };
+    pairs.extend(extra);
+    Term::Map(pairs)
+}
+
+#[test]
+fn kinds() {
+    assert_eq!(statement_kinds("SELECT 1"), vec![Kind::Rows]);
+    assert_eq!(
+        statement_kinds("insert into t values ('a;b'); (select 2); -- x;\n update t set a=1"),
+        vec![Kind::Dml, Kind::Rows, Kind::Dml]
+    );
+    assert_eq!(statement_kinds("BEGIN;"), vec![Kind::Other]);
+    assert_eq!(statement_kinds("  ;  "), Vec::<Kind>::new());
+    assert_eq!(statement_kinds("SELECT 'it\\'s;'"), vec![Kind::Rows]);
+}
+
+#[test]
+fn placeholders() {
+    assert_eq!(pg_placeholders("a = ? AND b = ?"), "a = $1 AND b = $2");
+}
+
+#[test]
+fn numeric_round_trip() {
+    for i in [0i64, 1, -1, 9999, 10000, 123456789, -987654321012, i64::MAX] {
+        assert_eq!(
+            numeric_to_term(&numeric_from_int(i)),
+            Some(Term::Int(i)),
+            "{i}"
+        );
+    }
+}
+
+#[test]
+fn config_forms() {
+    let c = read(&pg_conf()).unwrap();
+    assert_eq!(c.engine, Engine::Pgsql);
+    assert_eq!(c.port, 5432);
+    assert_eq!(read(&my_conf()).unwrap().port, 3306);
+    let c = read(&with(
+        pg_conf(),
+        vec![kv("keepalive_interval", Term::Int(10))],
+    ))
+    .unwrap();
+    assert_eq!(c.keepalive_interval, Some(Duration::from_secs(10)));
+
+    let e = read(&with(pg_conf(), vec![kv("port", Term::from("5432"))])).unwrap_err();
+    assert!(e.to_string().contains("connection.port"), "{e}");
+    let e = read(&Term::Map(vec![kv("driver", Term::atom("odbc"))])).unwrap_err();
+    assert!(e.to_string().contains("not supported"), "{e}");
+    let e = read(&Term::Map(vec![kv("host", Term::from("h"))])).unwrap_err();
+    assert!(e.to_string().contains("connection.driver: required"), "{e}");
+    let e = read(&with(pg_conf(), vec![kv("pasword", Term::from("x"))])).unwrap_err();
+    assert!(e.to_string().contains("pasword: unknown option"), "{e}");
+
+    // TLS: required is pgsql only, the rest goes through read_tls.
+    let tls = Term::Map(vec![
+        kv("required", Term::atom("true")),
+        kv("verify_peer", Term::atom("false")),
+    ]);
+    let c = read(&with(pg_conf(), vec![kv("tls", tls.clone())])).unwrap();
+    assert_eq!(
+        c.tls,
+        Some(RdbmsTls {
+            required: true,
+            ..RdbmsTls::default()
+        })
+    );
+    let e = read(&with(my_conf(), vec![kv("tls", tls)])).unwrap_err();
+    assert!(e.to_string().contains("tls.required"), "{e}");
+    let bad = Term::Map(vec![kv("cacertfile", Term::from("/nonexistent/ca.pem"))]);
+    assert!(read(&with(pg_conf(), vec![kv("tls", bad)])).is_err());
+
+    // Seed 000's legacy tuple, with and without a port, secrets unseen.
+    let legacy = Term::List(vec![Term::tuple(vec![
+        Term::atom("server"),
+        Term::tuple(vec![
+            Term::atom("pgsql"),
+            Term::from("localhost"),
+            Term::Int(5433),
+            Term::from("db"),
+            Term::from("user"),
+            Term::from("s3cret"),
+        ]),
+    ])]);
+    let c = read(&legacy).unwrap();
+    assert_eq!(
+        (c.engine, c.port, c.database.as_str()),
+        (Engine::Pgsql, 5433, "db")
+    );
+    assert!(!format!("{c:?}").contains("s3cret"));
+    let legacy = Term::List(vec![
+        Term::tuple(vec![
+            Term::atom("server"),
+            Term::tuple(vec![
+                Term::atom("mysql"),
+                Term::from("localhost"),
+                Term::from("db"),
+                Term::from("user"),
+                Term::from("pw"),
+                Term::List(vec![Term::tuple(vec![
+                    Term::atom("ssl"),
+                    Term::atom("required"),
+                ])]),
+            ]),
+        ]),
+        Term::tuple(vec![Term::atom("keepalive_interval"), Term::Int(5)]),
+    ]);
+    let c = read(&legacy).unwrap();
+    assert_eq!((c.engine, c.port), (Engine::Mysql, 3306));
+    assert!(c.tls.is_some_and(|t| t.required));
+    assert_eq!(c.keepalive_interval, Some(Duration::from_secs(5)));
+}
+
+async fn open(conf: Term, timeout_ms: u64) -> (RdbmsDriver, Conn) {
+    let driver = RdbmsDriver::new(read(&conf).unwrap(), timeout_ms).unwrap();
+    let conn = driver.connect(0).await.unwrap();
+    (driver, conn)
+}
+
+async fn q(d: &RdbmsDriver, c: &Conn, sql: &str) -> Term {
+    d.execute(
+        c.clone(),
+        parse_request(Term::tuple(vec![Term::atom("sql_query"), Term::from(sql)])).unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+async fn x(d: &RdbmsDriver, c: &Conn, name: &str, sql: &str, params: Vec<Term>) -> Term {
+    d.execute(
+        c.clone(),
+        parse_request(Term::tuple(vec![
+            Term::atom("sql_execute"),
+            Term::atom(name),
+            Term::from(sql),
+            Term::List(params),
+        ]))
+        .unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+fn selected(rows: Vec<Vec<Term>>) -> Term {
+    Term::tuple(vec![
+        Term::atom("selected"),
+        Term::List(rows.into_iter().map(Term::Tuple).collect()),
+    ])
+}
+
+fn updated(n: i64) -> Term {
+    Term::tuple(vec![Term::atom("updated"), Term::Int(n)])
+}
+
+#[tokio::test]
+async fn pgsql_queries_and_types() {
+    let (d, c) = open(pg_conf(), 5000).await;
+    assert_eq!(
+        q(&d, &c, "SELECT 1").await,
+        selected(vec![vec![Term::from("1")]])
+    );
+    q(&d, &c, "DROP TABLE IF EXISTS mn_rs_pg").await;
+    assert_eq!(
+        q(
+            &d,
+            &c,
+            "CREATE TABLE mn_rs_pg (id INT PRIMARY KEY, big BIGINT, s TEXT, b BYTEA, f BOOLEAN)"
+        )
+        .await,
+        updated(0)
+    );
+    let bytes = Term::bin(vec![0u8, 255, 128, 10]);
+    let ins = "INSERT INTO mn_rs_pg VALUES (?, ?, ?, ?, ?)";
+    assert_eq!(
+        x(
+            &d,
+            &c,
+            "ins",
+            ins,
+            vec![
+                Term::Int(1),
+                Term::Int(1 << 40),
+                Term::from("zażółć"),
+                bytes.clone(),
+                Term::from(true)
+            ]
+        )
+        .await,
+        updated(1)
+    );
+    assert_eq!(
+        x(
+            &d,
+            &c,
+            "ins",
+            ins,
+            vec![
+                Term::Int(2),
+                Term::atom("null"),
+                Term::atom("null"),
+                Term::atom("null"),
+                Term::from(false)
+            ]
+        )
+        .await,
+        updated(1)
+    );
+    assert_eq!(
+        x(
+            &d,
+            &c,
+            "ins",
+            ins,
+            vec![
+                Term::Int(1),
+                Term::Int(0),
+                Term::from("x"),
+                Term::from("y"),
+                Term::from(false)
+            ]
+        )
+        .await,
+        Term::error(Term::atom("duplicate_key"))
+    );
+    assert_eq!(
+        x(
+            &d,
+            &c,
+            "sel",
+            "SELECT id, big, s, b, f FROM mn_rs_pg ORDER BY id",
+            vec![]
+        )
+        .await,
+        selected(vec![
+            vec![
+                Term::Int(1),
+                Term::Int(1 << 40),
+                Term::from("zażółć"),
+                bytes,
+                Term::from(true)
+            ],
+            vec![
+                Term::Int(2),
+                Term::atom("null"),
+                Term::atom("null"),
+                Term::atom("null"),
+                Term::from(false)
+            ],
+        ])
+    );
+    // The simple protocol gives text.
+    assert_eq!(
+        q(&d, &c, "SELECT id, f, s FROM mn_rs_pg WHERE id = 1").await,
+        selected(vec![vec![
+            Term::from("1"),
+            Term::from("t"),
+            Term::from("zażółć")
+        ]])
+    );
+    assert_eq!(
+        x(
+            &d,
+            &c,
+            "cnt",
+            "SELECT count(*), sum(big) FROM mn_rs_pg",
+            vec![]
+        )
+        .await,
+        selected(vec![vec![Term::Int(2), Term::Int(1 << 40)]])
+    );
+    let Term::Tuple(err) = q(&d, &c, "SELECT * FROM no_such_table").await else {
+        panic!()
+    };
+    assert_eq!(err[0], Term::atom("error"));
+    assert!(format!("{:?}", err[1]).contains("no_such_table"));
+    assert_eq!(
+        q(&d, &c, "UPDATE mn_rs_pg SET big = 0 RETURNING id").await,
+        Term::tuple(vec![
+            Term::atom("updated"),
+            Term::Int(2),
+            Term::List(vec![
+                Term::tuple(vec![Term::from("1")]),
+                Term::tuple(vec![Term::from("2")])
+            ])
+        ])
+        .clone()
+    );
+    // The connection stays usable after errors.
+    assert_eq!(
+        q(&d, &c, "SELECT 2").await,
+        selected(vec![vec![Term::from("2")]])
+    );
+    q(&d, &c, "DROP TABLE mn_rs_pg").await;
+}
+
+#[tokio::test]
+async fn mysql_queries_and_types() {
+    let (d, c) = open(my_conf(), 5000).await;
+    assert_eq!(
+        q(&d, &c, "SELECT 1").await,
+        selected(vec![vec![Term::Int(1)]])
+    );
+    q(&d, &c, "DROP TABLE IF EXISTS mn_rs_my").await;
+    assert_eq!(
+        q(&d, &c, "CREATE TABLE mn_rs_my (id INT PRIMARY KEY, s VARCHAR(50), b BLOB, f TINYINT(1)) CHARACTER SET utf8mb4")
+            .await,
+        updated(0)
+    );
+    let bytes = Term::bin(vec![0u8, 255, 128, 10]);
+    let ins = "INSERT INTO mn_rs_my VALUES (?, ?, ?, ?)";
+    assert_eq!(
+        x(
+            &d,
+            &c,
+            "ins",
+            ins,
+            vec![
+                Term::Int(1),
+                Term::from("zażółć"),
+                bytes.clone(),
+                Term::from(true)
+            ]
+        )
+        .await,
+        updated(1)
+    );
+    assert_eq!(
+        x(
+            &d,
+            &c,
+            "ins",
+            ins,
+            vec![
+                Term::Int(1),
+                Term::from("x"),
+                Term::from("y"),
+                Term::from(false)
+            ]
+        )
+        .await,
+        Term::error(Term::atom("duplicate_key"))
+    );
+    assert_eq!(
+        x(&d, &c, "sel", "SELECT id, s, b, f FROM mn_rs_my", vec![]).await,
+        selected(vec![vec![
+            Term::Int(1),
+            Term::from("zażółć"),
+            bytes.clone(),
+            Term::Int(1)
+        ]])
+    );
+    assert_eq!(
+        q(&d, &c, "SELECT id, s, b, f, NULL FROM mn_rs_my").await,
+        selected(vec![vec![
+            Term::Int(1),
+            Term::from("zażółć"),
+            bytes,
+            Term::Int(1),
+            Term::atom("null")
+        ]])
+    );
+    assert_eq!(
+        q(&d, &c, "SELECT id FROM mn_rs_my WHERE id > 5").await,
+        selected(vec![])
+    );
+    q(&d, &c, "DROP TABLE mn_rs_my").await;
+}
+
+#[tokio::test]
+async fn killed_connection_is_replaced() {
+    let (d, c) = open(pg_conf(), 5000).await;
+    let (d2, c2) = open(pg_conf(), 5000).await;
+    let Term::Tuple(t) = q(&d, &c, "SELECT pg_backend_pid()").await else {
+        panic!()
+    };
+    let Term::List(rows) = &t[1] else { panic!() };
+    let Term::Tuple(row) = &rows[0] else { panic!() };
+    let Term::Bin(pid) = &row[0] else { panic!() };
+    let pid = String::from_utf8(pid.clone()).unwrap();
+    q(&d2, &c2, &format!("SELECT pg_terminate_backend({pid})")).await;
+    let first = q(&d, &c, "SELECT 1").await;
+    assert!(
+        matches!(first, Term::Tuple(ref t) if t[0] == Term::atom("error")),
+        "{first:?}"
+    );
+    assert_eq!(
+        q(&d, &c, "SELECT 1").await,
+        selected(vec![vec![Term::from("1")]])
+    );
+}
+
+#[tokio::test]
+async fn timeout_replaces_or_keeps_the_connection() {
+    for conf in [pg_conf(), my_conf()] {
+        let (d, c) = open(conf.clone(), 300).await;
+        let sql = if conf == pg_conf() {
+            "SELECT pg_sleep(2)"
+        } else {
+            "SELECT SLEEP(2)"
+        };
+        let t0 = std::time::Instant::now();
+        let r = q(&d, &c, sql).await;
+        assert!(t0.elapsed() < Duration::from_millis(1500), "{r:?}");
+        assert!(
+            matches!(r, Term::Tuple(ref t) if t[0] == Term::atom("error")),
+            "{r:?}"
+        );
+        let one = q(&d, &c, "SELECT 1").await;
+        assert!(
+            matches!(one, Term::Tuple(ref t) if t[0] == Term::atom("selected")),
+            "{one:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn transaction_holds_the_connection() {
+    for conf in [pg_conf(), my_conf()] {
+        let (d, c) = open(conf, 5000).await;
+        let table = "mn_rs_tx";
+        q(&d, &c, &format!("DROP TABLE IF EXISTS {table}")).await;
+        q(
+            &d,
+            &c,
+            &format!("CREATE TABLE {table} (id INT PRIMARY KEY)"),
+        )
+        .await;
+        let tx = Transaction::checkout(&d, c.clone()).await;
+        let run = |sql: String| {
+            let tx = tx.clone();
+            async move {
+                tx.run(
+                    parse_request(Term::tuple(vec![Term::atom("sql_query"), Term::from(sql)]))
+                        .unwrap(),
+                )
+                .await
+                .unwrap()
+            }
+        };
+        run("BEGIN".into()).await;
+        assert_eq!(
+            run(format!("INSERT INTO {table} VALUES (1)")).await,
+            updated(1)
+        );
+        // A pool request on the same connection waits for the release.
+        let waiting = tokio::spawn({
+            let c = c.clone();
+            let sql = format!("SELECT count(*) FROM {table}");
+            let d = RdbmsDriver {
+                shared: d.shared.clone(),
+            };
+            async move { q(&d, &c, &sql).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished());
+        run("ROLLBACK".into()).await;
+        tx.release(false);
+        let count = waiting.await.unwrap();
+        let Term::Tuple(t) = count else { panic!() };
+        assert!(format!("{:?}", t[1]).contains('0'), "{:?}", t[1]);
+
+        // A dropped transaction rolls back and releases.
+        let tx = Transaction::checkout(&d, c.clone()).await;
+        tx.run(
+            parse_request(Term::tuple(vec![
+                Term::atom("sql_query"),
+                Term::from("BEGIN"),
+            ]))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+        tx.run(
+            parse_request(Term::tuple(vec![
+                Term::atom("sql_query"),
+                Term::from(format!("INSERT INTO {table} VALUES (2)")),
+            ]))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+        drop(tx);
+        let r = q(&d, &c, &format!("SELECT id FROM {table}")).await;
+        assert_eq!(r, selected(vec![]));
+        q(&d, &c, &format!("DROP TABLE {table}")).await;
+    }
+}
+
+static CHECKED_OUT: std::sync::Mutex<Vec<Arc<Transaction>>> = std::sync::Mutex::new(Vec::new());
+
+fn keep(tx: Arc<Transaction>) -> Term {
+    CHECKED_OUT.lock().unwrap().push(tx);
+    Term::atom("tx")
+}
+
+#[tokio::test]
+async fn checkout_keeps_the_worker_busy_until_release() {
+    use crate::config::{PoolSettings, PoolType};
+    use crate::pool::{AnyPool, Pool};
+    use crate::reply::testing::capture;
+    use crate::strategy::{Choice, Strategy};
+
+    let driver = RdbmsDriver::new(read(&pg_conf()).unwrap(), 5000).unwrap();
+    let settings = PoolSettings {
+        kind: PoolType::Rdbms,
+        workers: 1,
+        strategy: Strategy::Best,
+        call_timeout_ms: 5000,
+        max_worker_queue_len: None,
+    };
+    let pool = Pool::start(driver, settings).await.unwrap();
+    let (reply, answer) = capture();
+    let cell = CheckoutCell::new(Checkout { reply, wrap: keep });
+    pool.submit(
+        Choice::Strategy,
+        Term::tuple(vec![Term::atom("rdbms_checkout"), Term::Opaque(cell)]),
+        Reply::none(),
+    )
+    .unwrap();
+    assert_eq!(
+        answer.await.unwrap(),
+        Term::tuple(vec![
+            Term::atom("ok"),
+            Term::atom("tx"),
+            Term::atom("pgsql")
+        ])
+    );
+    let tx = CHECKED_OUT.lock().unwrap().pop().unwrap();
+    assert!(format!("{:?}", pool.stats()).contains("total_in_flight,1"));
+
+    // A request for the same worker waits for the release.
+    let (reply, mut waiting) = capture();
+    pool.submit(
+        Choice::Strategy,
+        Term::tuple(vec![Term::atom("sql_query"), Term::from("SELECT 1")]),
+        reply,
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(waiting.try_recv().is_err());
+    let inside = tx
+        .run(
+            parse_request(Term::tuple(vec![
+                Term::atom("sql_query"),
+                Term::from("SELECT 2"),
+            ]))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(inside, selected(vec![vec![Term::from("2")]]));
+    tx.release(false);
+    let after = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after, selected(vec![vec![Term::from("1")]]));
+    // Queries on a released transaction are refused.
+    let late = tx
+        .run(
+            parse_request(Term::tuple(vec![
+                Term::atom("sql_query"),
+                Term::from("SELECT 3"),
+            ]))
+            .unwrap(),
+        )
+        .await;
+    assert!(matches!(late, Err(Error::BadRequest(_))));
+    pool.stop();
+}
+
+#[test]
+fn checkout_needs_the_nif() {
+    let plain = Term::tuple(vec![Term::atom("rdbms_checkout"), Term::atom("x")]);
+    assert!(matches!(parse_request(plain), Err(Error::BadRequest(_))));
+    assert!(matches!(
+        parse_request(Term::atom("rdbms_engine")),
+        Ok(RdbmsRequest::Engine)
+    ));
+    assert!(parse_request(Term::tuple(vec![
+        Term::atom("sql_query"),
+        Term::tuple(vec![])
+    ]))
+    .is_err());
+}
+
+#[tokio::test]
+async fn several_statements_in_one_query() {
+    let (d, c) = open(pg_conf(), 5000).await;
+    // In reverse order, as MongooseIM's epgsql backend gives them.
+    assert_eq!(
+        q(&d, &c, "SELECT 1; SELECT 2").await,
+        Term::List(vec![
+            selected(vec![vec![Term::from("2")]]),
+            selected(vec![vec![Term::from("1")]]),
+        ])
+    );
+    let (d, c) = open(my_conf(), 5000).await;
+    assert_eq!(
+        q(&d, &c, "SELECT 1; SELECT 2").await,
+        Term::List(vec![
+            selected(vec![vec![Term::Int(1)]]),
+            selected(vec![vec![Term::Int(2)]]),
+        ])
+    );
+}

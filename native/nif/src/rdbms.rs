@@ -1,0 +1,167 @@
+//! Transactions of `rdbms` pools: a checked-out connection as a resource.
+//!
+//! `rdbms_checkout/4` submits a checkout to the pool (strategy and queue as
+//! for any request); the worker answers `{Tag, {ok, Tx, Engine}}` as soon as
+//! it holds its connection for the caller, and stays busy until `Tx` is
+//! released. `Tx` is a `TxRes` resource, carried to the caller inside a
+//! [`Saved`] term so the ordinary reply path delivers it. Queries on it run on
+//! the held connection; `rdbms_tx_release/2` gives the connection back. When
+//! the last reference to the resource goes (its owner crashed, or a checkout
+//! answer reached nobody), the destructor drops the transaction, which rolls
+//! back and releases the connection.
+
+use std::sync::{Arc, Mutex};
+
+use mongoose_native::rdbms::{Checkout, CheckoutCell, Transaction};
+use mongoose_native::reply::{Reply, ReplySink};
+use mongoose_native::strategy::Choice;
+use mongoose_native::{runtime, Error, Term};
+use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, ResourceArc};
+
+use crate::convert::{decode, encode, Saved};
+use crate::reply::{CallSlot, SlotRef};
+use crate::PoolRes;
+
+rustler::atoms! { ok, error }
+
+pub struct TxRes {
+    tx: Arc<Transaction>,
+}
+
+#[rustler::resource_impl]
+impl rustler::Resource for TxRes {}
+
+fn wrap(tx: Arc<Transaction>) -> Term {
+    let env = OwnedEnv::new();
+    let saved = env.run(|env| Saved::new(ResourceArc::new(TxRes { tx }).encode(env)));
+    Term::Opaque(saved)
+}
+
+fn error_term<'a>(env: Env<'a>, e: &Error) -> rustler::Term<'a> {
+    (error(), encode(env, &e.reason())).encode(env)
+}
+
+/// `{ok, Slot}`; the answer comes as `{Tag, {ok, Tx, Engine}}` or `{Tag,
+/// {error, Reason}}`, and `cancel(Slot)` stops it (a transaction that comes
+/// anyway is rolled back and released).
+#[rustler::nif]
+fn rdbms_checkout<'a>(
+    env: Env<'a>,
+    pool: ResourceArc<PoolRes>,
+    hash: i64,
+    pid: LocalPid,
+    tag: rustler::Term<'a>,
+) -> rustler::Term<'a> {
+    if pool.opaque_requests {
+        return error_term(env, &Error::BadRequest("not an rdbms pool".into()));
+    }
+    let slot = ResourceArc::new(CallSlot::new(pid, tag));
+    let gate = Arc::new(Gate {
+        slot: SlotRef(slot.clone()),
+        state: Mutex::new(GateState::Pending(None)),
+    });
+    let cell = CheckoutCell::new(Checkout {
+        reply: Reply::new(gate.clone()),
+        wrap,
+    });
+    let request = Term::tuple(vec![Term::atom("rdbms_checkout"), Term::Opaque(cell)]);
+    let choice = usize::try_from(hash).map_or(Choice::Strategy, Choice::Hash);
+    let submitted = pool.pool.submit(choice, request, Reply::none());
+    gate.open(submitted.is_ok());
+    match submitted {
+        Ok(()) => (ok(), slot).encode(env),
+        Err(e) => error_term(env, &e),
+    }
+}
+
+enum GateState {
+    /// Submit has not returned: hold what arrives.
+    Pending(Option<Term>),
+    Open,
+    /// The submit failed and answered the caller itself.
+    Shut,
+}
+
+/// Keeps a refused checkout (whose request, reply included, is dropped
+/// inside `submit`) from also answering through the slot.
+struct Gate {
+    slot: SlotRef,
+    state: Mutex<GateState>,
+}
+
+impl Gate {
+    fn open(&self, submitted: bool) {
+        let held = match self.state.lock() {
+            Ok(mut state) => {
+                let next = if submitted {
+                    GateState::Open
+                } else {
+                    GateState::Shut
+                };
+                match std::mem::replace(&mut *state, next) {
+                    GateState::Pending(held) if submitted => held,
+                    _ => None,
+                }
+            }
+            Err(_) => None,
+        };
+        if let Some(result) = held {
+            self.slot.deliver(result);
+        }
+    }
+}
+
+impl ReplySink for Gate {
+    fn deliver(&self, result: Term) {
+        let forward = match self.state.lock() {
+            Ok(mut state) => match &mut *state {
+                GateState::Pending(held) => {
+                    *held = Some(result);
+                    None
+                }
+                GateState::Open => Some(result),
+                GateState::Shut => None,
+            },
+            Err(_) => None,
+        };
+        if let Some(result) = forward {
+            self.slot.deliver(result);
+        }
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.slot.is_cancelled()
+    }
+}
+/// `{ok, Slot}`: the answer comes as `{Tag, Result}`; `cancel(Slot)` stops it.
+#[rustler::nif]
+fn rdbms_tx_call<'a>(
+    env: Env<'a>,
+    tx: ResourceArc<TxRes>,
+    req: rustler::Term<'a>,
+    pid: LocalPid,
+    tag: rustler::Term<'a>,
+) -> rustler::Term<'a> {
+    let parsed = decode(req)
+        .map_err(|e| Error::BadRequest(format!("request: {e}")))
+        .and_then(|t| tx.tx.parse(t));
+    let parsed = match parsed {
+        Ok(p) => p,
+        Err(e) => return error_term(env, &e),
+    };
+    let slot = ResourceArc::new(CallSlot::new(pid, tag));
+    let reply = Reply::new(Arc::new(SlotRef(slot.clone())));
+    let tx = tx.tx.clone();
+    runtime::handle().spawn(async move {
+        let result = tx.run(parsed).await;
+        reply.send(result.unwrap_or_else(|e| e.to_term()));
+    });
+    (ok(), slot).encode(env)
+}
+
+/// Gives the connection back (after a `ROLLBACK` when `rollback`); returns at once.
+#[rustler::nif]
+fn rdbms_tx_release(tx: ResourceArc<TxRes>, rollback: bool) -> Atom {
+    tx.tx.release(rollback);
+    ok()
+}

@@ -358,15 +358,12 @@ inner_transaction(F) ->
     end.
 
 checkout(HostType, PoolTag) ->
-    case pool_record(HostType, PoolTag) of
-        undefined ->
-            {error, {pool_not_started, {rdbms, HostType, PoolTag}}};
-        Pool ->
-            %% The record of mongoose_wpool: {pool, Name, AtomName, Strategy,
-            %% CallTimeout, Workers, Res}.
-            Timeout = element(5, Pool),
+    case mongoose_wpool:get_pool_handle(rdbms, HostType, PoolTag) of
+        {error, _} = NotStarted ->
+            NotStarted;
+        {ok, #{res := Res, call_timeout := Timeout, atom_name := Name}} ->
             Ref = make_ref(),
-            case mongoose_native_nif:rdbms_checkout(element(7, Pool), -1, self(), Ref) of
+            case mongoose_native_nif:rdbms_checkout(Res, -1, self(), Ref) of
                 {ok, Slot} ->
                     case await(Ref, Slot, Timeout) of
                         {ok, Tx, Engine} ->
@@ -374,8 +371,7 @@ checkout(HostType, PoolTag) ->
                         {error, _} = Error ->
                             Error;
                         timeout ->
-                            exit({timeout, {?MODULE, sql_transaction,
-                                            [element(3, Pool), Timeout]}})
+                            exit({timeout, {?MODULE, sql_transaction, [Name, Timeout]}})
                     end;
                 {error, {no_available_workers, _}} ->
                     exit(no_available_workers);
@@ -489,10 +485,12 @@ db_type() ->
     generic.
 
 pool_engine(HostType, PoolTag) ->
-    case pool_record(HostType, PoolTag) of
-        undefined ->
+    case mongoose_wpool:get_pool_handle(rdbms, HostType, PoolTag) of
+        {error, _} ->
             undefined;
-        Pool ->
+        {ok, #{name := Name, res := Res}} ->
+            %% Keyed by the resource too: a restarted pool is asked again.
+            Pool = {Name, Res},
             ensure_tables(),
             case ets:lookup(?ENGINES, Pool) of
                 [{_, Engine}] ->
@@ -506,14 +504,6 @@ pool_engine(HostType, PoolTag) ->
                             undefined
                     end
             end
-    end.
-
-%% The pool's record in mongoose_wpool's table (host type, then global).
-pool_record(HostType, PoolTag) ->
-    case catch ets:lookup(mongoose_wpool, {rdbms, HostType, PoolTag}) of
-        [Pool] -> Pool;
-        _ when is_binary(HostType) -> pool_record(global, PoolTag);
-        _ -> undefined
     end.
 
 %%--------------------------------------------------------------------

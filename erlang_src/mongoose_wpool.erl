@@ -18,7 +18,7 @@
 -export([start_configured_pools/0, start_configured_pools/1,
          start_configured_pools/2, start_configured_pools/3]).
 -export([is_configured/1, make_pool_name/3, expand_pools/3]).
--export([create_table/0, call_with_timeout/5, get_pool_res/3]).
+-export([create_table/0, call_with_timeout/5, get_pool_res/3, get_pool_handle/3]).
 
 -record(pool, {name :: {atom(), term(), atom()},
                atom_name :: atom(),
@@ -337,6 +337,17 @@ make_pool_name(PoolType, HostType, Tag) when is_binary(HostType) ->
 
 %% @doc The NIF resource of a running pool, for library code that shares it
 %% (mod_global_distrib's mapping uses its redis pool).
+%% @doc What library modules that talk to a pool's NIF resource directly
+%% need (mongoose_rdbms's transactions): the resource, the pool's name and
+%% call_timeout. Host types fall back to the global pool as calls do.
+get_pool_handle(PoolType, HostType, Tag) ->
+    case get_pool(PoolType, HostType, Tag) of
+        {ok, #pool{name = Name, atom_name = Atom, call_timeout = T, res = Res}} ->
+            {ok, #{name => Name, atom_name => Atom, call_timeout => T, res => Res}};
+        Error ->
+            Error
+    end.
+
 get_pool_res(PoolType, HostType, Tag) ->
     case get_pool(PoolType, HostType, Tag) of
         {ok, #pool{res = Res}} -> {ok, Res};

@@ -2,7 +2,7 @@
 %% `mongoose_config' inside MongooseIM, from this application's environment
 %% (`outgoing_pools', `host_types') when it runs on its own.
 -module(mongoose_native_config).
--export([outgoing_pools/0, host_types/0, pools_from_toml/1]).
+-export([outgoing_pools/0, host_types/0, pools_from_toml/1, check_toml/1]).
 
 outgoing_pools() ->
     from_mongooseim(outgoing_pools, fun() ->
@@ -26,5 +26,15 @@ from_mongooseim(Key, Fallback) ->
 pools_from_toml(File) ->
     case file:read_file(File) of
         {ok, Text} -> mongoose_native_nif:parse_toml(Text);
+        {error, Reason} -> {error, {cannot_read, File, Reason}}
+    end.
+
+%% @doc Checks every `[outgoing_pools.TYPE.TAG]' and
+%% `[modules.mod_global_distrib]' section of a TOML file as starting them
+%% would, without connecting anywhere.
+-spec check_toml(file:filename_all()) -> {ok, non_neg_integer()} | {error, term()}.
+check_toml(File) ->
+    case file:read_file(File) of
+        {ok, Text} -> mongoose_native_nif:check_toml(Text);
         {error, Reason} -> {error, {cannot_read, File, Reason}}
     end.

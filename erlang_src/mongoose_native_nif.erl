@@ -4,7 +4,7 @@
 -on_load(init/0).
 
 -export([pool_start/6, generic_start/5, submit/5, cast/3, cancel/1, stats/1, stop/1,
-         parse_toml/1, generic_executors/1, generic_attach/3, generic_done/2,
+         parse_toml/1, check_toml/1, generic_executors/1, generic_attach/3, generic_done/2,
          set_log_relay/1,
          gd_transport_start/4, gd_transport_send/5, gd_transport_set_endpoints/3,
          gd_transport_endpoints/2, gd_transport_listening/1, gd_transport_metrics/1,
@@ -48,6 +48,7 @@ cancel(_Slot) -> ?NOT_LOADED.
 stats(_Pool) -> ?NOT_LOADED.
 stop(_Pool) -> ?NOT_LOADED.
 parse_toml(_Text) -> ?NOT_LOADED.
+check_toml(_Text) -> ?NOT_LOADED.
 generic_executors(_N) -> ?NOT_LOADED.
 generic_attach(_Executors, _Index, _Pid) -> ?NOT_LOADED.
 generic_done(_Done, _Result) -> ?NOT_LOADED.

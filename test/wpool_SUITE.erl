@@ -13,7 +13,8 @@ all() ->
      available_worker_waits, available_worker_times_out, next_available_worker_fails_fast,
      max_worker_queue_len_bounds_queue, timeout_leaves_mailbox_empty, exceptions_reach_caller,
      cast_and_send_request, stats_count_in_flight, map_config_expansion,
-     legacy_tuple_example, toml_file_config, bad_configs_are_named, executor_restart].
+     legacy_tuple_example, toml_file_config, bad_configs_are_named, executor_restart,
+     every_example_file_is_valid].
 
 init_per_suite(Config) ->
     ok = mongoose_wpool:ensure_started(),
@@ -265,3 +266,15 @@ wait_until(F, N) ->
         true -> ok;
         false -> timer:sleep(100), wait_until(F, N - 1)
     end.
+
+%% Every annotated file in examples/ passes the same checks a start would.
+every_example_file_is_valid(Config) ->
+    Source = proplists:get_value(source, ?MODULE:module_info(compile)),
+    Dir = filename:join(filename:dirname(filename:dirname(Source)), "examples"),
+    Files = filelib:wildcard(filename:join(Dir, "*.toml")),
+    ?assert(length(Files) >= 4),
+    [?assertMatch({{ok, N}, _} when N > 0, {mongoose_native_config:check_toml(F), F}) || F <- Files],
+    Bad = filename:join(?config(priv_dir, Config), "bad_example.toml"),
+    ok = file:write_file(Bad, <<"[outgoing_pools.redis.x.connection]\nport = 0\n">>),
+    ?assertEqual({error, {invalid_config, <<"outgoing_pools.redis.x.connection.port: expected an integer between 1 and 65534, got 0">>}},
+                 mongoose_native_config:check_toml(Bad)).

@@ -16,6 +16,7 @@ pub mod runtime;
 pub mod strategy;
 pub mod term;
 pub mod tls;
+pub mod toml_check;
 pub mod transport;
 
 pub use error::{Error, Result};

@@ -32,3 +32,18 @@ pub async fn start(settings: PoolSettings, conn: &Term, path: &str) -> Result<Bo
         ))),
     }
 }
+
+/// Checks the connection options of the pool at `path` without connecting.
+pub fn validate(kind: PoolType, conn: &Term, path: &str) -> Result<()> {
+    let conn = Node::new(format!("{path}.connection"), conn);
+    match kind {
+        PoolType::Redis => RedisDriver::new(RedisConfig::read(&conn)?).map(drop),
+        PoolType::Http => HttpConfig::read(&conn).map(drop),
+        PoolType::Rdbms => RdbmsConfig::read(&conn).map(drop),
+        PoolType::Generic => conn.only_keys(&[]),
+        other => Err(Error::Config(format!(
+            "{path}: pool type {} is not supported by mongoose_native yet",
+            other.name()
+        ))),
+    }
+}

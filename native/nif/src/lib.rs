@@ -214,6 +214,18 @@ fn parse_toml<'a>(env: Env<'a>, text: rustler::Binary<'a>) -> rustler::Term<'a> 
     }
 }
 
+/// Checks a whole TOML document without connecting: `{ok, SectionsChecked}`.
+#[rustler::nif]
+fn check_toml<'a>(env: Env<'a>, text: rustler::Binary<'a>) -> rustler::Term<'a> {
+    let checked = std::str::from_utf8(text.as_slice())
+        .map_err(|_| Error::Config("the TOML file is not UTF-8".into()))
+        .and_then(mongoose_native::toml_check::check_toml);
+    match checked {
+        Ok(n) => (ok(), n).encode(env),
+        Err(e) => error_term(env, &e),
+    }
+}
+
 #[rustler::nif]
 fn generic_executors(n: usize) -> ResourceArc<Executors> {
     ResourceArc::new(Executors::new(n))

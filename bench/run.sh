@@ -6,5 +6,6 @@ bash scripts/setup.sh >/dev/null
 rebar3 compile >/dev/null
 mkdir -p _build/bench
 erlc -o _build/bench bench/*.erl
-erl -noshell -pa _build/default/lib/mongoose_native/ebin -pa _build/bench \
-    -eval 'redis_bench:run(), gd_refresh_bench:run(), halt().'
+# Distributed, for the transport benchmark's second node.
+erl -sname "mn_bench_$$" -noshell -pa _build/default/lib/mongoose_native/ebin -pa _build/bench \
+    -eval 'redis_bench:run(), io:nl(), gd_refresh_bench:run(), io:nl(), gd_transport_bench:run(), halt().'

@@ -1,0 +1,59 @@
+%% Prepared `SELECT ?::int' through mongoose_rdbms:execute/3 on a 10-worker
+%% pgsql pool at 1, 16 and 128 concurrent callers, beside pgbench running
+%% the same prepared statement in the same run with as many connections as
+%% the pool may use (the callers, at most the 10 workers). Prints numbers only.
+-module(rdbms_bench).
+-export([run/0, run/1]).
+
+-define(DURATION_S, 3).
+-define(WORKERS, 10).
+
+run() -> run([1, 16, 128]).
+
+run(Concurrencies) ->
+    ok = mongoose_wpool:ensure_started(),
+    {ok, _} = mongoose_wpool:start(rdbms, global, default, [{workers, ?WORKERS}],
+                                   #{driver => pgsql, host => "127.0.0.1", database => "test",
+                                     username => "postgres", password => ""}),
+    mongoose_rdbms:prepare(bench_select, bench, [x], <<"SELECT ?::int">>),
+    {selected, [{7}]} = mongoose_rdbms:execute(global, bench_select, [7]),
+    io:format("~-26s ~9s ~8s ~8s | ~14s ~8s | ~6s~n",
+              ["workload", "ops/s", "p50 us", "p99 us", "pgbench tps", "clients", "ratio"]),
+    [row(C) || C <- Concurrencies],
+    mongoose_wpool:stop(rdbms, global, default),
+    ok.
+
+row(C) ->
+    {Ops, P50, P99} = measure(C),
+    Clients = min(C, ?WORKERS),
+    Tps = pgbench(Clients),
+    io:format("~-26s ~9b ~8b ~8b | ~14b ~8b | ~6.2f~n",
+              [io_lib:format("SELECT ?::int, ~b callers", [C]), Ops, P50, P99, Tps, Clients,
+               Ops / max(Tps, 1)]).
+
+measure(C) ->
+    Self = self(),
+    Deadline = erlang:monotonic_time(millisecond) + ?DURATION_S * 1000,
+    Pids = [spawn_link(fun() -> Self ! {self(), loop(Deadline, [])} end) || _ <- lists:seq(1, C)],
+    Sorted = lists:sort(lists:append([receive {P, L} -> L end || P <- Pids])),
+    N = length(Sorted),
+    {N div ?DURATION_S, lists:nth(max(1, N div 2), Sorted), lists:nth(max(1, N * 99 div 100), Sorted)}.
+
+loop(Deadline, Acc) ->
+    T0 = erlang:monotonic_time(microsecond),
+    {selected, [_]} = mongoose_rdbms:execute(global, bench_select, [rand:uniform(1000)]),
+    T1 = erlang:monotonic_time(microsecond),
+    case T1 div 1000 >= Deadline of
+        true -> [T1 - T0 | Acc];
+        false -> loop(Deadline, [T1 - T0 | Acc])
+    end.
+
+pgbench(Clients) ->
+    Script = "/tmp/mongoose_native_pgbench.sql",
+    ok = file:write_file(Script, <<"\\set x random(1, 1000)\nSELECT :x::int;\n">>),
+    Out = os:cmd(io_lib:format("pgbench -n -M prepared -h 127.0.0.1 -U postgres -c ~b -j ~b "
+                               "-T ~b -f ~s test 2>&1", [Clients, min(Clients, 2), ?DURATION_S, Script])),
+    case re:run(Out, "tps = ([0-9.]+)", [{capture, all_but_first, list}]) of
+        {match, [Tps]} -> round(list_to_float(Tps));
+        nomatch -> 0
+    end.

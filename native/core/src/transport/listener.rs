@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
@@ -15,6 +15,8 @@ use tokio_rustls::TlsAcceptor;
 use super::frame::{parse_data, parse_gd_start, read_frame, FrameError};
 use super::metrics::{bump, Metrics};
 use crate::runtime;
+
+const READ_BUFFER: usize = 64 * 1024;
 
 /// Receives every data frame of one connection, in order.
 pub trait Sink: Send + 'static {

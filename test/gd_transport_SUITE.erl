@@ -126,8 +126,9 @@ bad_peers_are_disconnected(_Config) ->
     [begin
          {ok, S} = gen_tcp:connect(binary_to_list(Ip), Port, [binary, {active, false}]),
          ok = gen_tcp:send(S, B),
-         ok = gen_tcp:shutdown(S, write),
-         ?assertEqual({error, closed}, gen_tcp:recv(S, 0, 2000))
+         %% The server may close before this half-close: either way it closed.
+         _ = gen_tcp:shutdown(S, write),
+         ?assertMatch({error, E} when E =:= closed; E =:= econnreset, gen_tcp:recv(S, 0, 2000))
      end || B <- Bad],
     link(Dc1, <<"dc2.test">>, Dc2),
     ok = mongoose_native_gd_transport:send(Dc1, <<"dc2.test">>, <<"k">>, stanza(1)),

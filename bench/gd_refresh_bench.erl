@@ -41,12 +41,13 @@ run(Sessions) ->
         io:format("~-44s ~8b ~8b ~12b ~10b~n", ["one round trip per key (SET ... EX)",
                                                  length(Keys), SeqUs div 1000, length(Keys),
                                                  rate(length(Keys), SeqUs)]),
-        io:format("speedup: ~.1fx~n", [SeqUs / max(PipeUs, 1)])
+        io:format("speedup: ~.1fx~n", [SeqUs / max(PipeUs, 1)]),
+        [{io_lib:format("gd refresh, ~b sessions", [Sessions]), rate(Written, PipeUs), "keys/s",
+          "one round trip per key", rate(length(Keys), SeqUs)}]
     after
         mod_global_distrib_mapping:stop(?GLOBAL),
         mongoose_wpool:stop(redis, global, gd_bench)
-    end,
-    ok.
+    end.
 
 rate(N, Us) -> round(N * 1000000 / max(Us, 1)).
 

@@ -19,9 +19,9 @@ run(Concurrencies) ->
     {selected, [{7}]} = mongoose_rdbms:execute(global, bench_select, [7]),
     io:format("~-26s ~9s ~8s ~8s | ~14s ~8s | ~6s~n",
               ["workload", "ops/s", "p50 us", "p99 us", "pgbench tps", "clients", "ratio"]),
-    [row(C) || C <- Concurrencies],
+    Rows = [row(C) || C <- Concurrencies],
     mongoose_wpool:stop(rdbms, global, default),
-    ok.
+    Rows.
 
 row(C) ->
     {Ops, P50, P99} = measure(C),
@@ -29,7 +29,9 @@ row(C) ->
     Tps = pgbench(Clients),
     io:format("~-26s ~9b ~8b ~8b | ~14b ~8b | ~6.2f~n",
               [io_lib:format("SELECT ?::int, ~b callers", [C]), Ops, P50, P99, Tps, Clients,
-               Ops / max(Tps, 1)]).
+               Ops / max(Tps, 1)]),
+    {io_lib:format("pgsql prepared SELECT, ~b callers", [C]), Ops, "ops/s",
+     io_lib:format("pgbench -M prepared -c ~b", [Clients]), Tps}.
 
 measure(C) ->
     Self = self(),

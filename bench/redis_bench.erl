@@ -1,6 +1,7 @@
 %% mongoose_wpool:call(redis, ..., {q, [<<"GET">>, K]}) throughput and
 %% latency at 1, 16 and 128 concurrent callers, beside redis-benchmark at the
-%% same client count (no pipelining) in the same run. Prints numbers only.
+%% same client count (no pipelining) in the same run. Prints numbers and
+%% returns summary rows for bench_all.
 -module(redis_bench).
 -export([run/0, run/1]).
 
@@ -15,9 +16,9 @@ run(Concurrencies) ->
     io:format("~-26s ~9s ~8s ~8s | ~16s ~8s ~8s | ~6s~n",
               ["workload", "ops/s", "p50 us", "p99 us", "redis-benchmark/s", "p50 us", "p99 us",
                "ratio"]),
-    [row(C) || C <- Concurrencies],
+    Rows = [row(C) || C <- Concurrencies],
     mongoose_wpool:stop(redis, global, bench),
-    ok.
+    Rows.
 
 call(Req) -> mongoose_wpool:call(redis, global, bench, Req).
 
@@ -26,7 +27,9 @@ row(C) ->
     {Ref, RefP50, RefP99} = redis_benchmark(C),
     io:format("~-26s ~9b ~8b ~8b | ~16b ~8b ~8b | ~6.2f~n",
               [io_lib:format("GET, ~b callers", [C]), Ops, P50, P99, Ref, RefP50, RefP99,
-               Ops / max(Ref, 1)]).
+               Ops / max(Ref, 1)]),
+    {io_lib:format("redis GET, ~b callers", [C]), Ops, "ops/s",
+     io_lib:format("redis-benchmark -c ~b", [C]), Ref}.
 
 measure(C) ->
     Self = self(),

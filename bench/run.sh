@@ -8,4 +8,4 @@ mkdir -p _build/bench
 erlc -o _build/bench bench/*.erl
 # Distributed, for the transport benchmark's second node.
 erl -sname "mn_bench_$$" -noshell -pa _build/default/lib/mongoose_native/ebin -pa _build/bench \
-    -eval 'redis_bench:run(), io:nl(), rdbms_bench:run(), io:nl(), gd_refresh_bench:run(), io:nl(), gd_transport_bench:run(), halt().'
+    -eval 'bench_all:run(), halt().'

@@ -80,9 +80,11 @@ pub async fn listen(addr: SocketAddr, incoming: Arc<Incoming>) -> std::io::Resul
 }
 
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
+    stream: S,
     incoming: &Incoming,
 ) -> Result<(), FrameError> {
+    // Frames are small and many: read the socket in large chunks.
+    let mut stream = BufReader::with_capacity(READ_BUFFER, stream);
     let mut buf = Vec::new();
     if read_frame(&mut stream, incoming.max_frame, &mut buf)
         .await?

@@ -958,6 +958,45 @@ fn one_or_many(engine: Engine, mut results: Vec<Term>) -> Term {
     }
 }
 
+/// Shapes the answers of a simple-protocol query, one per statement, as
+/// they stream in: rows of a statement, then its completion.
+struct Shaper {
+    engine: Engine,
+    kinds: Vec<Kind>,
+    results: Vec<Term>,
+    rows: Vec<Term>,
+}
+
+impl Shaper {
+    fn new(engine: Engine, sql: &str) -> Shaper {
+        Shaper {
+            engine,
+            kinds: statement_kinds(sql),
+            results: vec![],
+            rows: vec![],
+        }
+    }
+
+    fn row(&mut self, row: Term) {
+        self.rows.push(row);
+    }
+
+    fn done(&mut self, affected: u64) {
+        let guess = if self.rows.is_empty() {
+            Kind::Other
+        } else {
+            Kind::Rows
+        };
+        let kind = self.kinds.get(self.results.len()).copied().unwrap_or(guess);
+        let rows = std::mem::take(&mut self.rows);
+        self.results.push(shape(self.engine, kind, affected, rows));
+    }
+
+    fn finish(self) -> Term {
+        one_or_many(self.engine, self.results)
+    }
+}
+
 fn null() -> Term {
     Term::atom("null")
 }
@@ -967,34 +1006,15 @@ fn null() -> Term {
 // ---------------------------------------------------------------------------
 
 async fn pg_simple(conn: &mut PgConnection, sql: &str) -> Outcome {
-    let kinds = statement_kinds(sql);
-    let mut results = vec![];
-    let mut rows = vec![];
-    {
-        let mut stream = sqlx::raw_sql(sql).fetch_many(&mut *conn);
-        while let Some(item) = stream.try_next().await? {
-            match item {
-                Either::Right(row) => rows.push(pg_text_row(&row)),
-                Either::Left(done) => {
-                    let kind = kinds
-                        .get(results.len())
-                        .copied()
-                        .unwrap_or(if rows.is_empty() {
-                            Kind::Other
-                        } else {
-                            Kind::Rows
-                        });
-                    results.push(shape(
-                        Engine::Pgsql,
-                        kind,
-                        done.rows_affected(),
-                        std::mem::take(&mut rows),
-                    ));
-                }
-            }
+    let mut shaper = Shaper::new(Engine::Pgsql, sql);
+    let mut stream = sqlx::raw_sql(sql).fetch_many(&mut *conn);
+    while let Some(item) = stream.try_next().await? {
+        match item {
+            Either::Right(row) => shaper.row(pg_text_row(&row)),
+            Either::Left(done) => shaper.done(done.rows_affected()),
         }
     }
-    Ok(Ok(one_or_many(Engine::Pgsql, results)))
+    Ok(Ok(shaper.finish()))
 }
 
 fn pg_text_row(row: &PgRow) -> Term {
@@ -1336,34 +1356,15 @@ fn numeric_to_term(b: &[u8]) -> Option<Term> {
 // ---------------------------------------------------------------------------
 
 async fn my_simple(conn: &mut MySqlConnection, sql: &str) -> Outcome {
-    let kinds = statement_kinds(sql);
-    let mut results = vec![];
-    let mut rows = vec![];
-    {
-        let mut stream = sqlx::raw_sql(sql).fetch_many(&mut *conn);
-        while let Some(item) = stream.try_next().await? {
-            match item {
-                Either::Right(row) => rows.push(my_row(&row)),
-                Either::Left(done) => {
-                    let kind = kinds
-                        .get(results.len())
-                        .copied()
-                        .unwrap_or(if rows.is_empty() {
-                            Kind::Other
-                        } else {
-                            Kind::Rows
-                        });
-                    results.push(shape(
-                        Engine::Mysql,
-                        kind,
-                        done.rows_affected(),
-                        std::mem::take(&mut rows),
-                    ));
-                }
-            }
+    let mut shaper = Shaper::new(Engine::Mysql, sql);
+    let mut stream = sqlx::raw_sql(sql).fetch_many(&mut *conn);
+    while let Some(item) = stream.try_next().await? {
+        match item {
+            Either::Right(row) => shaper.row(my_row(&row)),
+            Either::Left(done) => shaper.done(done.rows_affected()),
         }
     }
-    Ok(Ok(one_or_many(Engine::Mysql, results)))
+    Ok(Ok(shaper.finish()))
 }
 
 fn my_row(row: &MySqlRow) -> Term {

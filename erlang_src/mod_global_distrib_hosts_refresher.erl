@@ -1,0 +1,77 @@
+%% @doc Polls the session table's `hosts' set every `hosts_refresh_interval'
+%% milliseconds and starts a server manager for every remote datacenter it
+%% has not seen yet. stop/0 also stops the managers.
+-module(mod_global_distrib_hosts_refresher).
+-behaviour(gen_server).
+
+-export([start/0, stop/0, start_link/0, refresh/0, pause/0, unpause/0]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
+
+start() ->
+    {ok, _} = mongoose_native_sup:start_child(#{id => ?MODULE, start => {?MODULE, start_link, []}}),
+    ok.
+
+stop() ->
+    mongoose_native_sup:stop_child(?MODULE),
+    [mod_global_distrib_server_mgr:stop(Host) || Host <- mod_global_distrib_server_mgr:running()],
+    ok.
+
+start_link() ->
+    gen_server:start_link({local, ?MODULE}, ?MODULE, [], []).
+
+%% @doc Reads the hosts now; returns when their managers are started.
+refresh() ->
+    gen_server:call(?MODULE, refresh, 30000).
+
+pause() ->
+    gen_server:call(?MODULE, pause).
+
+unpause() ->
+    gen_server:call(?MODULE, unpause).
+
+init([]) ->
+    Interval = max(1, mod_global_distrib_utils:opt(hosts_refresh_interval)),
+    %% The first refresh runs once this process is started: managers are
+    %% children of the same supervisor.
+    {ok, #{interval => Interval, timer => erlang:start_timer(0, self(), refresh)}}.
+
+handle_call(refresh, _From, State) ->
+    do_refresh(),
+    {reply, ok, State};
+handle_call(pause, _From, State = #{timer := T}) ->
+    _ = is_reference(T) andalso erlang:cancel_timer(T),
+    {reply, ok, State#{timer := undefined}};
+handle_call(unpause, _From, State = #{timer := undefined}) ->
+    {reply, ok, schedule(State)};
+handle_call(unpause, _From, State) ->
+    {reply, ok, State};
+handle_call(_Msg, _From, State) ->
+    {reply, {error, unknown_call}, State}.
+
+handle_cast(_Msg, State) ->
+    {noreply, State}.
+
+handle_info({timeout, T, refresh}, State = #{timer := T}) ->
+    do_refresh(),
+    {noreply, schedule(State)};
+handle_info(_Msg, State) ->
+    {noreply, State}.
+
+schedule(State = #{interval := Interval}) ->
+    State#{timer := erlang:start_timer(Interval, self(), refresh)}.
+
+do_refresh() ->
+    LocalHost = mod_global_distrib_utils:opt(local_host),
+    try mod_global_distrib_mapping:hosts() of
+        Hosts ->
+            [case mod_global_distrib_server_mgr:ensure_started(Host) of
+                 {ok, _} -> ok;
+                 {error, Reason} ->
+                     mod_global_distrib_adapter:log_warning(gd_server_mgr_start_failed,
+                                                            #{server => Host, reason => Reason})
+             end || Host <- Hosts, Host =/= LocalHost],
+            ok
+    catch Class:Reason ->
+            mod_global_distrib_adapter:log_warning(gd_hosts_refresh_failed,
+                                                   #{class => Class, reason => Reason})
+    end.

@@ -1,0 +1,26 @@
+%% @doc Stanzas from other datacenters: the transport calls handle/4 in one
+%% of its ordered workers (one per worker key), so a sender's stanzas are
+%% routed here in the order they were sent. The stanza's origin teaches
+%% the local cache where its sender is; then routing starts over on this
+%% datacenter (mod_global_distrib:maybe_reroute/3 sees its metadata).
+-module(mod_global_distrib_receiver).
+
+-export([handle/4]).
+
+-spec handle(binary(), integer(), binary(), term()) -> any().
+handle(FromHost, TransferUs, _Key, {From, To, Acc0, Packet}) ->
+    case mod_global_distrib_utils:started() of
+        true ->
+            Acc = mod_global_distrib_adapter:acc_after_transfer(Acc0),
+            mod_global_distrib_utils:observe(incoming_transfer_time, TransferUs),
+            mod_global_distrib_utils:maybe_update_mapping(From, Acc),
+            mod_global_distrib_adapter:route(From, To, Acc, Packet);
+        false ->
+            mod_global_distrib_adapter:log_warning(gd_incoming_dropped,
+                                                   #{from_host => FromHost,
+                                                     reason => not_started})
+    end;
+handle(FromHost, _TransferUs, Key, Other) ->
+    mod_global_distrib_adapter:log_warning(gd_incoming_malformed,
+                                           #{from_host => FromHost, key => Key,
+                                             term => Other}).

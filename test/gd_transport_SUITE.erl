@@ -179,6 +179,7 @@ tls_links_and_refuses_wrong_certificates(Config) ->
     receive {got, _, <<"rogue.test">>, _, _, _} = G -> ct:fail({rogue_delivered, G})
     after 1000 -> ok
     end,
-    ?assertEqual(1, maps:get(mod_global_distrib_incoming_errored_count,
-                             mongoose_native_gd_transport:metrics(Dc2))),
+    %% Refused at every attempt (the rogue keeps retrying in the background).
+    ?assert(maps:get(mod_global_distrib_incoming_errored_count,
+                     mongoose_native_gd_transport:metrics(Dc2)) >= 1),
     [mongoose_native_gd_transport:stop(T) || T <- [Dc1, Dc2, Rogue]].

@@ -1,7 +1,10 @@
 //! Outgoing connections to other datacenters: opened on first use, frames
-//! queued (bounded) and written in batches, reopened with backoff.
+//! queued (bounded) and written in batches. A connection that cannot be
+//! opened is retried with backoff in the background, and meanwhile `send`
+//! refuses at once, so callers can bounce instead of losing stanzas.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +19,7 @@ use super::metrics::{bump, Metrics};
 use crate::runtime;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Bytes gathered from the queue into one write.
 const BATCH_BYTES: usize = 256 * 1024;
@@ -24,6 +28,8 @@ const BATCH_BYTES: usize = 256 * 1024;
 pub struct Outgoing {
     pub endpoint: SocketAddr,
     tx: mpsc::Sender<Vec<u8>>,
+    /// Set while the endpoint cannot be reached.
+    down: Arc<AtomicBool>,
 }
 
 pub struct Dialer {
@@ -36,12 +42,17 @@ pub struct Dialer {
 impl Outgoing {
     pub fn open(endpoint: SocketAddr, dialer: Arc<Dialer>) -> Outgoing {
         let (tx, rx) = mpsc::channel(dialer.queue);
-        runtime::handle().spawn(write_loop(endpoint, dialer, rx));
-        Outgoing { endpoint, tx }
+        let down = Arc::new(AtomicBool::new(false));
+        runtime::handle().spawn(write_loop(endpoint, dialer, rx, down.clone()));
+        Outgoing { endpoint, tx, down }
     }
 
-    /// Queues an encoded frame; refused when the queue is full.
+    /// Queues an encoded frame; refused when the queue is full or the
+    /// endpoint is unreachable.
     pub fn send(&self, frame: Vec<u8>) -> Result<(), &'static str> {
+        if self.down.load(Ordering::Acquire) {
+            return Err("the endpoint cannot be reached; retrying in the background");
+        }
         self.tx.try_send(frame).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => "the connection's queue is full",
             mpsc::error::TrySendError::Closed(_) => "the connection is closed",
@@ -77,26 +88,43 @@ async fn dial(endpoint: SocketAddr, dialer: &Dialer) -> Result<Stream, String> {
     Ok(stream)
 }
 
-async fn write_loop(endpoint: SocketAddr, dialer: Arc<Dialer>, mut rx: mpsc::Receiver<Vec<u8>>) {
-    let mut backoff = Duration::from_millis(100);
+async fn write_loop(
+    endpoint: SocketAddr,
+    dialer: Arc<Dialer>,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    down: Arc<AtomicBool>,
+) {
+    let mut backoff = BACKOFF_MIN;
     let mut batch = Vec::with_capacity(BATCH_BYTES);
     // Opened on first use: nothing is dialled until a frame waits.
-    while let Some(first) = rx.recv().await {
+    let Some(first) = rx.recv().await else { return };
+    let mut next = Some(first);
+    loop {
         let mut stream = match dial(endpoint, &dialer).await {
             Ok(s) => s,
             Err(e) => {
-                log::warn!("global distribution connection to {endpoint} failed: {e}");
+                down.store(true, Ordering::Release);
                 bump(&dialer.metrics.outgoing_errored_count);
+                // Frames queued before the failure was known cannot go now.
+                let mut lost = usize::from(next.take().is_some());
+                while rx.try_recv().is_ok() {
+                    lost += 1;
+                }
+                log::warn!(
+                    "global distribution connection to {endpoint} failed ({e}); \
+                     {lost} stanzas dropped, retrying in {backoff:?}"
+                );
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
-                // Frames queued meanwhile cannot reach that endpoint now.
-                while rx.try_recv().is_ok() {}
+                if rx.is_closed() {
+                    return;
+                }
                 continue;
             }
         };
-        backoff = Duration::from_millis(100);
+        down.store(false, Ordering::Release);
+        backoff = BACKOFF_MIN;
         bump(&dialer.metrics.outgoing_established_count);
-        let mut next = Some(first);
         loop {
             let frame = match next.take() {
                 Some(f) => f,
@@ -133,7 +161,7 @@ async fn write_loop(endpoint: SocketAddr, dialer: Arc<Dialer>, mut rx: mpsc::Rec
             dialer
                 .metrics
                 .outgoing_messages_count
-                .fetch_add(frames, std::sync::atomic::Ordering::Relaxed);
+                .fetch_add(frames, Ordering::Relaxed);
         }
     }
 }

@@ -22,8 +22,8 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 
 demo: setup build
-	erlc -o _build/default/lib/mongoose_native/ebin examples/mongoose_native_demo.erl
-	erl -noshell -pa _build/default/lib/mongoose_native/ebin \
+	erlc -o _build/default/lib/mongoose_native/ebin examples/mongoose_native_demo*.erl
+	erl -sname mongoose_native_demo_$$$$ -noshell -pa _build/default/lib/mongoose_native/ebin \
 	    -eval 'mongoose_native_demo:run("examples/demo_pools.toml"), halt().'
 
 clean:

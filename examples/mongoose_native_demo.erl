@@ -47,7 +47,69 @@ run(TomlFile) ->
     print_stats(generic, global, demo),
     mongoose_wpool:stop(),
     inets:stop(httpd, Httpd),
-    step("all pools stopped", []).
+    step("all pools stopped", []),
+    datacenters().
+
+%% Two datacenters on two nodes of their own, sharing Redis database 12.
+datacenters() ->
+    step("starting two datacenters (dc1, dc2) as separate Erlang nodes", []),
+    ok = flush_demo_db(),
+    [{Dc1, P1, N1}, {Dc2, P2, N2}] =
+        [start_dc(Name, Port) || {Name, Port} <- [{dc1, 15561}, {dc2, 15562}]],
+    Self = self(),
+    ok = erpc:call(N1, mongoose_native_demo_dc, connect, [<<"alice">>, Self]),
+    ok = erpc:call(N2, mongoose_native_demo_dc, connect, [<<"bob">>, Self]),
+    step("alice is on ~s, bob on ~s; waiting for the session table", [Dc1, Dc2]),
+    timer:sleep(2500),
+    ok = erpc:call(N1, mongoose_native_demo_dc, send, [<<"alice">>, <<"bob">>, <<"hi bob, from dc1">>]),
+    expect(),
+    ok = erpc:call(N2, mongoose_native_demo_dc, send, [<<"bob">>, <<"alice">>, <<"hi alice, from dc2">>]),
+    expect(),
+    step("bob moves from dc2 to dc1", []),
+    erpc:call(N2, mongoose_native_demo_dc, disconnect, [<<"bob">>]),
+    ok = erpc:call(N1, mongoose_native_demo_dc, connect, [<<"bob">>, Self]),
+    timer:sleep(1500),
+    ok = erpc:call(N1, mongoose_native_demo_dc, send, [<<"alice">>, <<"bob">>, <<"still there, bob?">>]),
+    expect(),
+    print_metrics(Dc1, erpc:call(N1, mongoose_native_demo_dc, metrics, [])),
+    print_metrics(Dc2, erpc:call(N2, mongoose_native_demo_dc, metrics, [])),
+    [peer:stop(P) || P <- [P1, P2]],
+    step("datacenters stopped", []).
+
+%% The datacenters' session table starts empty.
+flush_demo_db() ->
+    {ok, _} = mongoose_wpool:start(redis, global, demo_flush, [{workers, 1}], #{database => 12}),
+    {ok, <<"OK">>} = mongoose_wpool:call(redis, global, demo_flush, {q, [<<"FLUSHDB">>]}),
+    mongoose_wpool:stop(redis, global, demo_flush).
+
+start_dc(Name, Port) ->
+    Local = <<(atom_to_binary(Name))/binary, ".demo.example">>,
+    {ok, Peer, Node} = peer:start(#{name => peer:random_name(atom_to_list(Name)),
+                                    args => ["-connect_all", "false"]}),
+    ok = erpc:call(Node, code, add_paths, [code:get_path()]),
+    ok = erpc:call(Node, mongoose_native_demo_dc, start, [Local, Port], 60000),
+    step("  ~s listening on 127.0.0.1:~b", [Local, Port]),
+    {Local, Peer, Node}.
+
+expect() ->
+    receive
+        {delivered, User, Dc, From, Body} ->
+            step("  ~s@~s got ~p from ~s", [User, Dc, Body, jid_text(From)])
+    after 5000 ->
+            step("  (nothing arrived within 5 s)", [])
+    end.
+
+jid_text(Jid) ->
+    try mod_global_distrib_adapter:jid_to_binary(Jid) catch _:_ -> io_lib:format("~p", [Jid]) end.
+
+print_metrics(Dc, Metrics) ->
+    io:format("~n  global distribution metrics of ~s~n", [Dc]),
+    [io:format("  ~-52s ~s~n", [K, value(V)]) || {K, V} <- lists:sort(maps:to_list(Metrics))],
+    ok.
+
+value(V) when is_integer(V) -> integer_to_list(V);
+value(#{count := N} = H) -> io_lib:format("count ~b, mean ~p", [N, maps:get(mean, H, 0)]);
+value(V) -> io_lib:format("~p", [V]).
 
 www(TomlFile) ->
     filename:join(filename:dirname(filename:absname(TomlFile)), "www").

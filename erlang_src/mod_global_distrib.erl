@@ -196,13 +196,9 @@ metrics() ->
                   {ok, M} -> M;
                   _ -> #{}
               end,
-    Empty = maps:from_list([{K, 0} || K <- [count, min, max, mean, median, 75, 90, 95, 99, 999]]),
-    %% Not measured yet: the transport does not report queueing times.
-    QueueTimes = #{mod_global_distrib_outgoing_queue_time => Empty,
-                   mod_global_distrib_incoming_queue_time => Empty},
     Bounce = #{mod_global_distrib_bounce_queue_size => mod_global_distrib_bounce:bounce_queue_size()},
     lists:foldl(fun maps:merge/2, #{},
-                [QueueTimes, Transport, Mapping, mod_global_distrib_utils:erlang_metrics(), Bounce]).
+                [Transport, Mapping, mod_global_distrib_utils:erlang_metrics(), Bounce]).
 
 %%--------------------------------------------------------------------
 %% Hook implementation

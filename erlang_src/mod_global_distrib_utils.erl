@@ -13,7 +13,6 @@
 -define(METRICS, {?MODULE, metrics}).
 %% Histograms: exact buckets 0..?SMALL for small integers (TTL values),
 %% log2 buckets for times in microseconds.
--define(LOG_BUCKETS, 64).
 
 %%--------------------------------------------------------------------
 %% Options
@@ -152,8 +151,8 @@ server_to_mgr_name(Server) ->
 metrics_init(MaxTtl) ->
     Small = MaxTtl + 1,
     M = #{counters => counters:new(1, [write_concurrency]),
-          ttl => hist_new(Small + 1, linear),
-          transfer => hist_new(?LOG_BUCKETS, log2)},
+          ttl => mongoose_native_histogram:new(Small + 1, linear),
+          transfer => mongoose_native_histogram:new(log2)},
     persistent_term:put(?METRICS, M),
     ok.
 
@@ -165,9 +164,9 @@ count(stop_ttl_zero_count) ->
     with_metrics(fun(#{counters := C}) -> counters:add(C, 1, 1) end).
 
 observe(delivered_with_ttl_value, V) ->
-    with_metrics(fun(#{ttl := H}) -> hist_add(H, V) end);
+    with_metrics(fun(#{ttl := H}) -> mongoose_native_histogram:add(H, V) end);
 observe(incoming_transfer_time, V) ->
-    with_metrics(fun(#{transfer := H}) -> hist_add(H, V) end).
+    with_metrics(fun(#{transfer := H}) -> mongoose_native_histogram:add(H, V) end).
 
 with_metrics(F) ->
     case persistent_term:get(?METRICS, undefined) of
@@ -181,75 +180,6 @@ erlang_metrics() ->
         undefined -> #{};
         #{counters := C, ttl := Ttl, transfer := Transfer} ->
             #{mod_global_distrib_stop_ttl_zero_count => counters:get(C, 1),
-              mod_global_distrib_delivered_with_ttl_value => hist_snapshot(Ttl),
-              mod_global_distrib_incoming_transfer_time => hist_snapshot(Transfer)}
+              mod_global_distrib_delivered_with_ttl_value => mongoose_native_histogram:snapshot(Ttl),
+              mod_global_distrib_incoming_transfer_time => mongoose_native_histogram:snapshot(Transfer)}
     end.
-
-%% A histogram: bucket counters, then count, sum, min, max (atomics).
-hist_new(Buckets, Kind) ->
-    A = atomics:new(4, [{signed, true}]),
-    atomics:put(A, 3, 1 bsl 62),
-    atomics:put(A, 4, -1),
-    #{kind => Kind, size => Buckets, buckets => counters:new(Buckets, [write_concurrency]),
-      stats => A}.
-
-hist_add(#{kind := Kind, size := Size, buckets := B, stats := A}, V0) ->
-    V = max(0, V0),
-    I = case Kind of
-            linear -> min(V, Size - 1);
-            log2 -> min(bits(V), Size - 1)
-        end,
-    counters:add(B, I + 1, 1),
-    atomics:add(A, 1, 1),
-    atomics:add(A, 2, V),
-    cas_min(A, V),
-    cas_max(A, V).
-
-bits(0) -> 0;
-bits(V) -> bits(V bsr 1) + 1.
-
-cas_min(A, V) ->
-    Old = atomics:get(A, 3),
-    case V < Old andalso atomics:compare_exchange(A, 3, Old, V) =/= ok of
-        true -> cas_min(A, V);
-        false -> ok
-    end.
-
-cas_max(A, V) ->
-    Old = atomics:get(A, 4),
-    case V > Old andalso atomics:compare_exchange(A, 4, Old, V) =/= ok of
-        true -> cas_max(A, V);
-        false -> ok
-    end.
-
-%% `#{count, min, max, mean, median, 75, 90, 95, 99, 999}' like the Rust
-%% histograms; percentiles are exact for linear buckets, the bucket's upper
-%% bound (capped by max) for log2 ones.
-hist_snapshot(#{kind := Kind, size := Size, buckets := B, stats := A}) ->
-    Count = atomics:get(A, 1),
-    case Count of
-        0 ->
-            maps:from_list([{K, 0} || K <- [count, min, max, mean, median, 75, 90, 95, 99, 999]]);
-        _ ->
-            Max = atomics:get(A, 4),
-            Counts = [counters:get(B, I) || I <- lists:seq(1, Size)],
-            Pct = fun(P) -> min(Max, bucket_value(Kind, pct_index(Counts, ceil_(Count * P)))) end,
-            #{count => Count, min => atomics:get(A, 3), max => Max,
-              mean => atomics:get(A, 2) div Count, median => Pct(0.5), 75 => Pct(0.75),
-              90 => Pct(0.9), 95 => Pct(0.95), 99 => Pct(0.99), 999 => Pct(0.999)}
-    end.
-
-ceil_(X) -> max(1, ceil(X)).
-
-pct_index(Counts, Rank) -> pct_index(Counts, Rank, 0, 0).
-
-pct_index([C | Rest], Rank, Seen, I) ->
-    case Seen + C >= Rank of
-        true -> I;
-        false -> pct_index(Rest, Rank, Seen + C, I + 1)
-    end;
-pct_index([], _, _, I) -> I - 1.
-
-bucket_value(linear, I) -> I;
-bucket_value(log2, 0) -> 0;
-bucket_value(log2, I) -> (1 bsl I) - 1.

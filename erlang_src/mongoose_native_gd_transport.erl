@@ -7,7 +7,7 @@
 -module(mongoose_native_gd_transport).
 -export([start/3, stop/1, send/4, set_endpoints/3, endpoints/2, listening/1, metrics/1]).
 
--type t() :: #{res := reference(), id := term()}.
+-type t() :: #{res := reference(), id := term(), queue_time := map()}.
 -type handler() :: fun((binary(), integer(), binary(), term()) -> any()).
 -export_type([t/0, handler/0]).
 
@@ -18,8 +18,9 @@
 start(Opts, Handler, Workers) when is_function(Handler, 4), Workers > 0 ->
     ok = mongoose_wpool:ensure_started(),
     Id = {gd_transport, make_ref()},
+    QueueTime = mongoose_native_histogram:new(log2),
     Spec = #{id => Id, type => supervisor,
-             start => {mongoose_native_gd_worker, start_sup, [Handler, Workers]}},
+             start => {mongoose_native_gd_worker, start_sup, [Handler, QueueTime, Workers]}},
     {ok, Sup} = mongoose_native_sup:start_child(Spec),
     Pids = [Pid || {_, Pid, _, _} <- lists:keysort(1, supervisor:which_children(Sup))],
     Tag = make_ref(),
@@ -28,7 +29,7 @@ start(Opts, Handler, Workers) when is_function(Handler, 4), Workers > 0 ->
                  {error, _} = E -> E
              end,
     case Result of
-        {ok, Res} -> {ok, #{res => Res, id => Id}};
+        {ok, Res} -> {ok, #{res => Res, id => Id, queue_time => QueueTime}};
         Error -> mongoose_native_sup:stop_child(Id), Error
     end.
 
@@ -56,5 +57,8 @@ endpoints(#{res := Res}, Host) ->
 listening(#{res := Res}) ->
     mongoose_native_nif:gd_transport_listening(Res).
 
-metrics(#{res := Res}) ->
-    mongoose_native_nif:gd_transport_metrics(Res).
+%% @doc Connection and message counters, and the outgoing (in the NIF) and
+%% incoming (before a worker takes the stanza) queue times in microseconds.
+metrics(#{res := Res, queue_time := QueueTime}) ->
+    (mongoose_native_nif:gd_transport_metrics(Res))#{
+      mod_global_distrib_incoming_queue_time => mongoose_native_histogram:snapshot(QueueTime)}.

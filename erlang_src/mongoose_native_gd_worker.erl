@@ -3,25 +3,29 @@
 %% decode, or whose handler fails, is logged and dropped: the worker goes on.
 -module(mongoose_native_gd_worker).
 -behaviour(supervisor).
--export([start_sup/2, init/1, start_link/1, loop/1]).
+-export([start_sup/3, init/1, start_link/2, loop/2]).
 
-start_sup(Handler, N) ->
-    supervisor:start_link(?MODULE, {Handler, N}).
+%% QueueTime: a mongoose_native_histogram of the microseconds a stanza
+%% waited between the NIF reading it and a worker taking it.
+start_sup(Handler, QueueTime, N) ->
+    supervisor:start_link(?MODULE, {Handler, QueueTime, N}).
 
-init({Handler, N}) ->
-    Children = [#{id => I, start => {?MODULE, start_link, [Handler]}} || I <- lists:seq(1, N)],
+init({Handler, QueueTime, N}) ->
+    Children = [#{id => I, start => {?MODULE, start_link, [Handler, QueueTime]}}
+                || I <- lists:seq(1, N)],
     {ok, {#{strategy => one_for_one, intensity => 100, period => 1}, Children}}.
 
-start_link(Handler) ->
-    {ok, proc_lib:spawn_link(?MODULE, loop, [Handler])}.
+start_link(Handler, QueueTime) ->
+    {ok, proc_lib:spawn_link(?MODULE, loop, [Handler, QueueTime])}.
 
-loop(Handler) ->
+loop(Handler, QueueTime) ->
     receive
-        {gd_packet, Host, TransferUs, Key, Bin} ->
+        {gd_packet, Host, TransferUs, Key, Bin, ReceivedUs} ->
+            mongoose_native_histogram:add(QueueTime, erlang:system_time(microsecond) - ReceivedUs),
             handle(Handler, Host, TransferUs, Key, Bin),
-            loop(Handler);
+            loop(Handler, QueueTime);
         _ ->
-            loop(Handler)
+            loop(Handler, QueueTime)
     end.
 
 handle(Handler, Host, TransferUs, Key, Bin) ->

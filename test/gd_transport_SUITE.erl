@@ -55,6 +55,10 @@ both_ways(_Config) ->
     ?assertEqual(1, maps:get(mod_global_distrib_incoming_messages_count, M1)),
     ?assertEqual(1, maps:get(mod_global_distrib_outgoing_established_count, M1)),
     ?assertEqual(1, maps:get(mod_global_distrib_incoming_first_packet_count, M1)),
+    %% One stanza each way: each side timed one in each queue.
+    ?assertMatch(#{count := 1}, maps:get(mod_global_distrib_outgoing_queue_time, M1)),
+    ?assertMatch(#{count := 1, max := Max} when Max >= 0 andalso Max < 1000000,
+                 maps:get(mod_global_distrib_incoming_queue_time, M1)),
     [mongoose_native_gd_transport:stop(T) || T <- [Dc1, Dc2]].
 
 %% 100 connections per endpoint; ten senders with 100 stanzas each: every

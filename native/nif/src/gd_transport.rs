@@ -1,6 +1,8 @@
 //! The global-distribution transport for Erlang: start, send, endpoints,
 //! metrics. Incoming frames go to ordered Erlang workers, all frames of one
-//! worker key to the same worker, as `{gd_packet, Host, TransferUs, Key, Bin}`.
+//! worker key to the same worker, as
+//! `{gd_packet, Host, TransferUs, Key, Bin, ReceivedUs}` (`ReceivedUs`: when
+//! the frame was read, in microseconds of system time, for the queue time).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
@@ -8,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use mongoose_native::config::Node;
 use mongoose_native::transport::frame::DEFAULT_MAX_FRAME;
-use mongoose_native::transport::listener::{listen, Incoming, Listener, Sink, SinkFactory};
+use mongoose_native::transport::listener::{listen, now_us, Incoming, Listener, Sink, SinkFactory};
 use mongoose_native::transport::metrics::Metrics;
 use mongoose_native::transport::outgoing::Dialer;
 use mongoose_native::transport::Transport;
@@ -54,13 +56,16 @@ impl Sink for ToWorkers {
         let mut h = DefaultHasher::new();
         key.hash(&mut h);
         let pid = self.pids[(h.finish() % self.pids.len() as u64) as usize];
+        let received = now_us();
         let _ = self.env.send_and_clear(&pid, |env| {
+            let host = bin(env, host.as_bytes());
             (
                 gd_packet(),
-                bin(env, host.as_bytes()),
+                host,
                 transfer_us,
                 bin(env, key),
                 bin(env, term),
+                received,
             )
                 .encode(env)
         });

@@ -2,20 +2,28 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::gd::metrics::Histogram;
 use crate::term::Term;
 
 macro_rules! counters {
     ($($name:ident),* $(,)?) => {
         #[derive(Default)]
-        pub struct Metrics { $(pub $name: AtomicU64,)* }
+        pub struct Metrics {
+            $(pub $name: AtomicU64,)*
+            /// Microseconds a frame waited in its connection's queue.
+            pub outgoing_queue_time: Histogram,
+        }
 
         impl Metrics {
-            /// `#{mod_global_distrib_NAME => Count}`.
+            /// `#{mod_global_distrib_NAME => Count | Histogram}`.
             pub fn to_term(&self) -> Term {
                 Term::Map(vec![$((
                     Term::Atom(concat!("mod_global_distrib_", stringify!($name)).to_string()),
                     Term::Int(self.$name.load(Ordering::Relaxed) as i64),
-                ),)*])
+                ),)* (
+                    Term::atom("mod_global_distrib_outgoing_queue_time"),
+                    self.outgoing_queue_time.snapshot(),
+                )])
             }
         }
     };

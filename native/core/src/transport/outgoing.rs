@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 
 use super::frame::gd_start;
+use super::listener::now_us;
 use super::metrics::{bump, Metrics};
 use crate::runtime;
 
@@ -138,11 +139,15 @@ async fn write_loop(
                 },
             };
             batch.clear();
+            let now = now_us();
+            let queue_time = &dialer.metrics.outgoing_queue_time;
+            queue_time.record(queued_us(&frame, now));
             batch.extend_from_slice(&frame);
             let mut frames = 1;
             while batch.len() < BATCH_BYTES {
                 match rx.try_recv() {
                     Ok(f) => {
+                        queue_time.record(queued_us(&f, now));
                         batch.extend_from_slice(&f);
                         frames += 1;
                     }
@@ -164,4 +169,14 @@ async fn write_loop(
                 .fetch_add(frames, Ordering::Relaxed);
         }
     }
+}
+
+/// How long an encoded data frame waited: its clock field (bytes 4..12) is
+/// the time it was queued.
+fn queued_us(frame: &[u8], now: i64) -> u64 {
+    let clock = frame
+        .get(4..12)
+        .and_then(|b| b.try_into().ok())
+        .map_or(now, |b: [u8; 8]| u64::from_be_bytes(b) as i64);
+    now.saturating_sub(clock).max(0) as u64
 }

@@ -12,8 +12,11 @@
 -define(PACED_MS, 3000).
 
 run() ->
+    %% The second node gets the same runtime size as this one.
+    Threads = integer_to_list(application:get_env(mongoose_native, runtime_threads, 0)),
     {ok, Peer, Node} = peer:start_link(#{name => peer:random_name(gd_bench_dc2),
-                                         args => ["-pa" | code:get_path()]}),
+                                         args => ["-mongoose_native", "runtime_threads", Threads,
+                                                  "-pa" | code:get_path()]}),
     ok = mongoose_wpool:ensure_started(),
     Collector = self(),
     {ok, Endpoint} = erpc:call(Node, ?MODULE, receiver_start, [Collector]),

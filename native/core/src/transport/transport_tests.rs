@@ -151,10 +151,18 @@ async fn unreachable_endpoint_refuses_at_once_then_recovers() {
     };
     t.set_endpoints("dc3", &[addr]);
     t.send("dc3", 0, b"k", b"lost").unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(t.metrics.outgoing_errored_count.load(Ordering::Relaxed) >= 1);
-    let refused = t.send("dc3", 0, b"k", b"refused").unwrap_err();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let refused = loop {
+        match t.send("dc3", 0, b"k", b"refused") {
+            Err(e) => break e,
+            Ok(()) => {
+                assert!(tokio::time::Instant::now() < deadline, "never refused");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
     assert_eq!(refused.kind(), "no_connection", "{refused}");
+    assert!(t.metrics.outgoing_errored_count.load(Ordering::Relaxed) >= 1);
     // The endpoint comes up: the background retry finds it, sends go through.
     let (tx, mut rx) = mpsc::unbounded_channel();
     let incoming = Arc::new(Incoming {

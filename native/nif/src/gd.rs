@@ -11,10 +11,10 @@ use mongoose_native::pool::AnyPool;
 use mongoose_native::reply::Reply;
 use mongoose_native::strategy::Choice;
 use mongoose_native::{runtime, Error, Term};
-use rustler::{Encoder, Env, LocalPid, OwnedEnv, ResourceArc};
+use rustler::{Encoder, Env, LocalPid, ResourceArc};
 
 use crate::convert::{decode, encode};
-use crate::reply::{CallSlot, SlotRef};
+use crate::reply::{CallSlot, Later, SlotRef};
 use crate::{error, ok, PoolRes};
 
 static MAPPING: Mutex<Option<Arc<Mapping>>> = Mutex::new(None);
@@ -92,8 +92,7 @@ fn gd_start<'a>(
     if running().is_some() {
         return gd_error(env, &already_started());
     }
-    let mut reply_env = OwnedEnv::new();
-    let tag = reply_env.save(tag);
+    let later = Later::new(pid, tag);
     runtime::handle().spawn(async move {
         let started =
             std::panic::AssertUnwindSafe(Mapping::start(config, &node, Arc::new(SharedPool(pool))))
@@ -120,12 +119,9 @@ fn gd_start<'a>(
         if let Err(e) = &result {
             log::warn!("mod_global_distrib_mapping start failed: {e}");
         }
-        let _ = reply_env.send_and_clear(&pid, |env| {
-            let answer = match &result {
-                Ok(()) => ok().encode(env),
-                Err(e) => gd_error(env, e),
-            };
-            (tag.load(env), answer).encode(env)
+        later.answer(|env| match &result {
+            Ok(()) => ok().encode(env),
+            Err(e) => gd_error(env, e),
         });
     });
     ok().encode(env)

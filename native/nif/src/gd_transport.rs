@@ -19,6 +19,7 @@ use rustler::{Atom, Binary, Encoder, Env, LocalPid, NewBinary, OwnedEnv, Resourc
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::convert::{decode, encode};
+use crate::reply::Later;
 use crate::{error_term, ok};
 
 rustler::atoms! { gd_packet }
@@ -183,8 +184,7 @@ fn gd_transport_start<'a>(
         Ok(o) => o,
         Err(e) => return error_term(env, &e),
     };
-    let reply_env = OwnedEnv::new();
-    let tag = reply_env.save(tag);
+    let later = Later::new(pid, tag);
     runtime::handle().spawn(async move {
         let metrics = Arc::new(Metrics::default());
         let (acceptor, connector) = match options.tls {
@@ -221,13 +221,9 @@ fn gd_transport_start<'a>(
                 listeners: Mutex::new(listeners),
             }),
         };
-        let mut env = reply_env;
-        let _ = env.send_and_clear(&pid, |env| {
-            let result = match started {
-                Ok(res) => (ok(), ResourceArc::new(res)).encode(env),
-                Err(e) => error_term(env, &e),
-            };
-            (tag.load(env), result).encode(env)
+        later.answer(|env| match started {
+            Ok(res) => (ok(), ResourceArc::new(res)).encode(env),
+            Err(e) => error_term(env, &e),
         });
     });
     ok().encode(env)

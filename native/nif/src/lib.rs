@@ -17,11 +17,11 @@ use mongoose_native::pool::{AnyPool, Pool};
 use mongoose_native::reply::Reply;
 use mongoose_native::strategy::Choice;
 use mongoose_native::{registry, runtime, Error, Term};
-use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, ResourceArc};
+use rustler::{Atom, Encoder, Env, LocalPid, ResourceArc};
 
 use convert::{decode, encode, Saved};
 use generic::{Done, Executors, GenericDriver};
-use reply::{CallSlot, SlotRef};
+use reply::{CallSlot, Later, SlotRef};
 
 rustler::atoms! { ok, error, cancelled, replied, threads }
 
@@ -63,11 +63,10 @@ fn pool_start<'a>(
         Ok(p) => p,
         Err(e) => return error_term(env, &e),
     };
-    let reply_env = OwnedEnv::new();
-    let tag = reply_env.save(tag);
+    let later = Later::new(pid, tag);
     runtime::handle().spawn(async move {
         let started = registry::start(settings, &conn, &path).await;
-        answer_start(reply_env, pid, tag, started.map(|pool| (pool, false)));
+        answer_start(later, started.map(|pool| (pool, false)));
     });
     ok().encode(env)
 }
@@ -92,12 +91,11 @@ fn generic_start<'a>(
         }
         Err(e) => return error_term(env, &e),
     };
-    let reply_env = OwnedEnv::new();
-    let tag = reply_env.save(tag);
+    let later = Later::new(pid, tag);
     runtime::handle().spawn(async move {
         let started = Pool::start(GenericDriver::new(executors), settings).await;
         let started = started.map(|p| (Box::new(p) as Box<dyn AnyPool>, true));
-        answer_start(reply_env, pid, tag, started);
+        answer_start(later, started);
     });
     ok().encode(env)
 }
@@ -109,28 +107,20 @@ fn prepare(kind: &str, opts: rustler::Term, path: &str) -> Result<PoolSettings, 
     PoolSettings::read(kind, &Node::new(path, &opts))
 }
 
-fn answer_start(
-    mut env: OwnedEnv,
-    pid: LocalPid,
-    tag: rustler::env::SavedTerm,
-    started: Result<(Box<dyn AnyPool>, bool), Error>,
-) {
+fn answer_start(later: Later, started: Result<(Box<dyn AnyPool>, bool), Error>) {
     if let Err(e) = &started {
         log::warn!("pool start failed: {e}");
     }
-    let _ = env.send_and_clear(&pid, |env| {
-        let result = match started {
-            Ok((pool, opaque_requests)) => (
-                ok(),
-                ResourceArc::new(PoolRes {
-                    pool,
-                    opaque_requests,
-                }),
-            )
-                .encode(env),
-            Err(e) => error_term(env, &e),
-        };
-        (tag.load(env), result).encode(env)
+    later.answer(|env| match started {
+        Ok((pool, opaque_requests)) => (
+            ok(),
+            ResourceArc::new(PoolRes {
+                pool,
+                opaque_requests,
+            }),
+        )
+            .encode(env),
+        Err(e) => error_term(env, &e),
     });
 }
 

@@ -81,3 +81,31 @@ impl ReplySink for SlotRef {
         self.0.done.load(Ordering::Acquire)
     }
 }
+
+/// An answer that comes later, from the runtime: `{Tag, Result}` to `pid`.
+/// NIFs that start something slow (pools, listeners) return `ok` at once
+/// and answer through one of these.
+pub struct Later {
+    env: OwnedEnv,
+    pid: LocalPid,
+    tag: SavedTerm,
+}
+
+impl Later {
+    pub fn new(pid: LocalPid, tag: rustler::Term) -> Later {
+        let env = OwnedEnv::new();
+        let tag = env.save(tag);
+        Later { env, pid, tag }
+    }
+
+    /// Sends `{Tag, result(Env)}`; call it from a runtime thread.
+    pub fn answer<F>(mut self, result: F)
+    where
+        F: for<'a> FnOnce(rustler::Env<'a>) -> rustler::Term<'a>,
+    {
+        let Later { pid, ref tag, .. } = self;
+        let _ = self
+            .env
+            .send_and_clear(&pid, |env| (tag.load(env), result(env)).encode(env));
+    }
+}

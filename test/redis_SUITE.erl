@@ -204,17 +204,22 @@ nif_calls_do_not_block(_Config) ->
                                                           {q, ["BLPOP", "empty" ++ integer_to_list(I), 1]}),
                                   Self ! {done, R}
                           end) || I <- lists:seq(1, 1000)],
-    Probe = spawn_link(fun() -> probe(Self, 200, 0) end),
-    MaxLateness = receive {probe, Max} -> Max after 10000 -> ct:fail(probe_stuck) end,
+    Probe = spawn_link(fun() -> probe(Self, 200, []) end),
+    Lateness = receive {probe, L} -> lists:sort(L) after 10000 -> ct:fail(probe_stuck) end,
     Results = [receive {done, R} -> R after 10000 -> ct:fail(caller_stuck) end || _ <- Callers],
-    ct:pal("max scheduling lateness while 1000 requests waited: ~p us", [MaxLateness]),
+    P99 = lists:nth(198, Lateness),
+    Max = lists:last(Lateness),
+    ct:pal("scheduling lateness while 1000 requests waited: p99 ~p us, max ~p us", [P99, Max]),
     ?assert(is_pid(Probe)),
     ?assertEqual(1000, length([ok || {ok, undefined} <- Results])),
-    ?assert(MaxLateness < 5000).
+    %% A NIF waiting on one of those BLPOPs would show as a second's delay;
+    %% the machine's own noise stays within a few milliseconds.
+    ?assert(P99 < 5000),
+    ?assert(Max < 20000).
 
-probe(Parent, 0, Max) -> Parent ! {probe, Max};
-probe(Parent, N, Max) ->
+%% How late 200 wake-ups of 2 ms come, in microseconds.
+probe(Parent, 0, Acc) -> Parent ! {probe, Acc};
+probe(Parent, N, Acc) ->
     T0 = erlang:monotonic_time(microsecond),
     receive after 2 -> ok end,
-    Lateness = erlang:monotonic_time(microsecond) - T0 - 2000,
-    probe(Parent, N - 1, max(Max, Lateness)).
+    probe(Parent, N - 1, [erlang:monotonic_time(microsecond) - T0 - 2000 | Acc]).

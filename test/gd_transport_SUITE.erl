@@ -55,6 +55,10 @@ both_ways(_Config) ->
     ?assertEqual(1, maps:get(mod_global_distrib_incoming_messages_count, M1)),
     ?assertEqual(1, maps:get(mod_global_distrib_outgoing_established_count, M1)),
     ?assertEqual(1, maps:get(mod_global_distrib_incoming_first_packet_count, M1)),
+    %% Per remote host too: dc1 sent its one stanza to dc2.
+    #{<<"dc2.test">> := PerDc2} = maps:get(per_host, M1),
+    ?assertEqual(1, maps:get(mod_global_distrib_outgoing_messages_count, PerDc2)),
+    ?assertEqual(1, maps:get(mod_global_distrib_incoming_messages_count, PerDc2)),
     %% One stanza each way: each side timed one in each queue.
     ?assertMatch(#{count := 1}, maps:get(mod_global_distrib_outgoing_queue_time, M1)),
     ?assertMatch(#{count := 1, max := Max} when Max >= 0 andalso Max < 1000000,

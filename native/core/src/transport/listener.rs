@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use super::frame::{parse_data, parse_gd_start, read_frame, FrameError};
-use super::metrics::{bump, Metrics};
+use super::metrics::{Metrics, Scoped};
 use crate::runtime;
 
 const READ_BUFFER: usize = 64 * 1024;
@@ -58,19 +58,24 @@ pub async fn listen(addr: SocketAddr, incoming: Arc<Incoming>) -> std::io::Resul
             let _ = stream.set_nodelay(true);
             let incoming = incoming.clone();
             runtime::handle().spawn(async move {
-                bump(&incoming.metrics.incoming_established_count);
+                // The peer's host is known from its gd_start on.
+                let mut counts = Scoped {
+                    all: incoming.metrics.clone(),
+                    host: None,
+                };
+                counts.bump(|m| &m.incoming_established_count);
                 let outcome = match &incoming.tls {
-                    None => serve(stream, &incoming).await,
+                    None => serve(stream, &incoming, &mut counts).await,
                     Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(tls) => serve(tls, &incoming).await,
+                        Ok(tls) => serve(tls, &incoming, &mut counts).await,
                         Err(e) => Err(FrameError::Io(format!("TLS handshake: {e}"))),
                     },
                 };
                 match outcome {
-                    Ok(()) => bump(&incoming.metrics.incoming_closed_count),
+                    Ok(()) => counts.bump(|m| &m.incoming_closed_count),
                     Err(e) => {
                         log::warn!("global distribution connection from {peer} closed: {e}");
-                        bump(&incoming.metrics.incoming_errored_count);
+                        counts.bump(|m| &m.incoming_errored_count);
                     }
                 }
             });
@@ -82,6 +87,7 @@ pub async fn listen(addr: SocketAddr, incoming: Arc<Incoming>) -> std::io::Resul
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     incoming: &Incoming,
+    counts: &mut Scoped,
 ) -> Result<(), FrameError> {
     // Frames are small and many: read the socket in large chunks.
     let mut stream = BufReader::with_capacity(READ_BUFFER, stream);
@@ -93,7 +99,8 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         return Ok(());
     }
     let (host, _conn_id) = parse_gd_start(&buf)?;
-    bump(&incoming.metrics.incoming_first_packet_count);
+    counts.host = Some(incoming.metrics.host(&host));
+    counts.bump(|m| &m.incoming_first_packet_count);
     let mut sink = incoming.sinks.sink();
     while read_frame(&mut stream, incoming.max_frame, &mut buf)
         .await?
@@ -102,7 +109,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         let data = parse_data(&buf)?;
         let transfer = now_us().saturating_sub(data.clock_us as i64);
         sink.frame(&host, transfer, data.key, data.term);
-        bump(&incoming.metrics.incoming_messages_count);
+        counts.bump(|m| &m.incoming_messages_count);
     }
     Ok(())
 }

@@ -1,6 +1,11 @@
-//! Connection and message counters of seed 004's metric table.
+//! Connection and message counters of seed 004's metric table, for all
+//! remote datacenters together and per remote host (under `per_host`).
+//! Counters that cannot name a host (`incoming_established_count`, errors
+//! before a peer's `gd_start`) are only counted in the totals.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::gd::metrics::Histogram;
 use crate::term::Term;
@@ -12,18 +17,37 @@ macro_rules! counters {
             $(pub $name: AtomicU64,)*
             /// Microseconds a frame waited in its connection's queue.
             pub outgoing_queue_time: Histogram,
+            hosts: Mutex<HashMap<String, Arc<Metrics>>>,
         }
 
         impl Metrics {
-            /// `#{mod_global_distrib_NAME => Count | Histogram}`.
+            /// `#{mod_global_distrib_NAME => Count | Histogram}`, with
+            /// `per_host => #{Host => #{...}}` when any host was seen.
             pub fn to_term(&self) -> Term {
-                Term::Map(vec![$((
+                let mut pairs = vec![$((
                     Term::Atom(concat!("mod_global_distrib_", stringify!($name)).to_string()),
                     Term::Int(self.$name.load(Ordering::Relaxed) as i64),
                 ),)* (
                     Term::atom("mod_global_distrib_outgoing_queue_time"),
                     self.outgoing_queue_time.snapshot(),
-                )])
+                )];
+                let hosts: Vec<(Term, Term)> = self
+                    .hosts
+                    .lock()
+                    .map(|h| h.iter().map(|(k, m)| (Term::from(k.as_str()), m.to_term())).collect())
+                    .unwrap_or_default();
+                if !hosts.is_empty() {
+                    pairs.push((Term::atom("per_host"), Term::Map(hosts)));
+                }
+                Term::Map(pairs)
+            }
+
+            /// The counters of one remote host (created on first use).
+            pub fn host(&self, name: &str) -> Arc<Metrics> {
+                match self.hosts.lock() {
+                    Ok(mut hosts) => hosts.entry(name.to_string()).or_default().clone(),
+                    Err(_) => Arc::default(),
+                }
             }
         }
     };
@@ -41,6 +65,30 @@ counters!(
     outgoing_errored_count,
 );
 
-pub fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+/// The totals and, once known, one remote host's counters: every event is
+/// counted in both.
+#[derive(Clone)]
+pub struct Scoped {
+    pub all: Arc<Metrics>,
+    pub host: Option<Arc<Metrics>>,
+}
+
+impl Scoped {
+    pub fn bump(&self, counter: fn(&Metrics) -> &AtomicU64) {
+        self.add(counter, 1);
+    }
+
+    pub fn add(&self, counter: fn(&Metrics) -> &AtomicU64, n: u64) {
+        counter(&self.all).fetch_add(n, Ordering::Relaxed);
+        if let Some(h) = &self.host {
+            counter(h).fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    pub fn queue_time(&self, us: u64) {
+        self.all.outgoing_queue_time.record(us);
+        if let Some(h) = &self.host {
+            h.outgoing_queue_time.record(us);
+        }
+    }
 }

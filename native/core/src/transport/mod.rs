@@ -52,7 +52,7 @@ impl Transport {
         for &e in endpoints {
             let have = kept.iter().filter(|c| c.endpoint == e).count();
             for _ in have..self.per_endpoint {
-                kept.push(Outgoing::open(e, self.dialer.clone()));
+                kept.push(Outgoing::open(host, e, self.dialer.clone()));
             }
         }
         if !kept.is_empty() {

@@ -16,7 +16,7 @@ use tokio_rustls::TlsConnector;
 
 use super::frame::gd_start;
 use super::listener::now_us;
-use super::metrics::{bump, Metrics};
+use super::metrics::{Metrics, Scoped};
 use crate::runtime;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -41,10 +41,15 @@ pub struct Dialer {
 }
 
 impl Outgoing {
-    pub fn open(endpoint: SocketAddr, dialer: Arc<Dialer>) -> Outgoing {
+    /// A connection to `endpoint` of the datacenter `host`.
+    pub fn open(host: &str, endpoint: SocketAddr, dialer: Arc<Dialer>) -> Outgoing {
         let (tx, rx) = mpsc::channel(dialer.queue);
         let down = Arc::new(AtomicBool::new(false));
-        runtime::handle().spawn(write_loop(endpoint, dialer, rx, down.clone()));
+        let counts = Scoped {
+            all: dialer.metrics.clone(),
+            host: Some(dialer.metrics.host(host)),
+        };
+        runtime::handle().spawn(write_loop(endpoint, dialer, counts, rx, down.clone()));
         Outgoing { endpoint, tx, down }
     }
 
@@ -92,6 +97,7 @@ async fn dial(endpoint: SocketAddr, dialer: &Dialer) -> Result<Stream, String> {
 async fn write_loop(
     endpoint: SocketAddr,
     dialer: Arc<Dialer>,
+    counts: Scoped,
     mut rx: mpsc::Receiver<Vec<u8>>,
     down: Arc<AtomicBool>,
 ) {
@@ -105,7 +111,7 @@ async fn write_loop(
             Ok(s) => s,
             Err(e) => {
                 down.store(true, Ordering::Release);
-                bump(&dialer.metrics.outgoing_errored_count);
+                counts.bump(|m| &m.outgoing_errored_count);
                 // Frames queued before the failure was known cannot go now.
                 let mut lost = usize::from(next.take().is_some());
                 while rx.try_recv().is_ok() {
@@ -125,7 +131,7 @@ async fn write_loop(
         };
         down.store(false, Ordering::Release);
         backoff = BACKOFF_MIN;
-        bump(&dialer.metrics.outgoing_established_count);
+        counts.bump(|m| &m.outgoing_established_count);
         loop {
             let frame = match next.take() {
                 Some(f) => f,
@@ -133,21 +139,20 @@ async fn write_loop(
                     Some(f) => f,
                     None => {
                         let _ = stream.shutdown().await;
-                        bump(&dialer.metrics.outgoing_closed_count);
+                        counts.bump(|m| &m.outgoing_closed_count);
                         return;
                     }
                 },
             };
             batch.clear();
             let now = now_us();
-            let queue_time = &dialer.metrics.outgoing_queue_time;
-            queue_time.record(queued_us(&frame, now));
+            counts.queue_time(queued_us(&frame, now));
             batch.extend_from_slice(&frame);
             let mut frames = 1;
             while batch.len() < BATCH_BYTES {
                 match rx.try_recv() {
                     Ok(f) => {
-                        queue_time.record(queued_us(&f, now));
+                        counts.queue_time(queued_us(&f, now));
                         batch.extend_from_slice(&f);
                         frames += 1;
                     }
@@ -160,13 +165,10 @@ async fn write_loop(
             };
             if let Err(e) = written.await {
                 log::warn!("global distribution connection to {endpoint} broke: {e}");
-                bump(&dialer.metrics.outgoing_errored_count);
+                counts.bump(|m| &m.outgoing_errored_count);
                 break;
             }
-            dialer
-                .metrics
-                .outgoing_messages_count
-                .fetch_add(frames, Ordering::Relaxed);
+            counts.add(|m| &m.outgoing_messages_count, frames);
         }
     }
 }

@@ -148,7 +148,7 @@ close(State) ->
 
 apply_endpoints(State = #{server := Server, enabled := Enabled, disabled := Disabled}) ->
     case mongoose_native_gd_transport:set_endpoints(mod_global_distrib:transport(), Server,
-                                                    Enabled ++ Disabled) of
+                                                    Enabled, Disabled) of
         ok -> ok;
         {error, Reason} ->
             mod_global_distrib_adapter:log_warning(gd_set_endpoints_failed,

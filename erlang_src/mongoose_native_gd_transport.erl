@@ -5,7 +5,8 @@
 %% handled by the same process, in arrival order. A sending process always
 %% uses the same connection to a host, so its stanzas stay in order too.
 -module(mongoose_native_gd_transport).
--export([start/3, stop/1, send/4, set_endpoints/3, endpoints/2, listening/1, metrics/1]).
+-export([start/3, stop/1, send/4, set_endpoints/3, set_endpoints/4, endpoints/2,
+         disabled_endpoints/2, listening/1, metrics/1]).
 
 -type t() :: #{res := reference(), id := term(), queue_time := map()}.
 -type handler() :: fun((binary(), integer(), binary(), term()) -> any()).
@@ -45,13 +46,27 @@ send(#{res := Res}, Host, Key, Term) ->
     mongoose_native_nif:gd_transport_send(Res, Host, erlang:phash2(self()), Key,
                                           term_to_binary(Term)).
 
--spec set_endpoints(t(), binary(), [{inet:ip_address() | string() | binary(),
-                                     inet:port_number()}]) -> ok | {error, term()}.
-set_endpoints(#{res := Res}, Host, Endpoints) ->
-    mongoose_native_nif:gd_transport_set_endpoints(Res, Host, Endpoints).
+-type endpoint() :: {inet:ip_address() | string() | binary(), inet:port_number()}.
 
+%% @doc The endpoints of `Host', all enabled.
+-spec set_endpoints(t(), binary(), [endpoint()]) -> ok | {error, term()}.
+set_endpoints(T, Host, Endpoints) ->
+    set_endpoints(T, Host, Endpoints, []).
+
+%% @doc `Enabled' endpoints take new stanzas; `Disabled' ones keep their
+%% connections (which finish their queues) but take nothing new; endpoints
+%% in neither list are closed once their queues drain.
+-spec set_endpoints(t(), binary(), [endpoint()], [endpoint()]) -> ok | {error, term()}.
+set_endpoints(#{res := Res}, Host, Enabled, Disabled) ->
+    mongoose_native_nif:gd_transport_set_endpoints(Res, Host, Enabled, Disabled).
+
+%% @doc The enabled endpoints of `Host'.
 endpoints(#{res := Res}, Host) ->
     mongoose_native_nif:gd_transport_endpoints(Res, Host).
+
+%% @doc The disabled endpoints of `Host' whose connections are still kept.
+disabled_endpoints(#{res := Res}, Host) ->
+    mongoose_native_nif:gd_transport_disabled_endpoints(Res, Host).
 
 %% @doc Where the listeners are bound (a port 0 resolved).
 listening(#{res := Res}) ->

@@ -6,8 +6,8 @@
 -export([pool_start/6, generic_start/5, submit/5, cast/3, cancel/1, stats/1, stop/1,
          parse_toml/1, check_toml/1, generic_executors/1, generic_attach/3, generic_done/2,
          set_log_relay/1,
-         gd_transport_start/4, gd_transport_send/5, gd_transport_set_endpoints/3,
-         gd_transport_endpoints/2, gd_transport_listening/1, gd_transport_metrics/1,
+         gd_transport_start/4, gd_transport_send/5, gd_transport_set_endpoints/4,
+         gd_transport_endpoints/2, gd_transport_disabled_endpoints/2, gd_transport_listening/1, gd_transport_metrics/1,
          gd_transport_stop/1]).
 -export([gd_start/6, gd_stop/0, gd_call/4, gd_metrics/0]).
 
@@ -55,8 +55,9 @@ generic_done(_Done, _Result) -> ?NOT_LOADED.
 set_log_relay(_Pid) -> ?NOT_LOADED.
 gd_transport_start(_Opts, _Workers, _Pid, _Tag) -> ?NOT_LOADED.
 gd_transport_send(_Transport, _Host, _Affinity, _Key, _Bin) -> ?NOT_LOADED.
-gd_transport_set_endpoints(_Transport, _Host, _Endpoints) -> ?NOT_LOADED.
+gd_transport_set_endpoints(_Transport, _Host, _Enabled, _Disabled) -> ?NOT_LOADED.
 gd_transport_endpoints(_Transport, _Host) -> ?NOT_LOADED.
+gd_transport_disabled_endpoints(_Transport, _Host) -> ?NOT_LOADED.
 gd_transport_listening(_Transport) -> ?NOT_LOADED.
 gd_transport_metrics(_Transport) -> ?NOT_LOADED.
 gd_transport_stop(_Transport) -> ?NOT_LOADED.

@@ -368,17 +368,20 @@ endpoints_enabled_and_disabled(Config) ->
     ok = Mgr(force_refresh),
     ?assertEqual([B], Mgr(get_enabled_endpoints)),
     ?assertEqual([A], Mgr(get_disabled_endpoints)),
-    Transport = fun() ->
-                        lists:sort(rpc(dc1, erlang, apply,
-                                       [fun() -> mongoose_native_gd_transport:endpoints(
-                                                   mod_global_distrib:transport(), <<"dc9.test">>)
-                                        end, []], Config))
+    Transport = fun(Which) ->
+                        [{iolist_to_binary(H), P}
+                         || {H, P} <- rpc(dc1, erlang, apply,
+                                          [fun() -> mongoose_native_gd_transport:Which(
+                                                      mod_global_distrib:transport(), <<"dc9.test">>)
+                                           end, []], Config)]
                 end,
-    ?assertEqual(lists:sort([{<<"127.0.0.1">>, PA}, {<<"127.0.0.1">>, PB}]),
-                 lists:sort([{iolist_to_binary(H), P} || {H, P} <- Transport()])),
+    %% The transport keeps A's connections but picks only B for new stanzas.
+    ?assertEqual([{<<"127.0.0.1">>, PB}], Transport(endpoints)),
+    ?assertEqual([{<<"127.0.0.1">>, PA}], Transport(disabled_endpoints)),
     ok = Mgr(close_disabled),
     ?assertEqual([], Mgr(get_disabled_endpoints)),
-    ?assertEqual([{<<"127.0.0.1">>, PB}], [{iolist_to_binary(H), P} || {H, P} <- Transport()]),
+    ?assertEqual([{<<"127.0.0.1">>, PB}], Transport(endpoints)),
+    ?assertEqual([], Transport(disabled_endpoints)),
     ?assertMatch(#{server := <<"dc9.test">>, enabled := [B], disabled := []}, Mgr(get_state_info)),
     %% It comes back: enabled again.
     redis(["SADD", Set, "127.0.0.1#" ++ integer_to_list(PA)]),

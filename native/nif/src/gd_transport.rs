@@ -247,24 +247,31 @@ fn gd_transport_send<'a>(
     }
 }
 
+fn endpoint_list(what: &str, term: rustler::Term) -> Result<Vec<SocketAddr>, Error> {
+    let t = decode(term).map_err(Error::BadRequest)?;
+    let node = Node::new(what, &t);
+    node.list()?
+        .unwrap_or_default()
+        .iter()
+        .map(socket_addr)
+        .collect()
+}
+
+/// `Enabled` endpoints take new stanzas; `Disabled` ones keep their
+/// connections until they are left out of both lists.
 #[rustler::nif]
 fn gd_transport_set_endpoints<'a>(
     env: Env<'a>,
     res: ResourceArc<TransportRes>,
     host: String,
-    endpoints: rustler::Term<'a>,
+    enabled: rustler::Term<'a>,
+    disabled: rustler::Term<'a>,
 ) -> rustler::Term<'a> {
-    let parsed = decode(endpoints).map_err(Error::BadRequest).and_then(|t| {
-        let node = Node::new("endpoints", &t);
-        node.list()?
-            .unwrap_or_default()
-            .iter()
-            .map(socket_addr)
-            .collect::<Result<Vec<_>, _>>()
-    });
+    let parsed = endpoint_list("enabled", enabled)
+        .and_then(|e| Ok((e, endpoint_list("disabled", disabled)?)));
     match parsed {
-        Ok(eps) => {
-            res.transport.set_endpoints(&host, &eps);
+        Ok((enabled, disabled)) => {
+            res.transport.set_endpoints(&host, &enabled, &disabled);
             ok().encode(env)
         }
         Err(e) => error_term(env, &e),
@@ -276,6 +283,16 @@ fn addr_term(a: &SocketAddr) -> Term {
         Term::from(a.ip().to_string()),
         Term::Int(i64::from(a.port())),
     ])
+}
+
+#[rustler::nif]
+fn gd_transport_disabled_endpoints(
+    env: Env,
+    res: ResourceArc<TransportRes>,
+    host: String,
+) -> rustler::Term {
+    let eps = res.transport.disabled_endpoints(&host);
+    encode(env, &Term::List(eps.iter().map(addr_term).collect()))
 }
 
 #[rustler::nif]

@@ -39,17 +39,23 @@ impl Transport {
         }
     }
 
-    /// Keeps the connections of endpoints still listed, opens (lazily) those
-    /// of new ones, and closes those of vanished ones once their queues drain.
-    pub fn set_endpoints(&self, host: &str, endpoints: &[SocketAddr]) {
+    /// Sets a host's endpoints: `enabled` ones get `per_endpoint`
+    /// connections (opened lazily) and carry new stanzas; `disabled` ones keep
+    /// the connections they have, which finish their queues but get nothing
+    /// new; connections to endpoints in neither list close once drained.
+    pub fn set_endpoints(&self, host: &str, enabled: &[SocketAddr], disabled: &[SocketAddr]) {
         let Ok(mut peers) = self.peers.write() else {
             return;
         };
         let old = peers.remove(host).unwrap_or_default();
-        let (mut kept, _closed): (Vec<_>, Vec<_>) = old
+        let mut kept: Vec<Outgoing> = old
             .into_iter()
-            .partition(|c| endpoints.contains(&c.endpoint));
-        for &e in endpoints {
+            .filter(|c| enabled.contains(&c.endpoint) || disabled.contains(&c.endpoint))
+            .collect();
+        for c in &mut kept {
+            c.enabled = enabled.contains(&c.endpoint);
+        }
+        for &e in enabled {
             let have = kept.iter().filter(|c| c.endpoint == e).count();
             for _ in have..self.per_endpoint {
                 kept.push(Outgoing::open(host, e, self.dialer.clone()));
@@ -67,13 +73,30 @@ impl Transport {
         }
     }
 
+    /// The enabled endpoints of `host`.
     pub fn endpoints(&self, host: &str) -> Vec<SocketAddr> {
+        self.endpoints_where(host, true)
+    }
+
+    /// The disabled endpoints of `host` whose connections are still kept.
+    pub fn disabled_endpoints(&self, host: &str) -> Vec<SocketAddr> {
+        self.endpoints_where(host, false)
+    }
+
+    fn endpoints_where(&self, host: &str, enabled: bool) -> Vec<SocketAddr> {
         let peers = self.peers.read().ok();
         let mut eps: Vec<_> = peers
             .as_ref()
             .and_then(|p| p.get(host))
-            .map(|conns| conns.iter().map(|c| c.endpoint).collect())
+            .map(|conns| {
+                conns
+                    .iter()
+                    .filter(|c| c.enabled == enabled)
+                    .map(|c| c.endpoint)
+                    .collect()
+            })
             .unwrap_or_default();
+        eps.sort();
         eps.dedup();
         eps
     }
@@ -87,11 +110,13 @@ impl Transport {
             .peers
             .read()
             .map_err(|_| Error::Internal("poisoned".into()))?;
-        let conns = peers
-            .get(host)
-            .filter(|c| !c.is_empty())
-            .ok_or_else(|| Error::NoConnection(format!("no endpoints known for {host}")))?;
-        let conn = &conns[(affinity % conns.len() as u64) as usize];
+        let conns = peers.get(host).map(Vec::as_slice).unwrap_or_default();
+        let enabled = conns.iter().filter(|c| c.enabled).count();
+        let conn = conns
+            .iter()
+            .filter(|c| c.enabled)
+            .nth((affinity % enabled.max(1) as u64) as usize)
+            .ok_or_else(|| Error::NoConnection(format!("no enabled endpoint known for {host}")))?;
         conn.send(frame)
             .map_err(|e| Error::NoConnection(format!("{host}: {e}")))
     }

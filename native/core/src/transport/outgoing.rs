@@ -28,6 +28,8 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// One connection to one endpoint of a remote datacenter.
 pub struct Outgoing {
     pub endpoint: SocketAddr,
+    /// Only enabled connections are picked for new stanzas.
+    pub enabled: bool,
     tx: mpsc::Sender<Vec<u8>>,
     /// Set while the endpoint cannot be reached.
     down: Arc<AtomicBool>,
@@ -50,7 +52,12 @@ impl Outgoing {
             host: Some(dialer.metrics.host(host)),
         };
         runtime::handle().spawn(write_loop(endpoint, dialer, counts, rx, down.clone()));
-        Outgoing { endpoint, tx, down }
+        Outgoing {
+            endpoint,
+            enabled: true,
+            tx,
+            down,
+        }
     }
 
     /// Queues an encoded frame; refused when the queue is full or the

@@ -70,7 +70,7 @@ async fn recv(rx: &mut mpsc::UnboundedReceiver<Got>) -> Got {
 async fn messages_of_one_sender_arrive_in_order() {
     let (l, metrics, mut rx) = receiver(frame::DEFAULT_MAX_FRAME).await;
     let t = sender(4);
-    t.set_endpoints("dc2.example", &[l.addr]);
+    t.set_endpoints("dc2.example", &[l.addr], &[]);
     assert_eq!(t.endpoints("dc2.example"), vec![l.addr]);
     for i in 0..1000u32 {
         t.send("dc2.example", 7, b"alice@dc1.example", &i.to_be_bytes())
@@ -102,8 +102,13 @@ async fn unknown_hosts_and_vanished_endpoints_fail_fast() {
         "no_connection"
     );
     let (l, _m, _rx) = receiver(1024).await;
-    t.set_endpoints("dc2", &[l.addr]);
-    t.set_endpoints("dc2", &[]);
+    t.set_endpoints("dc2", &[l.addr], &[]);
+    t.set_endpoints("dc2", &[], &[l.addr]);
+    assert!(
+        t.send("dc2", 1, b"k", b"t").is_err(),
+        "a disabled endpoint takes nothing new"
+    );
+    t.set_endpoints("dc2", &[], &[]);
     assert!(t.send("dc2", 1, b"k", b"t").is_err());
     assert!(t.endpoints("dc2").is_empty());
 }
@@ -135,7 +140,7 @@ async fn garbage_oversized_and_cut_frames_close_only_their_connection() {
         s.shutdown().await.unwrap();
     }
     let t = sender(1);
-    t.set_endpoints("dc2", &[l.addr]);
+    t.set_endpoints("dc2", &[l.addr], &[]);
     t.send("dc2", 0, b"k", b"still fine").unwrap();
     assert_eq!(recv(&mut rx).await.2, b"still fine");
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -149,7 +154,7 @@ async fn unreachable_endpoint_refuses_at_once_then_recovers() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    t.set_endpoints("dc3", &[addr]);
+    t.set_endpoints("dc3", &[addr], &[]);
     t.send("dc3", 0, b"k", b"lost").unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let refused = loop {
@@ -264,12 +269,12 @@ async fn mutual_tls_links_and_refuses_foreign_certificates() {
         )
     };
     let good = dial(&dc1);
-    good.set_endpoints("dc2", &[l.addr]);
+    good.set_endpoints("dc2", &[l.addr], &[]);
     good.send("dc2", 0, b"k", b"over tls").unwrap();
     assert_eq!(recv(&mut rx).await.2, b"over tls");
 
     let bad = dial(&mallory);
-    bad.set_endpoints("dc2", &[l.addr]);
+    bad.set_endpoints("dc2", &[l.addr], &[]);
     bad.send("dc2", 0, b"k", b"from mallory").unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(tokio::time::timeout(Duration::from_millis(100), rx.recv())

@@ -101,6 +101,8 @@ init([]) ->
     _ = ets:new(?BY_TARGET, [named_table, public, bag]),
     Tick = max(10, min(?MAX_TICK_MS, mod_global_distrib_utils:opt(bounce, resend_after_ms))),
     erlang:send_after(Tick, self(), resend),
+    %% One host without endpoints must not hold up every other resend.
+    mod_global_distrib_sender:never_wait(),
     {ok, Tick}.
 
 handle_call(_Msg, _From, Tick) ->

@@ -1,11 +1,23 @@
 %% @doc Sends a stanza to another datacenter over the transport, keyed by
-%% its sender (CONTRACTS.md section 2). The first stanza for a host with no
-%% known endpoint starts that host's server manager (which reads the
-%% endpoints from the session table) and is tried once more; after that, a
-%% host without a connection fails at once instead of waiting.
+%% its sender (CONTRACTS.md section 2). A stanza for a host with no enabled
+%% endpoint waits, as in MongooseIM, for the host's server manager to find
+%% one (starting the manager first; at most 5 s) and is tried once more. A
+%% host whose endpoints are known but cannot be reached fails at once, so
+%% the stanza is bounced instead of holding up its sender. A process that
+%% routes for many senders (the bounce store) calls never_wait/0 first.
 -module(mod_global_distrib_sender).
 
--export([send/2]).
+-export([send/2, never_wait/0]).
+
+-define(CONNECTION_TIMEOUT, 5000).
+-define(NEVER_WAIT, mod_global_distrib_sender_never_wait).
+
+%% @doc Stanzas this process sends to a host without endpoints fail at
+%% once instead of waiting for one.
+-spec never_wait() -> ok.
+never_wait() ->
+    put(?NEVER_WAIT, true),
+    ok.
 
 -spec send(binary(), {tuple(), tuple(), term(), tuple()}) -> ok | {error, term()}.
 send(Host, {From, To, Acc, Packet}) ->
@@ -17,10 +29,21 @@ send(Host, {From, To, Acc, Packet}) ->
         ok ->
             ok;
         {error, {no_connection, _}} = Error ->
-            case mod_global_distrib_server_mgr:ensure_started(Host) of
-                {ok, started} -> mongoose_native_gd_transport:send(T, Host, Key, FPacket);
-                _ -> Error
+            case endpoint_found(Host) of
+                true -> mongoose_native_gd_transport:send(T, Host, Key, FPacket);
+                false -> Error
             end;
         {error, _} = Error ->
             Error
+    end.
+
+%% Whether trying once more may work: the host has an enabled endpoint
+%% now. Without waiting, only a manager started just now can tell.
+endpoint_found(Host) ->
+    case get(?NEVER_WAIT) of
+        true ->
+            mod_global_distrib_server_mgr:ensure_started(Host) =:= {ok, started};
+        undefined ->
+            element(1, mod_global_distrib_server_mgr:get_connection(
+                         Host, ?CONNECTION_TIMEOUT)) =:= ok
     end.

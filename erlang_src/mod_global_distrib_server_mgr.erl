@@ -5,15 +5,21 @@
 %% connections to. An endpoint that vanished from the table is disabled:
 %% its connections are kept (stanzas already queued on them still go out)
 %% until the `disabled_gc_interval' sweep or close_disabled/1 drops it.
+%% get_connection/1 waits, as MongooseIM's does, while the host has no
+%% enabled endpoint: its callers are answered when a refresh finds one.
 -module(mod_global_distrib_server_mgr).
 -behaviour(gen_server).
 
 -export([start_link/1, ensure_started/1, stop/1, running/0]).
+-export([get_connection/1, get_connection/2]).
 -export([get_enabled_endpoints/1, get_disabled_endpoints/1, force_refresh/1,
          close_disabled/1, get_state_info/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -define(CALL_TIMEOUT, 15000).
+%% How long get_connection/1 waits for an endpoint: gen_server's default
+%% call timeout, which MongooseIM's own get_connection/1 uses.
+-define(CONNECTION_TIMEOUT, 5000).
 
 -type endpoint() :: {inet:ip_address(), inet:port_number()}.
 
@@ -52,6 +58,28 @@ running() ->
     [Server || {{?MODULE, Server}, Pid, _, _} <- supervisor:which_children(mongoose_native_sup),
                is_pid(Pid)].
 
+%% @doc One enabled endpoint of `Server' (connections themselves live in
+%% the transport); while there is none, waits until a refresh finds one.
+%% Exits with `timeout' after 5 s, as MongooseIM's does.
+-spec get_connection(binary()) -> {ok, endpoint()}.
+get_connection(Server) ->
+    gen_server:call(mod_global_distrib_utils:server_to_mgr_name(Server), get_connection,
+                    ?CONNECTION_TIMEOUT).
+
+%% @doc As get_connection/1, starting the manager first when needed, and
+%% with `{error, Reason}' instead of an exit.
+-spec get_connection(binary(), timeout()) -> {ok, endpoint()} | {error, term()}.
+get_connection(Server, Timeout) ->
+    case ensure_started(Server) of
+        {ok, _} ->
+            try gen_server:call(mod_global_distrib_utils:server_to_mgr_name(Server),
+                                get_connection, Timeout)
+            catch exit:{Reason, _} -> {error, Reason}
+            end;
+        {error, _} = Error ->
+            Error
+    end.
+
 -spec get_enabled_endpoints(binary()) -> [endpoint()].
 get_enabled_endpoints(Server) ->
     call(Server, get_enabled_endpoints).
@@ -87,11 +115,15 @@ init(Server) ->
                refresh_interval => maps:get(endpoint_refresh_interval, Opts),
                refresh_interval_when_empty => maps:get(endpoint_refresh_interval_when_empty, Opts),
                gc_interval => maps:get(disabled_gc_interval, Opts),
-               refresh_timer => undefined},
+               refresh_timer => undefined, waiting => []},
     State = schedule_refresh(refresh(State0)),
     erlang:send_after(timer:seconds(maps:get(gc_interval, State)), self(), disabled_gc),
     {ok, State}.
 
+handle_call(get_connection, From, State = #{enabled := [], waiting := Waiting}) ->
+    {noreply, State#{waiting := [From | Waiting]}};
+handle_call(get_connection, _From, State = #{enabled := Enabled}) ->
+    {reply, {ok, pick(Enabled)}, State};
 handle_call(force_refresh, _From, State) ->
     {reply, ok, schedule_refresh(refresh(State))};
 handle_call(close_disabled, _From, State) ->
@@ -101,7 +133,7 @@ handle_call(get_enabled_endpoints, _From, State = #{enabled := Enabled}) ->
 handle_call(get_disabled_endpoints, _From, State = #{disabled := Disabled}) ->
     {reply, Disabled, State};
 handle_call(get_state_info, _From, State) ->
-    {reply, maps:remove(refresh_timer, State), State};
+    {reply, maps:without([refresh_timer, waiting], State), State};
 handle_call(_Msg, _From, State) ->
     {reply, {error, unknown_call}, State}.
 
@@ -132,14 +164,25 @@ refresh(State = #{server := Server, enabled := Enabled0, disabled := Disabled0})
                       gd_endpoints_changed, #{server => Server, enabled => New,
                                               disabled => Vanished})
             end,
-            apply_endpoints(State#{enabled := Endpoints, disabled := Disabled,
-                                   last_endpoints := Endpoints})
+            answer_waiting(apply_endpoints(State#{enabled := Endpoints, disabled := Disabled,
+                                                  last_endpoints := Endpoints}))
     catch Class:Reason ->
             mod_global_distrib_adapter:log_warning(gd_endpoints_refresh_failed,
                                                    #{server => Server, class => Class,
                                                      reason => Reason}),
             State
     end.
+
+%% Callers of get_connection that waited for an endpoint, oldest first
+%% (a caller that gave up meanwhile drops its late answer).
+answer_waiting(State = #{enabled := [_ | _] = Enabled, waiting := [_ | _] = Waiting}) ->
+    [gen_server:reply(From, {ok, pick(Enabled)}) || From <- lists:reverse(Waiting)],
+    State#{waiting := []};
+answer_waiting(State) ->
+    State.
+
+pick(Enabled) ->
+    lists:nth(rand:uniform(length(Enabled)), Enabled).
 
 close(State = #{disabled := []}) ->
     State;

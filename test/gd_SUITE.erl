@@ -16,7 +16,8 @@
 all() ->
     [messages_both_ways, hundred_messages_in_order, reconnect_to_another_dc,
      bounced_until_mapped_in_order, bounce_gives_up_with_an_error, routing_decisions,
-     endpoints_enabled_and_disabled, disabled_endpoints_collected, metrics,
+     endpoints_enabled_and_disabled, disabled_endpoints_collected, waits_for_connection,
+     metrics,
      start_stop_cleanly, tls_between_datacenters, stopped_dc_fails_fast].
 
 suite() ->
@@ -414,6 +415,60 @@ disabled_endpoints_collected(Config) ->
     ?assertEqual([{{127, 0, 0, 1}, 1}], Mgr(get_enabled_endpoints)),
     redis(["DEL", Set, "'dc8.test#{nodes}'"]),
     redis(["SREM", "hosts", "dc8.test"]).
+
+%% A fake datacenter dc7.test that has published no endpoint yet: a stanza
+%% for its user waits in its sender (as with MongooseIM's
+%% wait_for_connection) and leaves as soon as dc1's manager, refreshing
+%% every second while it has none, finds the endpoint. With none found
+%% within 5 s, the sender gets an error instead.
+waits_for_connection(Config) ->
+    {ok, L} = gen_tcp:listen(0, [binary, {packet, 4}, {active, false}, {ip, {127, 0, 0, 1}}]),
+    {ok, Port} = inet:port(L),
+    Set = "'dc7.test#fake@node#{endpoints}'",
+    redis(["HSET", "'dc7.test#{nodes}'", "fake@node", integer_to_list(erlang:system_time(second))]),
+    redis(["SADD", "hosts", "dc7.test"]),
+    redis(["SET", "olga@example.test", "dc7.test"]),
+    Mgr = fun(F) -> rpc(dc1, mod_global_distrib_server_mgr, F, [<<"dc7.test">>], Config) end,
+    connect(dc1, <<"paul">>, <<"r">>, Config),
+    Self = self(),
+    SendInBackground =
+        fun(Body) ->
+                spawn_link(fun() ->
+                                   T0 = erlang:monotonic_time(millisecond),
+                                   send(dc1, {<<"paul">>, <<"r">>}, <<"olga">>, Body, Config),
+                                   Self ! {sent, Body, erlang:monotonic_time(millisecond) - T0}
+                           end)
+        end,
+    SendInBackground(<<"waited">>),
+    receive {sent, _, _} = Early -> ct:fail({returned_without_a_connection, Early})
+    after 1500 -> ok
+    end,
+    ?assertEqual([], Mgr(get_enabled_endpoints)),
+    redis(["SADD", Set, "127.0.0.1#" ++ integer_to_list(Port)]),
+    receive {sent, <<"waited">>, Ms} -> ?assert(Ms >= 1500 andalso Ms < 5000)
+    after 5000 -> ct:fail(sender_still_waiting)
+    end,
+    {ok, S} = gen_tcp:accept(L, 5000),
+    {ok, <<"<gd_start", _/binary>>} = gen_tcp:recv(S, 0, 5000),
+    {ok, <<_Clock:64, KeyLen:16, _Key:KeyLen/binary, Bin/binary>>} = gen_tcp:recv(S, 0, 5000),
+    {_, _, _, Packet} = binary_to_term(Bin),
+    ?assertEqual(<<"waited">>, gd_test_dc:body(Packet)),
+    %% The endpoint goes away and nothing replaces it: after 5 s of waiting
+    %% the stanza is bounced, then answered with an error.
+    redis(["SREM", Set, "127.0.0.1#" ++ integer_to_list(Port)]),
+    ok = Mgr(force_refresh),
+    ?assertEqual([], Mgr(get_enabled_endpoints)),
+    SendInBackground(<<"nobody">>),
+    receive {sent, <<"nobody">>, Ms2} -> ?assert(Ms2 >= 4900)
+    after 8000 -> ct:fail(sender_waits_forever)
+    end,
+    redis(["DEL", "olga@example.test"]),
+    {dc1, <<"nobody">>, {xmlel, _, Attrs, _}} = recv(8000),
+    ?assertEqual(<<"error">>, proplists:get_value(<<"type">>, Attrs)),
+    gen_tcp:close(S),
+    gen_tcp:close(L),
+    redis(["DEL", Set, "'dc7.test#{nodes}'"]),
+    redis(["SREM", "hosts", "dc7.test"]).
 
 metrics(Config) ->
     Names = [outgoing_messages_count, incoming_messages_count, incoming_transfer_time,

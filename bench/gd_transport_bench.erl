@@ -6,7 +6,7 @@
 %% Needs a distributed node (bench/run.sh starts one). Prints numbers only.
 -module(gd_transport_bench).
 -export([run/0]).
--export([receiver_start/1, raw_receiver/1]).
+-export([receiver_start/0, raw_receiver/0, arrivals/0, latencies/0, reset/0]).
 
 -define(SATURATED_MS, 3000).
 -define(PACED_MS, 3000).
@@ -18,8 +18,8 @@ run() ->
                                          args => ["-mongoose_native", "runtime_threads", Threads,
                                                   "-pa" | code:get_path()]}),
     ok = mongoose_wpool:ensure_started(),
-    Collector = self(),
-    {ok, Endpoint} = erpc:call(Node, ?MODULE, receiver_start, [Collector]),
+    persistent_term:put({?MODULE, receiver_node}, Node),
+    {ok, Endpoint} = erpc:call(Node, ?MODULE, receiver_start, []),
     {ok, T} = mongoose_native_gd_transport:start(
                 #{local_host => <<"dc1.bench">>, endpoints => [], connections_per_endpoint => 1},
                 fun(_, _, _, _) -> ok end, 1),
@@ -32,7 +32,7 @@ run() ->
     row("gd transport, saturated", Sat),
     row("gd transport, paced 10,000/s", paced(Send, 10000)),
     row("gd transport, paced 1,000/s", paced(Send, 1000)),
-    {ok, RawEndpoint} = erpc:call(Node, ?MODULE, raw_receiver, [Collector]),
+    {ok, RawEndpoint} = erpc:call(Node, ?MODULE, raw_receiver, []),
     Raw = raw_stream(RawEndpoint),
     row("gen_tcp stream, one frame a send", Raw),
     io:format("~nratio (transport / gen_tcp stream, saturated): ~.2f~n",
@@ -108,32 +108,30 @@ wait_until(Due) ->
         _ -> ok
     end.
 
-%% Waits until the receiver has reported all `Expected' stanzas (it reports
-%% each burst after 300 ms of quiet); the rate is over the time from the
-%% first to the last arrival.
+%% Waits until the receiving node has counted all `Expected' stanzas (or
+%% nothing more arrived for 3 s); the rate is over the time from the first
+%% to the last arrival.
 collect(Expected, Cpu0) ->
-    {Count, Lats, First, Last} = gather(Expected, {0, [], undefined, undefined}),
+    wait_arrivals(Expected, -1, 0),
+    #{count := Count, first := First, last := Last} = Hist =
+        erpc:call(receiver_node(), ?MODULE, latencies, []),
     CpuUs = cpu_us() - Cpu0,
-    N = max(1, length(Lats)),
-    P = fun(Q) -> case Lats of [] -> 0; _ -> lists:nth(max(1, (N * Q) div 100), Lats) end end,
-    Elapsed = case First of undefined -> 1; _ -> max(1, Last - First) end,
-    {round(Count / (Elapsed / 1000000)), P(50), P(99), CpuUs / max(1, Count)}.
+    Count < Expected andalso io:format("(~b of ~b stanzas arrived)~n", [Count, Expected]),
+    Elapsed = max(1, Last - First),
+    {round(Count / (Elapsed / 1000000)), percentile(Hist, 50), percentile(Hist, 99),
+     CpuUs / max(1, Count)}.
 
-gather(Expected, {Count, _, _, _} = Acc) when Count >= Expected ->
-    Acc;
-gather(Expected, {Count, Lats, First, Last}) ->
-    receive
-        {latencies, C, L, F, La} ->
-            %% Monotonic times may be negative: `undefined' means none yet.
-            {F1, La1} = case First of undefined -> {F, La}; _ -> {min(F, First), max(La, Last)} end,
-            gather(Expected, {Count + C, lists:merge(L, Lats), F1, La1})
-    after 30000 ->
-            io:format("(~b of ~b stanzas arrived)~n", [Count, Expected]),
-            {Count, Lats, First, Last}
+wait_arrivals(Expected, Seen, StillMs) ->
+    Count = erpc:call(receiver_node(), ?MODULE, arrivals, []),
+    if Count >= Expected; StillMs >= 3000 -> ok;
+       Count =:= Seen -> timer:sleep(50), wait_arrivals(Expected, Count, StillMs + 50);
+       true -> timer:sleep(50), wait_arrivals(Expected, Count, 0)
     end.
 
+receiver_node() -> persistent_term:get({?MODULE, receiver_node}).
+
 flush_latencies() ->
-    receive {latencies, _, _, _, _} -> flush_latencies() after 0 -> ok end.
+    ok = erpc:call(receiver_node(), ?MODULE, reset, []).
 
 %% Machine CPU time (all cores) in microseconds, from /proc/stat.
 cpu_us() ->
@@ -147,34 +145,65 @@ cpu_us() ->
 %% On the receiving node
 %%--------------------------------------------------------------------
 
-receiver_start(Collector) ->
+receiver_start() ->
     ok = mongoose_wpool:ensure_started(),
-    Stats = spawn(fun() -> stats(Collector, idle) end),
-    Handler = fun(_, _, _, {_, _, #{sent := Sent}, _}) ->
-                      Stats ! {lat, erlang:system_time(microsecond) - Sent}
-              end,
+    new_histogram(),
+    Handler = fun(_, _, _, {_, _, #{sent := Sent}, _}) -> arrived(Sent) end,
     {ok, T} = mongoose_native_gd_transport:start(
                 #{local_host => <<"dc2.bench">>, endpoints => [{"127.0.0.1", 0}]}, Handler, 4),
     persistent_term:put(gd_bench_transport, T),
     [{Ip, Port}] = mongoose_native_gd_transport:listening(T),
     {ok, {binary_to_list(Ip), Port}}.
 
-%% Gathers latencies of one burst; reports 300 ms after the last one.
-stats(Collector, idle) ->
-    receive {lat, L} -> stats(Collector, {1, [L], erlang:monotonic_time(microsecond),
-                                          erlang:monotonic_time(microsecond)}) end;
-stats(Collector, {N, Lats, First, Last}) ->
-    receive
-        {lat, L} -> stats(Collector, {N + 1, [L | Lats], First, erlang:monotonic_time(microsecond)})
-    after 300 ->
-            Collector ! {latencies, N, lists:sort(Lats), First, Last},
-            stats(Collector, idle)
-    end.
+%% Latencies go into a shared histogram of counters (1 us buckets up to
+%% 10 ms, 100 us buckets up to 10 s) that every receiving process updates
+%% in place: no collector process, no growing list to sort or collect.
+-define(FINE, 10000).
+-define(BUCKETS, (?FINE + 100000)).
+-define(COUNT, (?BUCKETS + 1)).
+
+new_histogram() ->
+    persistent_term:put({?MODULE, hist}, counters:new(?COUNT, [write_concurrency])),
+    persistent_term:put({?MODULE, span}, atomics:new(2, [{signed, true}])).
+
+reset() ->
+    new_histogram().
+
+arrived(Sent) ->
+    Now = erlang:system_time(microsecond),
+    Lat = max(0, Now - Sent),
+    Bucket = if Lat < ?FINE -> Lat;
+                true -> min(?BUCKETS - 1, ?FINE + (Lat - ?FINE) div 100)
+             end,
+    Hist = persistent_term:get({?MODULE, hist}),
+    counters:add(Hist, Bucket + 1, 1),
+    counters:add(Hist, ?COUNT, 1),
+    Span = persistent_term:get({?MODULE, span}),
+    _ = atomics:compare_exchange(Span, 1, 0, Now),
+    atomics:put(Span, 2, Now).
+
+arrivals() ->
+    counters:get(persistent_term:get({?MODULE, hist}), ?COUNT).
+
+%% The histogram as the sender reads it: its counts and arrival span.
+latencies() ->
+    Hist = persistent_term:get({?MODULE, hist}),
+    Span = persistent_term:get({?MODULE, span}),
+    #{count => counters:get(Hist, ?COUNT), first => atomics:get(Span, 1),
+      last => atomics:get(Span, 2),
+      buckets => [counters:get(Hist, I) || I <- lists:seq(1, ?BUCKETS)]}.
+
+percentile(#{count := 0}, _) -> 0;
+percentile(#{count := Count, buckets := Buckets}, Q) ->
+    nth_bucket(Buckets, max(1, Count * Q div 100), 0).
+
+nth_bucket([N | Rest], Left, I) when N < Left -> nth_bucket(Rest, Left - N, I + 1);
+nth_bucket(_, _, I) when I < ?FINE -> I;
+nth_bucket(_, _, I) -> ?FINE + (I - ?FINE) * 100.
 
 %% A gen_tcp receiver of the same frames, decoding each as the transport's
 %% workers do.
-raw_receiver(Collector) ->
-    Stats = spawn(fun() -> stats(Collector, idle) end),
+raw_receiver() ->
     Caller = self(),
     %% The listening socket belongs to the process that serves it.
     spawn(fun() ->
@@ -184,17 +213,17 @@ raw_receiver(Collector) ->
                   Caller ! {raw_port, Port},
                   {ok, S} = gen_tcp:accept(L),
                   inet:setopts(S, [{active, 100}]),
-                  raw_loop(S, Stats)
+                  raw_loop(S)
           end),
     receive {raw_port, Port} -> {ok, {"127.0.0.1", Port}} end.
 
-raw_loop(S, Stats) ->
+raw_loop(S) ->
     receive
         {tcp, S, <<_Clock:64, KL:16, _Key:KL/binary, Bin/binary>>} ->
             {_, _, #{sent := Sent}, _} = binary_to_term(Bin, [safe]),
-            Stats ! {lat, erlang:system_time(microsecond) - Sent},
-            raw_loop(S, Stats);
-        {tcp_passive, S} -> inet:setopts(S, [{active, 100}]), raw_loop(S, Stats);
+            arrived(Sent),
+            raw_loop(S);
+        {tcp_passive, S} -> inet:setopts(S, [{active, 100}]), raw_loop(S);
         {tcp_closed, S} -> ok
     end.
 

@@ -1,6 +1,9 @@
-%% @doc The ordered workers incoming global-distribution stanzas reach.
+%% @doc The ordered workers incoming global-distribution stanzas reach, in
+%% batches: `{gd_packets, Credit, Host, ReceivedUs, [{TransferUs, Key, Bin}]}'.
 %% Stanzas are decoded with `binary_to_term(Bin, [safe])'; one that does not
 %% decode, or whose handler fails, is logged and dropped: the worker goes on.
+%% A handled batch is acknowledged to the NIF, whose readers stop taking
+%% frames for a worker that is far behind.
 -module(mongoose_native_gd_worker).
 -behaviour(supervisor).
 -export([start_sup/3, init/1, start_link/2, loop/2]).
@@ -20,9 +23,13 @@ start_link(Handler, QueueTime) ->
 
 loop(Handler, QueueTime) ->
     receive
-        {gd_packet, Host, TransferUs, Key, Bin, ReceivedUs} ->
-            mongoose_native_histogram:add(QueueTime, erlang:system_time(microsecond) - ReceivedUs),
-            handle(Handler, Host, TransferUs, Key, Bin),
+        {gd_packets, Credit, Host, ReceivedUs, Packets} ->
+            [begin
+                 mongoose_native_histogram:add(QueueTime,
+                                               erlang:system_time(microsecond) - ReceivedUs),
+                 handle(Handler, Host, TransferUs, Key, Bin)
+             end || {TransferUs, Key, Bin} <- Packets],
+            mongoose_native_nif:gd_transport_ack(Credit, length(Packets)),
             loop(Handler, QueueTime);
         _ ->
             loop(Handler, QueueTime)

@@ -9,7 +9,8 @@
 all() ->
     [both_ways, order_over_many_connections, library_reads_plain_erlang_frames,
      plain_erlang_reads_library_frames, bad_peers_are_disconnected, unsafe_terms_are_dropped,
-     unknown_host_fails_fast, tls_links_and_refuses_wrong_certificates].
+     unknown_host_fails_fast, tls_links_and_refuses_wrong_certificates,
+     slow_worker_slows_its_senders].
 
 init_per_suite(Config) ->
     ok = mongoose_wpool:ensure_started(),
@@ -191,3 +192,47 @@ tls_links_and_refuses_wrong_certificates(Config) ->
     ?assert(maps:get(mod_global_distrib_incoming_errored_count,
                      mongoose_native_gd_transport:metrics(Dc2)) >= 1),
     [mongoose_native_gd_transport:stop(T) || T <- [Dc1, Dc2, Rogue]].
+
+%% A worker that stops handling stanzas: the NIF stops reading for it once
+%% 10,000 frames wait in its mailbox, TCP fills, the sender's queue fills
+%% and send refuses; once the worker goes on, every accepted stanza
+%% arrives, in order.
+slow_worker_slows_its_senders(_Config) ->
+    Self = self(),
+    Handler = fun(_, _, _, {_, 1, _}) ->
+                      Self ! {stuck, self()},
+                      receive go_on -> Self ! {seq, 1} end;
+                 (_, _, _, {_, N, _}) ->
+                      Self ! {seq, N}
+              end,
+    {ok, Dc2} = mongoose_native_gd_transport:start(
+                  #{local_host => <<"dc2.test">>, endpoints => [{"127.0.0.1", 0}]}, Handler, 1),
+    Dc1 = dc(<<"dc1.test">>, #{queue_len => 1000}),
+    link(Dc1, <<"dc2.test">>, Dc2),
+    Pad = binary:copy(<<"p">>, 2048),
+    Accepted = send_until_refused(Dc1, Pad, 1, 200000, 0),
+    Worker = receive {stuck, W} -> W after 5000 -> ct:fail(worker_never_called) end,
+    timer:sleep(500),
+    {messages, Queued} = process_info(Worker, messages),
+    Frames = lists:sum([length(Ps) || {gd_packets, _, _, _, Ps} <- Queued]),
+    ct:log("accepted ~b stanzas, ~b frames wait for the worker", [Accepted, Frames]),
+    ?assert(Accepted < 200000),
+    %% The batch in the worker's hands (up to 512 frames) is not in its mailbox.
+    ?assert(Frames >= 10000 - 512 andalso Frames =< 10000 + 512),
+    Worker ! go_on,
+    [receive {seq, N} -> ok after 10000 -> ct:fail({missing, N}) end
+     || N <- lists:seq(1, Accepted)],
+    receive {seq, _} = Extra -> ct:fail({unexpected, Extra}) after 200 -> ok end,
+    [mongoose_native_gd_transport:stop(T) || T <- [Dc1, Dc2]].
+
+%% Sends stanza N, N+1, ... retrying a refused one every millisecond; ends
+%% when refused for 500 ms in a row: the number of stanzas accepted.
+send_until_refused(_T, _Pad, N, Max, _) when N > Max ->
+    Max;
+send_until_refused(_T, _Pad, N, _Max, 500) ->
+    N - 1;
+send_until_refused(T, Pad, N, Max, Refused) ->
+    case mongoose_native_gd_transport:send(T, <<"dc2.test">>, <<"alice@dc1">>, {s, N, Pad}) of
+        ok -> send_until_refused(T, Pad, N + 1, Max, 0);
+        {error, _} -> timer:sleep(1), send_until_refused(T, Pad, N, Max, Refused + 1)
+    end.

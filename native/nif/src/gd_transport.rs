@@ -1,14 +1,15 @@
 //! The global-distribution transport for Erlang: start, send, endpoints,
 //! metrics. Incoming frames go to ordered Erlang workers, all frames of one
-//! worker key to the same worker, as
-//! `{gd_packet, Host, TransferUs, Key, Bin, ReceivedUs}` (`ReceivedUs`: when
-//! the frame was read, in microseconds of system time, for the queue time).
+//! worker key to the same worker, in batches (see `ToWorkers::flush`) that
+//! the worker acknowledges with `gd_transport_ack/2` once handled.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use mongoose_native::config::Node;
+use futures::future::BoxFuture;
+use mongoose_native::transport::credit::Credit;
 use mongoose_native::transport::frame::DEFAULT_MAX_FRAME;
 use mongoose_native::transport::listener::{listen, now_us, Incoming, Listener, Sink, SinkFactory};
 use mongoose_native::transport::metrics::Metrics;
@@ -22,7 +23,12 @@ use crate::convert::{decode, encode};
 use crate::reply::Later;
 use crate::{error_term, ok};
 
-rustler::atoms! { gd_packet }
+rustler::atoms! { gd_packets }
+
+/// Frames a worker may be behind before the readers feeding it pause
+/// (about 14 MB of 1.4 KB frames): its mailbox stays bounded and a slow
+/// worker slows its senders through TCP instead.
+const WORKER_BACKLOG: usize = 10_000;
 
 pub struct TransportRes {
     transport: Transport,
@@ -32,45 +38,125 @@ pub struct TransportRes {
 #[rustler::resource_impl]
 impl rustler::Resource for TransportRes {}
 
-struct Workers(Vec<LocalPid>);
+/// A worker's credit, handed to it with each batch for its acknowledgement.
+pub struct CreditRes(Arc<Credit>);
+
+#[rustler::resource_impl]
+impl rustler::Resource for CreditRes {}
+
+#[derive(Clone)]
+struct Worker {
+    pid: LocalPid,
+    credit: ResourceArc<CreditRes>,
+}
+
+struct Workers(Vec<Worker>);
 
 impl SinkFactory for Workers {
     fn sink(&self) -> Box<dyn Sink> {
         Box::new(ToWorkers {
-            pids: self.0.clone(),
+            batches: self.0.iter().map(|w| Batch::new(w.clone())).collect(),
+            host: String::new(),
             env: OwnedEnv::new(),
         })
     }
 }
 
-/// One per connection, so one environment serves all its frames.
+/// The frames of one flush for one worker: their bytes in one buffer.
+struct Batch {
+    worker: Worker,
+    bytes: Vec<u8>,
+    /// (transfer time, key end, term end) offsets into `bytes`.
+    frames: Vec<(i64, usize, usize)>,
+}
+
+impl Batch {
+    fn new(worker: Worker) -> Self {
+        Batch {
+            worker,
+            bytes: Vec::new(),
+            frames: Vec::new(),
+        }
+    }
+}
+
+/// One per connection, so one environment serves all its batches.
 struct ToWorkers {
-    pids: Vec<LocalPid>,
+    batches: Vec<Batch>,
+    host: String,
     env: OwnedEnv,
 }
 
 impl Sink for ToWorkers {
     fn frame(&mut self, host: &str, transfer_us: i64, key: &[u8], term: &[u8]) {
-        if self.pids.is_empty() {
+        if self.batches.is_empty() {
             return;
+        }
+        if self.host != host {
+            self.host = host.to_string();
         }
         let mut h = DefaultHasher::new();
         key.hash(&mut h);
-        let pid = self.pids[(h.finish() % self.pids.len() as u64) as usize];
-        let received = now_us();
-        let _ = self.env.send_and_clear(&pid, |env| {
-            let host = bin(env, host.as_bytes());
-            (
-                gd_packet(),
-                host,
-                transfer_us,
-                bin(env, key),
-                bin(env, term),
-                received,
-            )
-                .encode(env)
-        });
+        let n = self.batches.len() as u64;
+        let batch = &mut self.batches[(h.finish() % n) as usize];
+        batch.bytes.extend_from_slice(key);
+        let key_end = batch.bytes.len();
+        batch.bytes.extend_from_slice(term);
+        batch.frames.push((transfer_us, key_end, batch.bytes.len()));
     }
+
+    /// One message per worker with frames:
+    /// `{gd_packets, Credit, Host, ReceivedUs, [{TransferUs, Key, Bin}]}`,
+    /// keys and stanzas sub-binaries of one binary.
+    fn flush(&mut self) -> BoxFuture<'static, ()> {
+        let received = now_us();
+        let mut behind = Vec::new();
+        for batch in self.batches.iter_mut().filter(|b| !b.frames.is_empty()) {
+            let worker = &batch.worker;
+            let count = batch.frames.len();
+            let sent = self.env.send_and_clear(&worker.pid, |env| {
+                let mut all = NewBinary::new(env, batch.bytes.len());
+                all.as_mut_slice().copy_from_slice(&batch.bytes);
+                let all: Binary = all.into();
+                let mut start = 0;
+                let packets: Vec<rustler::Term> = batch
+                    .frames
+                    .iter()
+                    .map(|&(transfer, key_end, term_end)| {
+                        let key = sub(env, &all, start, key_end);
+                        let term = sub(env, &all, key_end, term_end);
+                        start = term_end;
+                        (transfer, key, term).encode(env)
+                    })
+                    .collect();
+                (
+                    gd_packets(),
+                    worker.credit.clone(),
+                    bin(env, self.host.as_bytes()),
+                    received,
+                    packets,
+                )
+                    .encode(env)
+            });
+            // A worker that is gone acknowledges nothing: owe it nothing.
+            if sent.is_ok() {
+                worker.credit.0.take(count);
+                behind.push(worker.credit.0.clone());
+            }
+            batch.bytes.clear();
+            batch.frames.clear();
+        }
+        Box::pin(async move {
+            for credit in behind {
+                credit.wait_for_room().await;
+            }
+        })
+    }
+}
+
+fn sub<'a>(env: Env<'a>, all: &Binary<'a>, from: usize, to: usize) -> rustler::Term<'a> {
+    all.make_subbinary(from, to - from)
+        .map_or_else(|_| bin(env, &all.as_slice()[from..to]), |b| b.encode(env))
 }
 
 fn bin<'a>(env: Env<'a>, data: &[u8]) -> rustler::Term<'a> {
@@ -194,7 +280,17 @@ fn gd_transport_start<'a>(
         let incoming = Arc::new(Incoming {
             tls: acceptor,
             max_frame: options.max_frame,
-            sinks: Arc::new(Workers(workers)),
+            sinks: Arc::new(Workers(
+                workers
+                    .into_iter()
+                    .map(|pid| Worker {
+                        pid,
+                        credit: ResourceArc::new(CreditRes(Arc::new(Credit::new(
+                            WORKER_BACKLOG,
+                        )))),
+                    })
+                    .collect(),
+            )),
             metrics: metrics.clone(),
         });
         let mut listeners = vec![];
@@ -227,6 +323,13 @@ fn gd_transport_start<'a>(
         });
     });
     ok().encode(env)
+}
+
+/// A worker is done with `count` frames of its batches.
+#[rustler::nif]
+fn gd_transport_ack(credit: ResourceArc<CreditRes>, count: usize) -> Atom {
+    credit.0.give_back(count);
+    ok()
 }
 
 #[rustler::nif]

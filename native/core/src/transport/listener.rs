@@ -1,12 +1,14 @@
 //! Incoming connections: `gd_start`, then data frames handed to a sink.
 //!
 //! A malformed, oversized or cut frame closes that connection only and
-//! counts `incoming_errored_count`; nothing else is affected.
+//! counts `incoming_errored_count`; nothing else is affected. Frames are
+//! handed over in batches: everything one read of the socket brought.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -17,11 +19,19 @@ use super::metrics::{Metrics, Scoped};
 use crate::runtime;
 
 const READ_BUFFER: usize = 64 * 1024;
+/// At most this many frames wait for a flush, however fast they come.
+const MAX_BATCH: usize = 512;
 
 /// Receives every data frame of one connection, in order.
 pub trait Sink: Send + 'static {
     /// `host` is the sender's local host from `gd_start`.
     fn frame(&mut self, host: &str, transfer_time_us: i64, key: &[u8], term: &[u8]);
+
+    /// Hands over the frames gathered since the last flush; the future ends
+    /// when the consumers have room for more (the reader waits for it).
+    fn flush(&mut self) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
 }
 
 pub trait SinkFactory: Send + Sync + 'static {
@@ -102,16 +112,30 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     counts.host = Some(incoming.metrics.host(&host));
     counts.bump(|m| &m.incoming_first_packet_count);
     let mut sink = incoming.sinks.sink();
-    while read_frame(&mut stream, incoming.max_frame, &mut buf)
-        .await?
-        .is_some()
-    {
-        let data = parse_data(&buf)?;
+    let mut batched = 0;
+    let outcome = loop {
+        match read_frame(&mut stream, incoming.max_frame, &mut buf).await {
+            Ok(Some(())) => {}
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+        let data = match parse_data(&buf) {
+            Ok(data) => data,
+            Err(e) => break Err(e),
+        };
         let transfer = now_us().saturating_sub(data.clock_us as i64);
         sink.frame(&host, transfer, data.key, data.term);
         counts.bump(|m| &m.incoming_messages_count);
-    }
-    Ok(())
+        batched += 1;
+        // Nothing more buffered: the next read would wait on the socket.
+        if stream.buffer().is_empty() || batched == MAX_BATCH {
+            sink.flush().await;
+            batched = 0;
+        }
+    };
+    // What arrived before a close or a bad frame is still delivered.
+    sink.flush().await;
+    outcome
 }
 
 pub fn now_us() -> i64 {

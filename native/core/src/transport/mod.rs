@@ -6,6 +6,7 @@
 //! an affinity (a hash of its pid) so that one sender always uses the same
 //! connection to a host, which keeps its messages in order.
 
+pub mod credit;
 pub mod frame;
 pub mod listener;
 pub mod metrics;

@@ -94,18 +94,18 @@ paced(Send, PerSecond) ->
     pace(Send, Start, IntervalUs, Total, 0),
     collect(Total, Cpu0).
 
+%% Each millisecond, the stanzas whose time has come: the sender sleeps in
+%% between (a sender spinning on the clock would take a whole core of the
+%% two, and the latencies measured would be the machine's, not ours).
 pace(_Send, _Start, _Interval, Total, Total) -> ok;
 pace(Send, Start, Interval, Total, I) ->
-    Due = Start + I * Interval,
-    wait_until(Due),
-    ok = Send(stanza()),
-    pace(Send, Start, Interval, Total, I + 1).
-
-wait_until(Due) ->
-    case Due - erlang:monotonic_time(microsecond) of
-        Left when Left > 1500 -> timer:sleep(Left div 1000 - 1), wait_until(Due);
-        Left when Left > 0 -> wait_until(Due);
-        _ -> ok
+    case Start + I * Interval - erlang:monotonic_time(microsecond) of
+        Left when Left > 0 ->
+            receive after max(1, Left div 1000) -> ok end,
+            pace(Send, Start, Interval, Total, I);
+        _ ->
+            ok = Send(stanza()),
+            pace(Send, Start, Interval, Total, I + 1)
     end.
 
 %% Waits until the receiving node has counted all `Expected' stanzas (or

@@ -13,7 +13,7 @@
          make_jid/3, jid_to_binary/1, new_id/0, log_info/2]).
 %% The standalone session registry (used only without MongooseIM).
 -export([register_session/2, unregister_session/1, sessions/0, start_registry/0,
-         registry_loop/0]).
+         registry_loop/0, register_component/3, unregister_component/1]).
 
 -define(HOOKS_KEY, {?MODULE, hooks}).
 -define(SESSIONS, mod_global_distrib_adapter_sessions).
@@ -271,9 +271,13 @@ deliver(From, To, Acc, Packet) ->
     Found = case ets:whereis(?SESSIONS) of
                 undefined -> [];
                 _ ->
-                    case ets:lookup(?SESSIONS, LJid) of
-                        [{_, Full}] -> [Full];
-                        [] -> [P || [P] <- ets:match(?SESSIONS, {{LU, LS, '_'}, '$1'})]
+                    case {ets:lookup(?SESSIONS, {component, LS}), ets:lookup(?SESSIONS, LJid)} of
+                        {[{_, Component}], _} ->
+                            _ = run_fold(packet_to_component, global, Acc,
+                                         #{from => From, to => To, packet => Packet}),
+                            [Component];
+                        {[], [{_, Full}]} -> [Full];
+                        {[], []} -> [P || [P] <- ets:match(?SESSIONS, {{LU, LS, '_'}, '$1'})]
                     end
             end,
     case Found of
@@ -306,8 +310,28 @@ unregister_session(Jid) ->
 sessions() ->
     case ets:whereis(?SESSIONS) of
         undefined -> [];
-        _ -> ets:tab2list(?SESSIONS)
+        _ -> [S || {{_, _, _}, _} = S <- ets:tab2list(?SESSIONS)]
     end.
+
+%% @doc Registers a component for `Domain' (every JID of it): stanzas for
+%% it are sent to `Pid' as `{route, From, To, Acc, Packet}' after the
+%% `packet_to_component' hook. Runs `register_subhost', as MongooseIM's
+%% component registration does.
+-spec register_component(binary(), pid(), boolean()) -> ok.
+register_component(Domain, Pid, IsHidden) when is_pid(Pid), is_boolean(IsHidden) ->
+    ok = ensure_registry(),
+    LDomain = string:lowercase(Domain),
+    true = ets:insert(?SESSIONS, {{component, LDomain}, Pid}),
+    _ = run_fold(register_subhost, global, ok, #{ldomain => LDomain, is_hidden => IsHidden}),
+    ok.
+
+-spec unregister_component(binary()) -> ok.
+unregister_component(Domain) ->
+    ok = ensure_registry(),
+    LDomain = string:lowercase(Domain),
+    true = ets:delete(?SESSIONS, {component, LDomain}),
+    _ = run_fold(unregister_subhost, global, ok, #{ldomain => LDomain}),
+    ok.
 
 ensure_registry() ->
     case ets:whereis(?SESSIONS) of

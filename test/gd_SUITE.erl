@@ -15,6 +15,7 @@
 
 all() ->
     [messages_both_ways, hundred_messages_in_order, reconnect_to_another_dc,
+     ungraceful_reconnect_to_another_dc, components_and_hidden_domains,
      bounced_until_mapped_in_order, bounce_gives_up_with_an_error, routing_decisions,
      endpoints_enabled_and_disabled, disabled_endpoints_collected, waits_for_connection,
      metrics,
@@ -240,6 +241,60 @@ reconnect_to_another_dc(Config) ->
     send(dc1, {<<"ivy">>, <<"r">>}, <<"hank">>, <<"later">>, Config),
     {dc3, <<"later">>, _} = recv(5000),
     nothing_more(300).
+
+%% The session on dc2 is still there (a dead connection not noticed yet)
+%% when the user connects to dc3; when dc2 finally closes it, the session
+%% table keeps dc3's entry (delete only if ours), and stanzas go to dc3.
+ungraceful_reconnect_to_another_dc(Config) ->
+    connect(dc2, <<"uma">>, <<"r">>, dc2, Config),
+    wait_mapped(dc1, <<"uma">>, <<"dc2.test">>, Config),
+    connect(dc3, <<"uma">>, <<"r">>, dc3, Config),
+    wait_mapped(dc1, <<"uma">>, <<"dc3.test">>, Config),
+    disconnect(dc2, <<"uma">>, <<"r">>, Config),
+    ?assertEqual("dc3.test\n", redis(["GET", "uma@example.test/r"])),
+    ?assertEqual("dc3.test\n", redis(["GET", "uma@example.test"])),
+    ok = rpc(dc1, gd_test_dc, send_many, [{<<"vic">>, <<"r">>}, <<"uma">>, <<"m">>, 10], Config),
+    ?assertEqual([{dc3, <<"m", (integer_to_binary(I))/binary>>} || I <- lists:seq(1, 10)],
+                 recv_bodies(10, 5000)),
+    nothing_more(300).
+
+%% Components: svc.example.test on dc2 (public), secret.example.test on dc3
+%% (hidden). Both are reachable from dc1; only the public one is listed in
+%% public_domains; a component's answer finds its sender's datacenter from
+%% the stanza's origin; an unregistered component's domain is forgotten.
+components_and_hidden_domains(Config) ->
+    Svc = <<"svc.example.test">>,
+    Secret = <<"secret.example.test">>,
+    ok = rpc(dc2, gd_test_dc, register_component, [Svc, connect_proxy(svc), false], Config),
+    ok = rpc(dc3, gd_test_dc, register_component, [Secret, connect_proxy(secret), true], Config),
+    wait_until(fun() ->
+                       rpc(dc1, mod_global_distrib_mapping, for_domain, [Svc], Config) =:= {ok, <<"dc2.test">>}
+                           andalso rpc(dc1, mod_global_distrib_mapping, for_domain, [Secret], Config)
+                               =:= {ok, <<"dc3.test">>}
+               end, 5000),
+    ?assertEqual([Svc], rpc(dc1, mod_global_distrib_mapping, public_domains, [], Config)),
+    ?assertEqual(lists:sort([Svc, Secret]),
+                 lists:sort(rpc(dc1, mod_global_distrib_mapping, all_domains, [], Config))),
+    connect(dc1, <<"wes">>, <<"r">>, Config),
+    Wes = {<<"wes">>, ?GLOBAL, <<"r">>},
+    ok = rpc(dc1, gd_test_dc, send_from_to, [Wes, {<<>>, Svc, <<>>}, <<"to svc">>], Config),
+    ?assertMatch({svc, <<"to svc">>, _}, recv(5000)),
+    ok = rpc(dc1, gd_test_dc, send_from_to, [Wes, {<<"x">>, Secret, <<>>}, <<"to secret">>], Config),
+    ?assertMatch({secret, <<"to secret">>, _}, recv(5000)),
+    %% dc2 learnt wes's datacenter from the stanza (packet_to_component):
+    %% the answer goes straight back, with nothing in Redis for wes yet.
+    redis(["DEL", "wes@example.test/r", "wes@example.test"]),
+    ok = rpc(dc2, gd_test_dc, send_from_to, [{<<>>, Svc, <<>>}, Wes, <<"answer">>], Config),
+    ?assertMatch({dc1, <<"answer">>, _}, recv(5000)),
+    ok = rpc(dc2, gd_test_dc, unregister_component, [Svc], Config),
+    ok = rpc(dc3, gd_test_dc, unregister_component, [Secret], Config),
+    ?assertEqual("0\n", redis(["EXISTS", "svc.example.test", "secret.example.test"])),
+    ?assertEqual([], rpc(dc1, mod_global_distrib_mapping, public_domains, [], Config)).
+
+%% A process here standing in for a component: what it gets comes tagged.
+connect_proxy(Tag) ->
+    Self = self(),
+    spawn_link(fun() -> proxy(Self, Tag) end).
 
 bounced_until_mapped_in_order(Config) ->
     %% 99 stanzas for a user nobody knows yet wait in the bounce store; once

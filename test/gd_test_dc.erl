@@ -5,7 +5,7 @@
 %% router), stanzas are routed as a local client's would be.
 -module(gd_test_dc).
 -export([start/3, stop/0, connect/3, disconnect/2, send/3, send_many/4, jid/2, message/1,
-         body/1]).
+         body/1, register_component/3, unregister_component/1, send_from_to/3]).
 
 -define(GLOBAL, <<"example.test">>).
 
@@ -39,6 +39,21 @@ body(_) -> undefined.
 send({FromUser, FromRes}, ToUser, Body) ->
     From = jid(FromUser, FromRes),
     To = jid(ToUser, <<>>),
+    Packet = message(Body),
+    _ = mod_global_distrib_adapter:route(From, To, mod_global_distrib_adapter:new_acc(From, To, Packet),
+                                         Packet),
+    ok.
+
+register_component(Domain, Pid, IsHidden) ->
+    mod_global_distrib_adapter:register_component(Domain, Pid, IsHidden).
+
+unregister_component(Domain) ->
+    mod_global_distrib_adapter:unregister_component(Domain).
+
+%% From and To as {User, Server, Resource}.
+send_from_to({FU, FS, FR}, {TU, TS, TR}, Body) ->
+    From = mod_global_distrib_adapter:make_jid(FU, FS, FR),
+    To = mod_global_distrib_adapter:make_jid(TU, TS, TR),
     Packet = message(Body),
     _ = mod_global_distrib_adapter:route(From, To, mod_global_distrib_adapter:new_acc(From, To, Packet),
                                          Packet),

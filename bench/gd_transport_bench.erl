@@ -59,7 +59,7 @@ stanza() ->
 
 %% N senders as fast as the queue takes them.
 saturated(Send, N) ->
-    Cpu0 = cpu_us(),
+    Cpu0 = bench_cpu:us(),
     flush_latencies(),
     Deadline = erlang:monotonic_time(millisecond) + ?SATURATED_MS,
     Pids = [spawn_link(fun() -> blast(Send, Deadline, 0) end) || _ <- lists:seq(1, N)],
@@ -86,7 +86,7 @@ exit_with(Sent) ->
     Parent ! {blasted, self(), Sent}.
 
 paced(Send, PerSecond) ->
-    Cpu0 = cpu_us(),
+    Cpu0 = bench_cpu:us(),
     flush_latencies(),
     IntervalUs = 1000000 div PerSecond,
     Start = erlang:monotonic_time(microsecond),
@@ -115,7 +115,7 @@ collect(Expected, Cpu0) ->
     wait_arrivals(Expected, -1, 0),
     #{count := Count, first := First, last := Last} = Hist =
         erpc:call(receiver_node(), ?MODULE, latencies, []),
-    CpuUs = cpu_us() - Cpu0,
+    CpuUs = bench_cpu:us() - Cpu0,
     Count < Expected andalso io:format("(~b of ~b stanzas arrived)~n", [Count, Expected]),
     Elapsed = max(1, Last - First),
     {round(Count / (Elapsed / 1000000)), percentile(Hist, 50), percentile(Hist, 99),
@@ -132,14 +132,6 @@ receiver_node() -> persistent_term:get({?MODULE, receiver_node}).
 
 flush_latencies() ->
     ok = erpc:call(receiver_node(), ?MODULE, reset, []).
-
-%% Machine CPU time (all cores) in microseconds, from /proc/stat.
-cpu_us() ->
-    {ok, Stat} = file:read_file("/proc/stat"),
-    [Line | _] = binary:split(Stat, <<"\n">>),
-    [<<"cpu">> | Fields] = binary:split(Line, <<" ">>, [global, trim_all]),
-    [User, Nice, System, _Idle, _IoWait, Irq, SoftIrq | _] = [binary_to_integer(F) || F <- Fields],
-    (User + Nice + System + Irq + SoftIrq) * 1000000 div 100.
 
 %%--------------------------------------------------------------------
 %% On the receiving node
@@ -229,7 +221,7 @@ raw_loop(S) ->
 
 raw_stream({Ip, Port}) ->
     {ok, S} = gen_tcp:connect(Ip, Port, [binary, {packet, 4}, {nodelay, true}, {sndbuf, 1 bsl 20}]),
-    Cpu0 = cpu_us(),
+    Cpu0 = bench_cpu:us(),
     flush_latencies(),
     Deadline = erlang:monotonic_time(millisecond) + ?SATURATED_MS,
     Sent = raw_send(S, Deadline, 0),

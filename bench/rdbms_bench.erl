@@ -17,19 +17,22 @@ run(Concurrencies) ->
                                      username => "postgres", password => ""}),
     mongoose_rdbms:prepare(bench_select, bench, [x], <<"SELECT ?::int">>),
     {selected, [{7}]} = mongoose_rdbms:execute(global, bench_select, [7]),
-    io:format("~-26s ~9s ~8s ~8s | ~14s ~8s | ~6s~n",
-              ["workload", "ops/s", "p50 us", "p99 us", "pgbench tps", "clients", "ratio"]),
+    io:format("~-26s ~9s ~8s ~8s ~7s | ~11s ~7s ~7s | ~6s~n",
+              ["workload", "ops/s", "p50 us", "p99 us", "CPU us", "pgbench tps", "clients",
+               "CPU us", "ratio"]),
     Rows = [row(C) || C <- Concurrencies],
     mongoose_wpool:stop(rdbms, global, default),
     Rows.
 
+%% CPU us: machine CPU per query (PostgreSQL's included), ours and pgbench's.
 row(C) ->
-    {Ops, P50, P99} = measure(C),
+    {{Ops, P50, P99}, Cpu} = bench_cpu:per_op(fun() -> measure(C) end,
+                                              fun({O, _, _}) -> O * ?DURATION_S end),
     Clients = min(C, ?WORKERS),
-    Tps = pgbench(Clients),
-    io:format("~-26s ~9b ~8b ~8b | ~14b ~8b | ~6.2f~n",
-              [io_lib:format("SELECT ?::int, ~b callers", [C]), Ops, P50, P99, Tps, Clients,
-               Ops / max(Tps, 1)]),
+    {Tps, PgCpu} = bench_cpu:per_op(fun() -> pgbench(Clients) end, fun(T) -> T * ?DURATION_S end),
+    io:format("~-26s ~9b ~8b ~8b ~7.1f | ~11b ~7b ~7.1f | ~6.2f~n",
+              [io_lib:format("SELECT ?::int, ~b callers", [C]), Ops, P50, P99, Cpu, Tps, Clients,
+               PgCpu, Ops / max(Tps, 1)]),
     {io_lib:format("pgsql prepared SELECT, ~b callers", [C]), Ops, "ops/s",
      io_lib:format("pgbench -M prepared -c ~b", [Clients]), Tps}.
 

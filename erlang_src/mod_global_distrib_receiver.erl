@@ -8,11 +8,11 @@
 -export([handle/4]).
 
 -spec handle(binary(), integer(), binary(), term()) -> any().
-handle(FromHost, TransferUs, _Key, {From, To, Acc0, Packet}) ->
+%% (The transport measures the transfer time, per remote host.)
+handle(FromHost, _TransferUs, _Key, {From, To, Acc0, Packet}) ->
     case mod_global_distrib_utils:started() of
         true ->
             Acc = mod_global_distrib_adapter:acc_after_transfer(Acc0),
-            mod_global_distrib_utils:observe(incoming_transfer_time, TransferUs),
             mod_global_distrib_utils:maybe_update_mapping(From, Acc),
             mod_global_distrib_adapter:route(From, To, Acc, Packet);
         false ->

@@ -146,13 +146,12 @@ server_to_mgr_name(Server) ->
 %%--------------------------------------------------------------------
 
 %% Counters: stop_ttl_zero_count. Histograms: delivered_with_ttl_value
-%% (exact values 0..MaxTtl, larger ones in the last bucket),
-%% incoming_transfer_time (log2 buckets, µs).
+%% (exact values 0..MaxTtl, larger ones in the last bucket). The transport
+%% keeps the others.
 metrics_init(MaxTtl) ->
     Small = MaxTtl + 1,
     M = #{counters => counters:new(1, [write_concurrency]),
-          ttl => mongoose_native_histogram:new(Small + 1, linear),
-          transfer => mongoose_native_histogram:new(log2)},
+          ttl => mongoose_native_histogram:new(Small + 1, linear)},
     persistent_term:put(?METRICS, M),
     ok.
 
@@ -164,9 +163,7 @@ count(stop_ttl_zero_count) ->
     with_metrics(fun(#{counters := C}) -> counters:add(C, 1, 1) end).
 
 observe(delivered_with_ttl_value, V) ->
-    with_metrics(fun(#{ttl := H}) -> mongoose_native_histogram:add(H, V) end);
-observe(incoming_transfer_time, V) ->
-    with_metrics(fun(#{transfer := H}) -> mongoose_native_histogram:add(H, V) end).
+    with_metrics(fun(#{ttl := H}) -> mongoose_native_histogram:add(H, V) end).
 
 with_metrics(F) ->
     case persistent_term:get(?METRICS, undefined) of
@@ -178,8 +175,7 @@ with_metrics(F) ->
 erlang_metrics() ->
     case persistent_term:get(?METRICS, undefined) of
         undefined -> #{};
-        #{counters := C, ttl := Ttl, transfer := Transfer} ->
+        #{counters := C, ttl := Ttl} ->
             #{mod_global_distrib_stop_ttl_zero_count => counters:get(C, 1),
-              mod_global_distrib_delivered_with_ttl_value => mongoose_native_histogram:snapshot(Ttl),
-              mod_global_distrib_incoming_transfer_time => mongoose_native_histogram:snapshot(Transfer)}
+              mod_global_distrib_delivered_with_ttl_value => mongoose_native_histogram:snapshot(Ttl)}
     end.

@@ -60,6 +60,10 @@ both_ways(_Config) ->
     #{<<"dc2.test">> := PerDc2} = maps:get(per_host, M1),
     ?assertEqual(1, maps:get(mod_global_distrib_outgoing_messages_count, PerDc2)),
     ?assertEqual(1, maps:get(mod_global_distrib_incoming_messages_count, PerDc2)),
+    %% The transfer time of dc2's one stanza, in the totals and for dc2.
+    ?assertMatch(#{count := 1, max := TMax} when TMax >= 0 andalso TMax < 1000000,
+                 maps:get(mod_global_distrib_incoming_transfer_time, PerDc2)),
+    ?assertMatch(#{count := 1}, maps:get(mod_global_distrib_incoming_transfer_time, M1)),
     %% One stanza each way: each side timed one in each queue.
     ?assertMatch(#{count := 1}, maps:get(mod_global_distrib_outgoing_queue_time, M1)),
     ?assertMatch(#{count := 1, max := Max} when Max >= 0 andalso Max < 1000000,

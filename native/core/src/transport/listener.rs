@@ -126,6 +126,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         let transfer = now_us().saturating_sub(data.clock_us as i64);
         sink.frame(&host, transfer, data.key, data.term);
         counts.bump(|m| &m.incoming_messages_count);
+        counts.transfer_time(transfer.max(0) as u64);
         batched += 1;
         // Nothing more buffered: the next read would wait on the socket.
         if stream.buffer().is_empty() || batched == MAX_BATCH {

@@ -17,6 +17,9 @@ macro_rules! counters {
             $(pub $name: AtomicU64,)*
             /// Microseconds a frame waited in its connection's queue.
             pub outgoing_queue_time: Histogram,
+            /// Microseconds from the sender's clock in a frame to its
+            /// arrival (wall clocks of two machines).
+            pub incoming_transfer_time: Histogram,
             hosts: Mutex<HashMap<String, Arc<Metrics>>>,
         }
 
@@ -30,6 +33,9 @@ macro_rules! counters {
                 ),)* (
                     Term::atom("mod_global_distrib_outgoing_queue_time"),
                     self.outgoing_queue_time.snapshot(),
+                ), (
+                    Term::atom("mod_global_distrib_incoming_transfer_time"),
+                    self.incoming_transfer_time.snapshot(),
                 )];
                 let hosts: Vec<(Term, Term)> = self
                     .hosts
@@ -86,9 +92,17 @@ impl Scoped {
     }
 
     pub fn queue_time(&self, us: u64) {
-        self.all.outgoing_queue_time.record(us);
+        self.record(|m| &m.outgoing_queue_time, us);
+    }
+
+    pub fn transfer_time(&self, us: u64) {
+        self.record(|m| &m.incoming_transfer_time, us);
+    }
+
+    fn record(&self, histogram: fn(&Metrics) -> &Histogram, us: u64) {
+        histogram(&self.all).record(us);
         if let Some(h) = &self.host {
-            h.outgoing_queue_time.record(us);
+            histogram(h).record(us);
         }
     }
 }

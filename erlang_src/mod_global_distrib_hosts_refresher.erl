@@ -1,6 +1,12 @@
 %% @doc Polls the session table's `hosts' set every `hosts_refresh_interval'
 %% milliseconds and starts a server manager for every remote datacenter it
 %% has not seen yet. stop/0 also stops the managers.
+%%
+%% It also makes the node names of remote datacenters known atoms: stock
+%% MongooseIM datacenters send accumulators holding pids and refs of their
+%% nodes, which `binary_to_term(Bin, [safe])' decodes only when the node's
+%% name already is an atom here. The names come from the session table
+%% (where every datacenter's nodes register), never from the wire.
 -module(mod_global_distrib_hosts_refresher).
 -behaviour(gen_server).
 
@@ -64,14 +70,30 @@ do_refresh() ->
     LocalHost = mod_global_distrib_utils:opt(local_host),
     try mod_global_distrib_mapping:hosts() of
         Hosts ->
-            [case mod_global_distrib_server_mgr:ensure_started(Host) of
-                 {ok, _} -> ok;
-                 {error, Reason} ->
-                     mod_global_distrib_adapter:log_warning(gd_server_mgr_start_failed,
-                                                            #{server => Host, reason => Reason})
+            [begin
+                 learn_nodes(Host),
+                 case mod_global_distrib_server_mgr:ensure_started(Host) of
+                     {ok, _} -> ok;
+                     {error, Reason} ->
+                         mod_global_distrib_adapter:log_warning(gd_server_mgr_start_failed,
+                                                                #{server => Host, reason => Reason})
+                 end
              end || Host <- Hosts, Host =/= LocalHost],
             ok
     catch Class:Reason ->
             mod_global_distrib_adapter:log_warning(gd_hosts_refresh_failed,
                                                    #{class => Class, reason => Reason})
     end.
+
+learn_nodes(Host) ->
+    [_ = binary_to_atom(Node, utf8) || Node <- mod_global_distrib_mapping:nodes(Host),
+                                       is_node_name(Node)],
+    ok.
+
+%% `name@host', as an Erlang node is named (at most 255 characters).
+is_node_name(Node) ->
+    byte_size(Node) =< 255 andalso
+        case binary:split(Node, <<"@">>, [global]) of
+            [Name, HostPart] -> Name =/= <<>> andalso HostPart =/= <<>>;
+            _ -> false
+        end.

@@ -14,7 +14,7 @@
 -export([for_jid/1, insert_for_jid/1, cache_jid/2, delete_for_jid/1, clear_cache/1]).
 -export([register_subhost/3, unregister_subhost/3, packet_to_component/3,
          session_opened/3, session_closed/3]).
--export([endpoints/1, hosts/0]).
+-export([endpoints/1, hosts/0, nodes/1]).
 -export([metrics/0, refresh/0, cache_sizes/0]).
 
 -define(OPTS_KEY, {?MODULE, opts}).
@@ -144,6 +144,11 @@ endpoints(Host) when is_binary(Host) ->
 -spec hosts() -> [binary()].
 hosts() ->
     list(hosts, []).
+
+%% @doc The nodes of datacenter `Host' that keep their sessions in the table.
+-spec nodes(binary()) -> [binary()].
+nodes(Host) when is_binary(Host) ->
+    list(nodes, [Host]).
 
 %% @doc `{ok, #{mod_global_distrib_mapping_fetches_count => N,
 %% mod_global_distrib_mapping_cache_misses_count => N,

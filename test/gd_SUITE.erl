@@ -16,6 +16,7 @@
 all() ->
     [messages_both_ways, hundred_messages_in_order, reconnect_to_another_dc,
      ungraceful_reconnect_to_another_dc, components_and_hidden_domains,
+     stock_mongooseim_pids_decode,
      bounced_until_mapped_in_order, bounce_gives_up_with_an_error, routing_decisions,
      endpoints_enabled_and_disabled, disabled_endpoints_collected, waits_for_connection,
      metrics,
@@ -290,6 +291,49 @@ components_and_hidden_domains(Config) ->
     ok = rpc(dc3, gd_test_dc, unregister_component, [Secret], Config),
     ?assertEqual("0\n", redis(["EXISTS", "svc.example.test", "secret.example.test"])),
     ?assertEqual([], rpc(dc1, mod_global_distrib_mapping, public_domains, [], Config)).
+
+%% A stock MongooseIM datacenter (stock.test, node stock1@mim.example,
+%% played by a plain gen_tcp peer) sends an accumulator with a pid and a ref
+%% of its node. dc2 decodes with [safe], so the stanza is dropped while the
+%% node's name means nothing there; once the session table lists the node,
+%% dc2's hosts refresher makes its name known and the same frame is routed.
+stock_mongooseim_pids_decode(Config) ->
+    connect(dc2, <<"xena">>, <<"r">>, Config),
+    Node = <<"stock1@mim.example">>,
+    N = byte_size(Node),
+    Pid = binary_to_term(<<131, 88, 119, N, Node/binary, 7:32, 0:32, 1:32>>),
+    Ref = binary_to_term(<<131, 90, 3:16, 119, N, Node/binary, 1:32, 1:32, 2:32, 3:32>>),
+    Frame = rpc(dc1, erlang, apply,
+                [fun() ->
+                         F = gd_test_dc:jid(<<"yuri">>, <<"r">>),
+                         T = gd_test_dc:jid(<<"xena">>, <<>>),
+                         P = gd_test_dc:message(<<"from stock">>),
+                         A0 = (mod_global_distrib_adapter:new_acc(F, T, P))#{origin_pid => Pid,
+                                                                             ref => Ref},
+                         A = lists:foldl(fun({K, V}, Acc) ->
+                                                 mod_global_distrib:put_metadata(Acc, K, V)
+                                         end, A0, [{origin, <<"stock.test">>}, {ttl, 3},
+                                                   {id, <<"s1">>}]),
+                         Key = <<"yuri@example.test/r">>,
+                         Bin = term_to_binary({F, T, A, P}),
+                         <<(erlang:system_time(microsecond)):64, (byte_size(Key)):16,
+                           Key/binary, Bin/binary>>
+                 end, []], Config),
+    #{port := Port} = maps:get(dc2, ?config(dcs, Config)),
+    {ok, S} = gen_tcp:connect("127.0.0.1", Port, [binary, {packet, 4}, {active, false}]),
+    ok = gen_tcp:send(S, <<"<gd_start server='stock.test' conn_id='c1'/>">>),
+    ok = gen_tcp:send(S, Frame),
+    nothing_more(500),
+    redis(["HSET", "'stock.test#{nodes}'", binary_to_list(Node),
+           integer_to_list(erlang:system_time(second))]),
+    redis(["SADD", "hosts", "stock.test"]),
+    ok = rpc(dc2, mod_global_distrib_hosts_refresher, refresh, [], Config),
+    ok = gen_tcp:send(S, Frame),
+    ?assertMatch({dc2, <<"from stock">>, _}, recv(5000)),
+    gen_tcp:close(S),
+    redis(["DEL", "'stock.test#{nodes}'"]),
+    redis(["SREM", "hosts", "stock.test"]),
+    rpc(dc2, mod_global_distrib_server_mgr, stop, [<<"stock.test">>], Config).
 
 %% A process here standing in for a component: what it gets comes tagged.
 connect_proxy(Tag) ->

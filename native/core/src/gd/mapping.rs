@@ -358,6 +358,10 @@ impl Mapping {
                 h.sort();
                 h
             })),
+            Call::Nodes(h) => list(self.store.nodes(&h).await.map(|mut n| {
+                n.sort();
+                n
+            })),
             Call::Endpoints(h) => match self.store.endpoints(&h).await {
                 Ok(eps) => Term::ok(Term::List(
                     eps.iter().filter_map(|e| endpoint_term(e)).collect(),
@@ -420,6 +424,7 @@ pub enum Call {
     AllDomains,
     PublicDomains,
     Hosts,
+    Nodes(Vec<u8>),
     Endpoints(Vec<u8>),
     Refresh,
     CacheSizes,
@@ -460,6 +465,7 @@ impl Call {
             ("all_domains", []) => Call::AllDomains,
             ("public_domains", []) => Call::PublicDomains,
             ("hosts", []) => Call::Hosts,
+            ("nodes", [h]) => Call::Nodes(bin(h)?),
             ("endpoints", [h]) => Call::Endpoints(bin(h)?),
             ("refresh", []) => Call::Refresh,
             ("cache_sizes", []) => Call::CacheSizes,

@@ -7,8 +7,8 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use mongoose_native::config::Node;
 use futures::future::BoxFuture;
+use mongoose_native::config::Node;
 use mongoose_native::transport::credit::Credit;
 use mongoose_native::transport::frame::DEFAULT_MAX_FRAME;
 use mongoose_native::transport::listener::{listen, now_us, Incoming, Listener, Sink, SinkFactory};
@@ -285,9 +285,7 @@ fn gd_transport_start<'a>(
                     .into_iter()
                     .map(|pid| Worker {
                         pid,
-                        credit: ResourceArc::new(CreditRes(Arc::new(Credit::new(
-                            WORKER_BACKLOG,
-                        )))),
+                        credit: ResourceArc::new(CreditRes(Arc::new(Credit::new(WORKER_BACKLOG)))),
                     })
                     .collect(),
             )),

@@ -56,8 +56,7 @@ impl Credit {
             if before < self.limit {
                 return;
             }
-            if tokio::time::timeout(STALL, notified).await.is_err()
-                && self.outstanding() >= before
+            if tokio::time::timeout(STALL, notified).await.is_err() && self.outstanding() >= before
             {
                 log::warn!(
                     "global distribution worker acknowledged nothing for {STALL:?} \

@@ -21,7 +21,7 @@ start(Opts, Handler, Workers) when is_function(Handler, 4), Workers > 0 ->
     Id = {gd_transport, make_ref()},
     QueueTime = mongoose_native_histogram:new(log2),
     Spec = #{id => Id, type => supervisor,
-             start => {mongoose_native_gd_worker, start_sup, [Handler, QueueTime, Workers]}},
+             start => {mongoose_native_gd_worker, start_sup, [Handler, QueueTime, Workers, Id]}},
     {ok, Sup} = mongoose_native_sup:start_child(Spec),
     Pids = [Pid || {_, Pid, _, _} <- lists:keysort(1, supervisor:which_children(Sup))],
     Tag = make_ref(),
@@ -30,13 +30,16 @@ start(Opts, Handler, Workers) when is_function(Handler, 4), Workers > 0 ->
                  {error, _} = E -> E
              end,
     case Result of
-        {ok, Res} -> {ok, #{res => Res, id => Id, queue_time => QueueTime}};
+        {ok, Res} ->
+            ok = mongoose_native_gd_worker:attach(Id, Sup, Res),
+            {ok, #{res => Res, id => Id, queue_time => QueueTime}};
         Error -> mongoose_native_sup:stop_child(Id), Error
     end.
 
 -spec stop(t()) -> ok.
 stop(#{res := Res, id := Id}) ->
     mongoose_native_nif:gd_transport_stop(Res),
+    mongoose_native_gd_worker:detach(Id),
     mongoose_native_sup:stop_child(Id).
 
 %% @doc Queues a stanza for `Host'; `{error, {no_connection, _}}' when no

@@ -3,23 +3,43 @@
 %% Stanzas are decoded with `binary_to_term(Bin, [safe])'; one that does not
 %% decode, or whose handler fails, is logged and dropped: the worker goes on.
 %% A handled batch is acknowledged to the NIF, whose readers stop taking
-%% frames for a worker that is far behind.
+%% frames for a worker that is far behind. A restarted worker tells the NIF
+%% its new pid (the stanzas its predecessor held are lost with it).
 -module(mongoose_native_gd_worker).
 -behaviour(supervisor).
--export([start_sup/3, init/1, start_link/2, loop/2]).
+-export([start_sup/4, init/1, start_link/4, loop/2, attach/3, detach/1]).
 
 %% QueueTime: a mongoose_native_histogram of the microseconds a stanza
-%% waited between the NIF reading it and a worker taking it.
-start_sup(Handler, QueueTime, N) ->
-    supervisor:start_link(?MODULE, {Handler, QueueTime, N}).
+%% waited between the NIF reading it and a worker taking it. Id names the
+%% transport.
+start_sup(Handler, QueueTime, N, Id) ->
+    supervisor:start_link(?MODULE, {Handler, QueueTime, N, Id}).
 
-init({Handler, QueueTime, N}) ->
-    Children = [#{id => I, start => {?MODULE, start_link, [Handler, QueueTime]}}
+init({Handler, QueueTime, N, Id}) ->
+    Children = [#{id => I, start => {?MODULE, start_link, [Handler, QueueTime, Id, I]}}
                 || I <- lists:seq(1, N)],
     {ok, {#{strategy => one_for_one, intensity => 100, period => 1}, Children}}.
 
-start_link(Handler, QueueTime) ->
-    {ok, proc_lib:spawn_link(?MODULE, loop, [Handler, QueueTime])}.
+start_link(Handler, QueueTime, Id, Index) ->
+    Pid = proc_lib:spawn_link(?MODULE, loop, [Handler, QueueTime]),
+    case persistent_term:get({?MODULE, Id}, undefined) of
+        undefined -> ok;
+        Res -> mongoose_native_nif:gd_transport_set_worker(Res, Index, Pid)
+    end,
+    {ok, Pid}.
+
+%% @doc The transport `Res' of the workers under `Sup' is running: from
+%% now on a restarted worker registers its new pid there.
+attach(Id, Sup, Res) ->
+    persistent_term:put({?MODULE, Id}, Res),
+    %% A worker restarted before this point registers here.
+    [mongoose_native_nif:gd_transport_set_worker(Res, I, Pid)
+     || {I, Pid, _, _} <- supervisor:which_children(Sup), is_pid(Pid)],
+    ok.
+
+detach(Id) ->
+    _ = persistent_term:erase({?MODULE, Id}),
+    ok.
 
 loop(Handler, QueueTime) ->
     receive

@@ -8,7 +8,7 @@
          set_log_relay/1,
          gd_transport_start/4, gd_transport_send/5, gd_transport_set_endpoints/4,
          gd_transport_endpoints/2, gd_transport_disabled_endpoints/2, gd_transport_listening/1, gd_transport_metrics/1,
-         gd_transport_stop/1, gd_transport_ack/2]).
+         gd_transport_stop/1, gd_transport_ack/2, gd_transport_set_worker/3]).
 -export([gd_start/6, gd_stop/0, gd_call/4, gd_metrics/0]).
 
 -export([rdbms_checkout/4, rdbms_tx_call/4, rdbms_tx_release/2]).
@@ -62,6 +62,7 @@ gd_transport_listening(_Transport) -> ?NOT_LOADED.
 gd_transport_metrics(_Transport) -> ?NOT_LOADED.
 gd_transport_stop(_Transport) -> ?NOT_LOADED.
 gd_transport_ack(_Credit, _Count) -> ?NOT_LOADED.
+gd_transport_set_worker(_Transport, _Index, _Pid) -> ?NOT_LOADED.
 gd_start(_Opts, _Hosts, _Node, _Pool, _Pid, _Tag) -> ?NOT_LOADED.
 gd_stop() -> ?NOT_LOADED.
 gd_call(_Op, _Args, _Pid, _Tag) -> ?NOT_LOADED.

@@ -10,7 +10,7 @@ all() ->
     [both_ways, order_over_many_connections, library_reads_plain_erlang_frames,
      plain_erlang_reads_library_frames, bad_peers_are_disconnected, unsafe_terms_are_dropped,
      unknown_host_fails_fast, tls_links_and_refuses_wrong_certificates,
-     slow_worker_slows_its_senders].
+     slow_worker_slows_its_senders, killed_worker_is_replaced].
 
 init_per_suite(Config) ->
     ok = mongoose_wpool:ensure_started(),
@@ -240,3 +240,22 @@ send_until_refused(T, Pad, N, Max, Refused) ->
         ok -> send_until_refused(T, Pad, N + 1, Max, 0);
         {error, _} -> timer:sleep(1), send_until_refused(T, Pad, N, Max, Refused + 1)
     end.
+
+%% The only worker is killed: its supervisor starts another, which tells
+%% the NIF its pid, and stanzas arrive again.
+killed_worker_is_replaced(_Config) ->
+    Self = self(),
+    Handler = fun(_, _, _, Term) -> Self ! {handled_by, self(), Term} end,
+    {ok, Dc2} = mongoose_native_gd_transport:start(
+                  #{local_host => <<"dc2.test">>, endpoints => [{"127.0.0.1", 0}]}, Handler, 1),
+    Dc1 = dc(<<"dc1.test">>, #{}),
+    link(Dc1, <<"dc2.test">>, Dc2),
+    Send = fun(N) -> ok = mongoose_native_gd_transport:send(Dc1, <<"dc2.test">>, <<"k">>, N) end,
+    Send(1),
+    W1 = receive {handled_by, P1, 1} -> P1 after 5000 -> ct:fail(first_not_handled) end,
+    exit(W1, kill),
+    timer:sleep(100),
+    Send(2),
+    W2 = receive {handled_by, P2, 2} -> P2 after 5000 -> ct:fail(second_not_handled) end,
+    ?assertNotEqual(W1, W2),
+    [mongoose_native_gd_transport:stop(T) || T <- [Dc1, Dc2]].

@@ -5,7 +5,7 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use futures::future::BoxFuture;
 use mongoose_native::config::Node;
@@ -33,6 +33,7 @@ const WORKER_BACKLOG: usize = 10_000;
 pub struct TransportRes {
     transport: Transport,
     listeners: Mutex<Vec<Listener>>,
+    workers: Arc<Workers>,
 }
 
 #[rustler::resource_impl]
@@ -44,9 +45,10 @@ pub struct CreditRes(Arc<Credit>);
 #[rustler::resource_impl]
 impl rustler::Resource for CreditRes {}
 
+/// A worker's pid (replaced when its supervisor restarts it) and credit.
 #[derive(Clone)]
 struct Worker {
-    pid: LocalPid,
+    pid: Arc<RwLock<LocalPid>>,
     credit: ResourceArc<CreditRes>,
 }
 
@@ -114,7 +116,10 @@ impl Sink for ToWorkers {
         for batch in self.batches.iter_mut().filter(|b| !b.frames.is_empty()) {
             let worker = &batch.worker;
             let count = batch.frames.len();
-            let sent = self.env.send_and_clear(&worker.pid, |env| {
+            let Ok(pid) = worker.pid.read().map(|p| *p) else {
+                continue;
+            };
+            let sent = self.env.send_and_clear(&pid, |env| {
                 let mut all = NewBinary::new(env, batch.bytes.len());
                 all.as_mut_slice().copy_from_slice(&batch.bytes);
                 let all: Binary = all.into();
@@ -277,18 +282,19 @@ fn gd_transport_start<'a>(
             Some((a, c)) => (Some(a), Some(c)),
             None => (None, None),
         };
+        let workers = Arc::new(Workers(
+            workers
+                .into_iter()
+                .map(|pid| Worker {
+                    pid: Arc::new(RwLock::new(pid)),
+                    credit: ResourceArc::new(CreditRes(Arc::new(Credit::new(WORKER_BACKLOG)))),
+                })
+                .collect(),
+        ));
         let incoming = Arc::new(Incoming {
             tls: acceptor,
             max_frame: options.max_frame,
-            sinks: Arc::new(Workers(
-                workers
-                    .into_iter()
-                    .map(|pid| Worker {
-                        pid,
-                        credit: ResourceArc::new(CreditRes(Arc::new(Credit::new(WORKER_BACKLOG)))),
-                    })
-                    .collect(),
-            )),
+            sinks: workers.clone(),
             metrics: metrics.clone(),
         });
         let mut listeners = vec![];
@@ -313,6 +319,7 @@ fn gd_transport_start<'a>(
             None => Ok(TransportRes {
                 transport: Transport::new(dialer, options.per_endpoint),
                 listeners: Mutex::new(listeners),
+                workers,
             }),
         };
         later.answer(|env| match started {
@@ -320,6 +327,25 @@ fn gd_transport_start<'a>(
             Err(e) => error_term(env, &e),
         });
     });
+    ok().encode(env)
+}
+
+/// Worker `index` (1-based) was restarted as `pid`: frames for its keys go
+/// there from now on, and what its predecessor owed is forgotten.
+#[rustler::nif]
+fn gd_transport_set_worker<'a>(
+    env: Env<'a>,
+    res: ResourceArc<TransportRes>,
+    index: usize,
+    pid: LocalPid,
+) -> rustler::Term<'a> {
+    let Some(worker) = index.checked_sub(1).and_then(|i| res.workers.0.get(i)) else {
+        return error_term(env, &Error::BadRequest(format!("no worker {index}")));
+    };
+    if let Ok(mut p) = worker.pid.write() {
+        *p = pid;
+    }
+    worker.credit.0.forget();
     ok().encode(env)
 }
 

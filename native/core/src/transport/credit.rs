@@ -44,6 +44,12 @@ impl Credit {
         self.room.notify_waiters();
     }
 
+    /// The consumer was replaced: nothing it was given will be acknowledged.
+    pub fn forget(&self) {
+        self.outstanding.store(0, Ordering::Release);
+        self.room.notify_waiters();
+    }
+
     pub fn outstanding(&self) -> usize {
         self.outstanding.load(Ordering::Acquire)
     }
@@ -62,7 +68,7 @@ impl Credit {
                     "global distribution worker acknowledged nothing for {STALL:?} \
                      ({before} frames outstanding); taken for gone"
                 );
-                self.outstanding.store(0, Ordering::Release);
+                self.forget();
             }
         }
     }

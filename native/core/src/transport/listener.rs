@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
 use super::frame::{parse_data, parse_gd_start, read_frame, FrameError};
 use super::metrics::{Metrics, Scoped};
@@ -38,13 +39,16 @@ pub trait SinkFactory: Send + Sync + 'static {
     fn sink(&self) -> Box<dyn Sink>;
 }
 
+/// Dropping it stops accepting and closes the connections it accepted.
 pub struct Listener {
     pub addr: SocketAddr,
     task: JoinHandle<()>,
+    closing: CancellationToken,
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
+        self.closing.cancel();
         self.task.abort();
     }
 }
@@ -60,6 +64,8 @@ pub struct Incoming {
 pub async fn listen(addr: SocketAddr, incoming: Arc<Incoming>) -> std::io::Result<Listener> {
     let socket = TcpListener::bind(addr).await?;
     let addr = socket.local_addr()?;
+    let closing = CancellationToken::new();
+    let closed = closing.clone();
     let task = runtime::handle().spawn(async move {
         loop {
             let Ok((stream, peer)) = socket.accept().await else {
@@ -67,6 +73,7 @@ pub async fn listen(addr: SocketAddr, incoming: Arc<Incoming>) -> std::io::Resul
             };
             let _ = stream.set_nodelay(true);
             let incoming = incoming.clone();
+            let closed = closed.clone();
             runtime::handle().spawn(async move {
                 // The peer's host is known from its gd_start on.
                 let mut counts = Scoped {
@@ -74,12 +81,18 @@ pub async fn listen(addr: SocketAddr, incoming: Arc<Incoming>) -> std::io::Resul
                     host: None,
                 };
                 counts.bump(|m| &m.incoming_established_count);
-                let outcome = match &incoming.tls {
-                    None => serve(stream, &incoming, &mut counts).await,
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(tls) => serve(tls, &incoming, &mut counts).await,
-                        Err(e) => Err(FrameError::Io(format!("TLS handshake: {e}"))),
-                    },
+                let served = async {
+                    match &incoming.tls {
+                        None => serve(stream, &incoming, &mut counts).await,
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(tls) => serve(tls, &incoming, &mut counts).await,
+                            Err(e) => Err(FrameError::Io(format!("TLS handshake: {e}"))),
+                        },
+                    }
+                };
+                let outcome = tokio::select! {
+                    outcome = served => outcome,
+                    () = closed.cancelled() => Ok(()),
                 };
                 match outcome {
                     Ok(()) => counts.bump(|m| &m.incoming_closed_count),
@@ -91,7 +104,11 @@ pub async fn listen(addr: SocketAddr, incoming: Arc<Incoming>) -> std::io::Resul
             });
         }
     });
-    Ok(Listener { addr, task })
+    Ok(Listener {
+        addr,
+        task,
+        closing,
+    })
 }
 
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(

@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::frame::{encode_data, gd_start};
@@ -92,6 +92,24 @@ async fn messages_of_one_sender_arrive_in_order() {
         t.metrics.outgoing_messages_count.load(Ordering::Relaxed),
         1000
     );
+}
+
+#[tokio::test]
+async fn a_dropped_listener_closes_its_connections() {
+    let (l, metrics, mut rx) = receiver(1024).await;
+    let mut peer = tokio::net::TcpStream::connect(l.addr).await.unwrap();
+    peer.write_all(&gd_start("dc1.example", "c1"))
+        .await
+        .unwrap();
+    let mut frame = vec![];
+    encode_data(&mut frame, 1, b"k", b"t").unwrap();
+    peer.write_all(&frame).await.unwrap();
+    recv(&mut rx).await;
+    drop(l);
+    let mut rest = vec![];
+    let read = tokio::time::timeout(Duration::from_secs(2), peer.read_to_end(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(0))), "closed, not left open: {read:?}");
+    assert_eq!(metrics.incoming_closed_count.load(Ordering::Relaxed), 1);
 }
 
 #[tokio::test]

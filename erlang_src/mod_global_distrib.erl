@@ -85,8 +85,9 @@ start_rest(Opts0) ->
                     TOpts0#{tls => maps:with([certfile, cacertfile, ciphers, dhfile], Tls)};
                 _ -> TOpts0
             end,
-    case mongoose_native_gd_transport:start(TOpts, fun mod_global_distrib_receiver:handle/4,
-                                            ?WORKERS) of
+    Handler = #{handle => fun mod_global_distrib_receiver:handle/4,
+                undecodable => fun mod_global_distrib_hosts_refresher:learn_nodes_of/1},
+    case mongoose_native_gd_transport:start(TOpts, Handler, ?WORKERS) of
         {ok, T} ->
             persistent_term:put(?TRANSPORT, T),
             case mod_global_distrib_utils:opt(bounce, enabled) of

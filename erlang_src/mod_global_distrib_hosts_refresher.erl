@@ -6,11 +6,13 @@
 %% MongooseIM datacenters send accumulators holding pids and refs of their
 %% nodes, which `binary_to_term(Bin, [safe])' decodes only when the node's
 %% name already is an atom here. The names come from the session table
-%% (where every datacenter's nodes register), never from the wire.
+%% (where every datacenter's nodes register), never from the wire; a
+%% stanza that arrives before the next poll makes its worker read its
+%% host's nodes at once (learn_nodes_of/1, at most once a second).
 -module(mod_global_distrib_hosts_refresher).
 -behaviour(gen_server).
 
--export([start/0, stop/0, start_link/0, refresh/0, pause/0, unpause/0]).
+-export([start/0, stop/0, start_link/0, refresh/0, pause/0, unpause/0, learn_nodes_of/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 start() ->
@@ -83,6 +85,22 @@ do_refresh() ->
     catch Class:Reason ->
             mod_global_distrib_adapter:log_warning(gd_hosts_refresh_failed,
                                                    #{class => Class, reason => Reason})
+    end.
+
+%% @doc For a stanza from `Host' that did not decode: reads the host's
+%% nodes unless this process did so less than a second ago (a peer sending
+%% garbage must not turn into a Redis query per frame).
+-spec learn_nodes_of(binary()) -> retry | give_up.
+learn_nodes_of(Host) ->
+    Now = erlang:monotonic_time(millisecond),
+    case get({?MODULE, learnt, Host}) of
+        Last when is_integer(Last), Now - Last < 1000 ->
+            give_up;
+        _ ->
+            put({?MODULE, learnt, Host}, Now),
+            try learn_nodes(Host), retry
+            catch _:_ -> give_up
+            end
     end.
 
 learn_nodes(Host) ->

@@ -9,14 +9,19 @@
          disabled_endpoints/2, listening/1, metrics/1]).
 
 -type t() :: #{res := reference(), id := term(), queue_time := map()}.
--type handler() :: fun((binary(), integer(), binary(), term()) -> any()).
+%% `undecodable(Host)' is called when a stanza from Host does not decode
+%% safely; `retry' has it decoded once more.
+-type handler() :: fun((binary(), integer(), binary(), term()) -> any())
+                 | #{handle := fun((binary(), integer(), binary(), term()) -> any()),
+                     undecodable => fun((binary()) -> retry | give_up)}.
 -export_type([t/0, handler/0]).
 
 %% Opts: `local_host' (binary), `endpoints' ([{Address, Port}] to listen on),
 %% `connections_per_endpoint', `max_frame_size', `queue_len', `tls'
 %% (`#{certfile, cacertfile, ciphers, dhfile}').
 -spec start(map(), handler(), pos_integer()) -> {ok, t()} | {error, term()}.
-start(Opts, Handler, Workers) when is_function(Handler, 4), Workers > 0 ->
+start(Opts, Handler, Workers) when (is_function(Handler, 4) orelse is_map(Handler)),
+                                   Workers > 0 ->
     ok = mongoose_wpool:ensure_started(),
     Id = {gd_transport, make_ref()},
     QueueTime = mongoose_native_histogram:new(log2),

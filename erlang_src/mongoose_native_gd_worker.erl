@@ -1,7 +1,9 @@
 %% @doc The ordered workers incoming global-distribution stanzas reach, in
 %% batches: `{gd_packets, Credit, Host, ReceivedUs, [{TransferUs, Key, Bin}]}'.
 %% Stanzas are decoded with `binary_to_term(Bin, [safe])'; one that does not
-%% decode, or whose handler fails, is logged and dropped: the worker goes on.
+%% decode is offered to the `undecodable' callback, if any (which may make
+%% it decodable: `retry'), else logged and dropped, as is one whose handler
+%% fails: the worker goes on.
 %% A handled batch is acknowledged to the NIF, whose readers stop taking
 %% frames for a worker that is far behind. A restarted worker tells the NIF
 %% its new pid (the stanzas its predecessor held are lost with it).
@@ -21,7 +23,7 @@ init({Handler, QueueTime, N, Id}) ->
     {ok, {#{strategy => one_for_one, intensity => 100, period => 1}, Children}}.
 
 start_link(Handler, QueueTime, Id, Index) ->
-    Pid = proc_lib:spawn_link(?MODULE, loop, [Handler, QueueTime]),
+    Pid = proc_lib:spawn_link(?MODULE, loop, [callbacks(Handler), QueueTime]),
     case persistent_term:get({?MODULE, Id}, undefined) of
         undefined -> ok;
         Res -> mongoose_native_nif:gd_transport_set_worker(Res, Index, Pid)
@@ -55,15 +57,33 @@ loop(Handler, QueueTime) ->
             loop(Handler, QueueTime)
     end.
 
-handle(Handler, Host, TransferUs, Key, Bin) ->
-    try binary_to_term(Bin, [safe]) of
-        Term ->
-            try Handler(Host, TransferUs, Key, Term)
-            catch Class:Reason ->
-                    logger:warning(#{what => gd_handler_failed, from_host => Host,
-                                     class => Class, reason => Reason})
+callbacks(Handle) when is_function(Handle, 4) ->
+    #{handle => Handle, undecodable => fun(_Host) -> give_up end};
+callbacks(#{handle := Handle} = Callbacks) when is_function(Handle, 4) ->
+    maps:merge(callbacks(Handle), Callbacks).
+
+handle(Callbacks = #{undecodable := Undecodable}, Host, TransferUs, Key, Bin) ->
+    case decode(Bin) of
+        {ok, Term} ->
+            handle_term(Callbacks, Host, TransferUs, Key, Term);
+        error ->
+            case Undecodable(Host) =:= retry andalso decode(Bin) of
+                {ok, Term} ->
+                    handle_term(Callbacks, Host, TransferUs, Key, Term);
+                _ ->
+                    logger:warning(#{what => gd_undecodable_stanza, from_host => Host,
+                                     size => byte_size(Bin)})
             end
-    catch error:badarg ->
-            logger:warning(#{what => gd_undecodable_stanza, from_host => Host,
-                             size => byte_size(Bin)})
+    end.
+
+decode(Bin) ->
+    try {ok, binary_to_term(Bin, [safe])}
+    catch error:badarg -> error
+    end.
+
+handle_term(#{handle := Handle}, Host, TransferUs, Key, Term) ->
+    try Handle(Host, TransferUs, Key, Term)
+    catch Class:Reason ->
+            logger:warning(#{what => gd_handler_failed, from_host => Host,
+                             class => Class, reason => Reason})
     end.

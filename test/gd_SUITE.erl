@@ -296,7 +296,8 @@ components_and_hidden_domains(Config) ->
 %% played by a plain gen_tcp peer) sends an accumulator with a pid and a ref
 %% of its node. dc2 decodes with [safe], so the stanza is dropped while the
 %% node's name means nothing there; once the session table lists the node,
-%% dc2's hosts refresher makes its name known and the same frame is routed.
+%% the same frame is routed (its worker reads the host's nodes at once; the
+%% hosts refresher would on its next poll).
 stock_mongooseim_pids_decode(Config) ->
     connect(dc2, <<"xena">>, <<"r">>, Config),
     Node = <<"stock1@mim.example">>,
@@ -323,13 +324,16 @@ stock_mongooseim_pids_decode(Config) ->
     {ok, S} = gen_tcp:connect("127.0.0.1", Port, [binary, {packet, 4}, {active, false}]),
     ok = gen_tcp:send(S, <<"<gd_start server='stock.test' conn_id='c1'/>">>),
     ok = gen_tcp:send(S, Frame),
-    nothing_more(500),
+    %% (A worker reads a host's nodes at most once a second.)
+    nothing_more(1100),
+    %% Before the hosts refresher's next poll: the worker reads the nodes.
+    ok = rpc(dc2, mod_global_distrib_hosts_refresher, pause, [], Config),
     redis(["HSET", "'stock.test#{nodes}'", binary_to_list(Node),
            integer_to_list(erlang:system_time(second))]),
     redis(["SADD", "hosts", "stock.test"]),
-    ok = rpc(dc2, mod_global_distrib_hosts_refresher, refresh, [], Config),
     ok = gen_tcp:send(S, Frame),
     ?assertMatch({dc2, <<"from stock">>, _}, recv(5000)),
+    ok = rpc(dc2, mod_global_distrib_hosts_refresher, unpause, [], Config),
     gen_tcp:close(S),
     redis(["DEL", "'stock.test#{nodes}'"]),
     redis(["SREM", "hosts", "stock.test"]),

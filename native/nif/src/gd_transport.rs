@@ -29,6 +29,8 @@ rustler::atoms! { gd_packets }
 /// (about 14 MB of 1.4 KB frames): its mailbox stays bounded and a slow
 /// worker slows its senders through TCP instead.
 const WORKER_BACKLOG: usize = 10_000;
+/// A batch buffer larger than this is freed after its flush.
+const KEPT_BATCH_BYTES: usize = 256 * 1024;
 
 pub struct TransportRes {
     transport: Transport,
@@ -150,6 +152,10 @@ impl Sink for ToWorkers {
             }
             batch.bytes.clear();
             batch.frames.clear();
+            // One large frame must not pin its size per worker and connection.
+            if batch.bytes.capacity() > KEPT_BATCH_BYTES {
+                batch.bytes = Vec::new();
+            }
         }
         Box::pin(async move {
             for credit in behind {

@@ -63,8 +63,7 @@ running() ->
 %% Exits with `timeout' after 5 s, as MongooseIM's does.
 -spec get_connection(binary()) -> {ok, endpoint()}.
 get_connection(Server) ->
-    gen_server:call(mod_global_distrib_utils:server_to_mgr_name(Server), get_connection,
-                    ?CONNECTION_TIMEOUT).
+    call(Server, get_connection, ?CONNECTION_TIMEOUT).
 
 %% @doc As get_connection/1, starting the manager first when needed, and
 %% with `{error, Reason}' instead of an exit.
@@ -72,8 +71,7 @@ get_connection(Server) ->
 get_connection(Server, Timeout) ->
     case ensure_started(Server) of
         {ok, _} ->
-            try gen_server:call(mod_global_distrib_utils:server_to_mgr_name(Server),
-                                get_connection, Timeout)
+            try call(Server, get_connection, Timeout)
             catch exit:{Reason, _} -> {error, Reason}
             end;
         {error, _} = Error ->
@@ -103,7 +101,10 @@ get_state_info(Server) ->
     call(Server, get_state_info).
 
 call(Server, Msg) ->
-    gen_server:call(mod_global_distrib_utils:server_to_mgr_name(Server), Msg, ?CALL_TIMEOUT).
+    call(Server, Msg, ?CALL_TIMEOUT).
+
+call(Server, Msg, Timeout) ->
+    gen_server:call(mod_global_distrib_utils:server_to_mgr_name(Server), Msg, Timeout).
 
 %%--------------------------------------------------------------------
 %% gen_server

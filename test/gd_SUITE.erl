@@ -120,8 +120,7 @@ connect(Dc, User, Resource, Config) ->
     connect(Dc, User, Resource, Dc, Config).
 
 connect(Dc, User, Resource, Tag, Config) ->
-    Self = self(),
-    Proxy = spawn_link(fun() -> proxy(Self, Tag) end),
+    Proxy = connect_proxy(Tag),
     ok = rpc(Dc, gd_test_dc, connect, [User, Resource, Proxy], Config),
     Proxy.
 
@@ -339,7 +338,8 @@ stock_mongooseim_pids_decode(Config) ->
     redis(["SREM", "hosts", "stock.test"]),
     rpc(dc2, mod_global_distrib_server_mgr, stop, [<<"stock.test">>], Config).
 
-%% A process here standing in for a component: what it gets comes tagged.
+%% A process here standing in for a session or a component: what it gets
+%% comes tagged.
 connect_proxy(Tag) ->
     Self = self(),
     spawn_link(fun() -> proxy(Self, Tag) end).

@@ -330,6 +330,12 @@ impl Mapping {
             Ok(items) => Term::ok(Term::List(items.into_iter().map(Term::Bin).collect())),
             Err(e) => e.to_term(),
         };
+        let sorted_list = |r: Result<Vec<Vec<u8>>>| {
+            list(r.map(|mut items| {
+                items.sort();
+                items
+            }))
+        };
         match call {
             Call::ForJid(j) => self.for_jid(&j).await.map_or_else(|e| e.to_term(), host),
             Call::ForDomain(d) => self.for_domain(&d).await.map_or_else(|e| e.to_term(), host),
@@ -354,14 +360,8 @@ impl Mapping {
             }
             Call::AllDomains => list(self.store.all_of("domains").await),
             Call::PublicDomains => list(self.store.all_of("public_domains").await),
-            Call::Hosts => list(self.store.hosts().await.map(|mut h| {
-                h.sort();
-                h
-            })),
-            Call::Nodes(h) => list(self.store.nodes(&h).await.map(|mut n| {
-                n.sort();
-                n
-            })),
+            Call::Hosts => sorted_list(self.store.hosts().await),
+            Call::Nodes(h) => sorted_list(self.store.nodes(&h).await),
             Call::Endpoints(h) => match self.store.endpoints(&h).await {
                 Ok(eps) => Term::ok(Term::List(
                     eps.iter().filter_map(|e| endpoint_term(e)).collect(),

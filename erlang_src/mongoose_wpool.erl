@@ -105,17 +105,22 @@ start(PoolType, HostType, Tag, PoolOpts) ->
 
 start(PoolType, HostType, Tag, PoolOpts0, ConnOpts) ->
     ensure_started(),
-    PoolOpts = opts_list(PoolOpts0),
-    Strategy = proplists:get_value(strategy, PoolOpts, best_worker),
-    CallbackModule = callback_module(PoolType),
-    case catch CallbackModule:is_supported_strategy(Strategy) of
-        false -> error({strategy_not_supported, PoolType, HostType, Tag, Strategy});
-        _ -> start_pool(PoolType, HostType, Tag, PoolOpts, ConnOpts)
+    case opts_list(PoolOpts0) of
+        {ok, PoolOpts} ->
+            Strategy = proplists:get_value(strategy, PoolOpts, best_worker),
+            CallbackModule = callback_module(PoolType),
+            case catch CallbackModule:is_supported_strategy(Strategy) of
+                false -> error({strategy_not_supported, PoolType, HostType, Tag, Strategy});
+                _ -> start_pool(PoolType, HostType, Tag, PoolOpts, ConnOpts)
+            end;
+        error ->
+            {error, {invalid_config, <<(config_path(PoolType, Tag))/binary,
+                                       ": expected a map or a list of {Key, Value} pairs">>}}
     end.
 
 start_pool(PoolType, HostType, Tag, PoolOpts, ConnOpts) ->
     Name = {PoolType, HostType, Tag},
-    Path = iolist_to_binary(io_lib:format("outgoing_pools.~s.~s", [PoolType, Tag])),
+    Path = config_path(PoolType, Tag),
     case ets:member(?MODULE, Name) of
         true ->
             {error, {already_started, Name}};
@@ -365,8 +370,16 @@ get_pool(PoolType, HostType, Tag) ->
         _ -> {error, {pool_not_started, {PoolType, HostType, Tag}}}
     end.
 
-opts_list(Opts) when is_map(Opts) -> maps:to_list(Opts);
-opts_list(Opts) when is_list(Opts) -> Opts.
+%% Where a pool's options sit in MongooseIM's TOML, for error messages.
+config_path(PoolType, Tag) ->
+    iolist_to_binary(io_lib:format("outgoing_pools.~s.~s", [PoolType, Tag])).
+
+opts_list(Opts) when is_map(Opts) -> {ok, maps:to_list(Opts)};
+opts_list(Opts) when is_list(Opts) ->
+    try length(Opts) of _ -> {ok, Opts}
+    catch error:badarg -> error
+    end;
+opts_list(_) -> error.
 
 callback_module(PoolType) ->
     list_to_atom("mongoose_wpool_" ++ atom_to_list(PoolType)).

@@ -9,7 +9,7 @@ use std::fmt;
 
 use crate::error::{Error, Result};
 use crate::strategy::Strategy;
-use crate::term::Term;
+use crate::term::{is_secret_key, Term};
 
 /// The queue bound per worker when `max_worker_queue_len` is not set.
 pub const DEFAULT_QUEUE_BOUND: usize = 1000;
@@ -51,8 +51,18 @@ impl<'a> Node<'a> {
     }
 
     pub fn invalid(&self, expected: &str) -> Error {
-        let got = self.term.map_or_else(|| "nothing".to_string(), describe);
+        let got = match self.term {
+            None => "nothing".to_string(),
+            Some(t) if self.is_secret() => kind_of(t).to_string(),
+            Some(t) => t.describe(),
+        };
         Error::Config(format!("{}: expected {expected}, got {got}", self.path))
+    }
+
+    /// Whether the value here is a secret, by the last key of its path.
+    fn is_secret(&self) -> bool {
+        let last = self.path.rsplit(['.', '[']).next().unwrap_or("");
+        is_secret_key(last)
     }
 
     pub fn missing(&self, expected: &str) -> Error {
@@ -206,16 +216,6 @@ fn kind_of(t: &Term) -> &'static str {
         Term::Map(_) => "a map",
         Term::Opaque(_) => "an opaque term",
     }
-}
-
-fn describe(t: &Term) -> String {
-    let mut s = format!("{t:?}");
-    if s.len() > 80 {
-        let cut = (0..=77).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
-        s.truncate(cut);
-        s.push_str("...");
-    }
-    s
 }
 
 /// The pool types MongooseIM knows.

@@ -15,7 +15,7 @@ pub async fn start(settings: PoolSettings, conn: &Term, path: &str) -> Result<Bo
     let conn = Node::new(format!("{path}.connection"), conn);
     match settings.kind {
         PoolType::Redis => {
-            let driver = RedisDriver::new(RedisConfig::read(&conn)?)?;
+            let driver = RedisDriver::new(RedisConfig::read(&conn)?, settings.call_timeout_ms)?;
             Ok(Box::new(Pool::start(driver, settings).await?))
         }
         PoolType::Http => {
@@ -37,7 +37,7 @@ pub async fn start(settings: PoolSettings, conn: &Term, path: &str) -> Result<Bo
 pub fn validate(kind: PoolType, conn: &Term, path: &str) -> Result<()> {
     let conn = Node::new(format!("{path}.connection"), conn);
     match kind {
-        PoolType::Redis => RedisDriver::new(RedisConfig::read(&conn)?).map(drop),
+        PoolType::Redis => RedisDriver::new(RedisConfig::read(&conn)?, 0).map(drop),
         PoolType::Http => HttpConfig::read(&conn).map(drop),
         PoolType::Rdbms => RdbmsConfig::read(&conn).map(drop),
         PoolType::Generic => conn.only_keys(&[]),

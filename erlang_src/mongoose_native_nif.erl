@@ -3,7 +3,7 @@
 -module(mongoose_native_nif).
 -on_load(init/0).
 
--export([pool_start/6, generic_start/5, submit/5, cast/3, cancel/1, stats/1, stop/1,
+-export([pool_kind/1, pool_start/6, generic_start/5, submit/5, cast/3, cancel/1, stats/1, stop/1,
          parse_toml/1, check_toml/1, generic_executors/1, generic_attach/3, generic_done/2,
          set_log_relay/1,
          gd_transport_start/4, gd_transport_send/5, gd_transport_set_endpoints/4,
@@ -42,6 +42,7 @@ priv_dir() ->
             Dir
     end.
 
+pool_kind(_Type) -> ?NOT_LOADED.
 pool_start(_Type, _Opts, _ConnOpts, _Path, _Pid, _Tag) -> ?NOT_LOADED.
 generic_start(_Executors, _Opts, _Path, _Pid, _Tag) -> ?NOT_LOADED.
 %% A request too large to decode in about a millisecond is decoded on a

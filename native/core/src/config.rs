@@ -262,22 +262,6 @@ impl PoolType {
     pub fn parse(name: &str) -> Option<PoolType> {
         PoolType::ALL.into_iter().find(|t| t.name() == name)
     }
-
-    fn default_workers(self) -> i64 {
-        if self == PoolType::Cassandra {
-            20
-        } else {
-            10
-        }
-    }
-
-    fn default_call_timeout(self) -> i64 {
-        if self == PoolType::Rdbms {
-            60_000
-        } else {
-            5_000
-        }
-    }
 }
 
 /// The worker-pool options every pool type shares.
@@ -301,16 +285,23 @@ impl PoolSettings {
     /// Reads `opts` (a map or proplist) found at `path` (`outgoing_pools.TYPE.TAG`).
     pub fn read(kind: PoolType, opts: &Node) -> Result<PoolSettings> {
         opts.only_keys(&Self::OPTIONS)?;
-        let workers = opts
-            .at("workers")
-            .int_or(1, 100_000, kind.default_workers())?;
+        let row = kind.kind();
+        let workers = opts.at("workers").int_or(1, 100_000, row.default_workers)?;
         let strategy = opts
             .at("strategy")
             .one_of(&Strategy::NAMES)?
             .map_or(Ok(Strategy::Best), |s| Strategy::parse(&s))?;
+        if row.refused.contains(&strategy) {
+            return Err(Error::Config(format!(
+                "{}.strategy: {} pools do not support {}",
+                opts.path(),
+                kind.name(),
+                strategy.name()
+            )));
+        }
         let call_timeout =
             opts.at("call_timeout")
-                .int_or(1, i64::from(u32::MAX), kind.default_call_timeout())?;
+                .int_or(1, i64::from(u32::MAX), row.default_call_timeout_ms)?;
         let queue = opts.at("max_worker_queue_len");
         let max_worker_queue_len = match queue.term() {
             None => None,

@@ -100,6 +100,25 @@ fn generic_start<'a>(
     ok().encode(env)
 }
 
+/// A pool type's row of the kinds table, for the Erlang side:
+/// `#{workers => N, call_timeout => Ms, refused_strategies => [Atom]}`.
+#[rustler::nif]
+fn pool_kind<'a>(env: Env<'a>, kind: String) -> rustler::Term<'a> {
+    let Some(row) = PoolType::parse(&kind).map(PoolType::kind) else {
+        return error_term(env, &Error::Config(format!("unknown pool type {kind}")));
+    };
+    let kv = |k: &str, v: Term| (Term::atom(k), v);
+    let refused = row.refused.iter().map(|s| Term::atom(s.name())).collect();
+    encode(
+        env,
+        &Term::Map(vec![
+            kv("workers", Term::Int(row.default_workers)),
+            kv("call_timeout", Term::Int(row.default_call_timeout_ms)),
+            kv("refused_strategies", Term::List(refused)),
+        ]),
+    )
+}
+
 fn prepare(kind: &str, opts: rustler::Term, path: &str) -> Result<PoolSettings, Error> {
     let kind = PoolType::parse(kind)
         .ok_or_else(|| Error::Config(format!("{path}: unknown pool type {kind}")))?;

@@ -12,8 +12,8 @@
 #   sudo scripts/fresh-machine-check.sh [WORKDIR]
 #
 # Needs root and takes tens of minutes; not part of `make test`. WORKDIR
-# (default: a new /var/tmp/mn-fresh.*) is removed after a pass unless KEEP=1,
-# and kept after a failure, with one log per step.
+# (default: a new /var/tmp/mn-fresh.*) keeps one log per step; its root is
+# removed after a pass unless KEEP=1, and kept after a failure.
 set -euo pipefail
 
 say() { printf '[fresh] %s\n' "$*"; }
@@ -24,6 +24,9 @@ step() {
   say "$name ..."
   if "$@" >"$work/$name.log" 2>&1; then
     say "$name: ok ($((SECONDS - start)) s)"
+    # The test runners' closing lines, or else the last line.
+    { grep -E '^test result:|tests passed|[0-9]+ passed' "$work/$name.log" ||
+        tail -n 1 "$work/$name.log"; } | sed 's/^/    /'
   else
     say "$name: FAILED after $((SECONDS - start)) s; last lines of $work/$name.log:"
     tail -n 60 "$work/$name.log" | sed 's/^/    /'
@@ -134,11 +137,11 @@ unshare --mount --fork bash "$self" --phase online || exit 1
 rm "$root/usr/sbin/policy-rc.d"
 unshare --net --pid --mount --fork bash "$self" --phase offline || exit 1
 
-say "PASS in $((SECONDS - started)) s"
+say "PASS in $((SECONDS - started)) s; logs in $work"
 if [ "${KEEP:-0}" = 1 ]; then
-  say "root kept in $work"
+  say "root kept in $root"
 elif findmnt -rn -o TARGET | grep -q "^$root"; then
-  say "something is still mounted under $root: not removing $work"
+  say "something is still mounted under $root: not removing it"
 else
-  rm -rf "$work"
+  rm -rf "$root"
 fi

@@ -28,8 +28,11 @@ step() {
     { grep -E '^test result:|tests passed|[0-9]+ passed' "$work/$name.log" ||
         tail -n 1 "$work/$name.log"; } | sed 's/^/    /'
   else
-    say "$name: FAILED after $((SECONDS - start)) s; last lines of $work/$name.log:"
-    tail -n 60 "$work/$name.log" | sed 's/^/    /'
+    say "$name: FAILED after $((SECONDS - start)) s; from $work/$name.log:"
+    # What failed (a test runner's report), then how it ended.
+    grep -E -A 5 'FAILED|panicked|Failure/Error|^error' "$work/$name.log" | head -n 40 | sed 's/^/    /'
+    say "last lines:"
+    tail -n 30 "$work/$name.log" | sed 's/^/    /'
     say "FAIL (the root is kept in $work)"
     exit 1
   fi
@@ -124,8 +127,8 @@ command -v debootstrap >/dev/null || step host-debootstrap apt-get install -y de
 step debootstrap debootstrap --variant=minbase bookworm "$root" "$mirror"
 
 # What a Debian install has and debootstrap leaves out: /etc/hosts naming the
-# host (Erlang's -sname nodes resolve it). No policy-rc.d keeps the package
-# scripts from starting servers on this host's network while installing.
+# host (Erlang's -sname nodes resolve it). While installing, a policy-rc.d
+# that says no keeps the packages from starting servers on this host's network.
 printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n' "$(hostname)" >"$root/etc/hosts"
 printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d" && chmod +x "$root/usr/sbin/policy-rc.d"
 # This host's extra CAs, which its route to the registries may need.

@@ -22,17 +22,25 @@ fail() {
   printf '[setup] %s\n' "$1" >&2
   if [ -n "${2:-}" ] && [ -r "$2" ]; then
     printf '[setup] last lines of %s:\n' "$2" >&2
-    tail -n 25 "$2" | sed 's/^/    /' >&2
+    tail -n 15 "$2" | sed 's/^/    /' >&2
   fi
   exit 1
 }
 
-# wait_for SECONDS COMMAND...: retry COMMAND every 0.2 s.
+# wait_for SECONDS PID COMMAND...: retry COMMAND every 0.2 s while PID (a
+# server we started, or - for none) is alive.
 wait_for() {
-  local tries=$(($1 * 5)); shift
-  for _ in $(seq "$tries"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+  local tries=$(($1 * 5)) pid=$2; shift 2
+  for _ in $(seq "$tries"); do
+    "$@" >/dev/null 2>&1 && return 0
+    [ "$pid" = - ] || kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.2
+  done
   return 1
 }
+
+# Probes give up after 5 s: a port that accepts and never answers is a failure.
+export PGCONNECT_TIMEOUT=5
 
 need_pkgs=()
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -62,7 +70,7 @@ have cargo || fail "cargo not found: install a Rust toolchain >= 1.85 (rustup) f
 # --- Redis on 127.0.0.1:6379 -------------------------------------------------
 # As the package's init script does: user redis, its config, /run/redis.
 # Nothing is saved to disk: the suites flush their databases anyway.
-redis_ok() { [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = PONG ]; }
+redis_ok() { [ "$(timeout 5 redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = PONG ]; }
 if redis_ok; then
   log "Redis answers on 127.0.0.1:6379: reusing it"
 else
@@ -73,7 +81,7 @@ else
     --bind 127.0.0.1 --port 6379 --save '' --appendonly no \
     --pidfile /run/redis/redis-server.pid --logfile "$redis_log" ||
     fail "redis-server did not start" "$redis_log"
-  wait_for 10 redis_ok || fail "Redis does not answer on 127.0.0.1:6379" "$redis_log"
+  wait_for 10 - redis_ok || fail "Redis does not answer on 127.0.0.1:6379" "$redis_log"
 fi
 
 # --- PostgreSQL on 127.0.0.1:5432: user postgres, trust on loopback, database test
@@ -98,7 +106,7 @@ else
     act "starting PostgreSQL cluster $ver/$name on port 5432"
     pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" start ||
       fail "PostgreSQL cluster $ver/$name did not start" "$pg_log"
-    wait_for 10 pg_isready -q -h 127.0.0.1 -p 5432 ||
+    wait_for 10 - pg_isready -q -h 127.0.0.1 -p 5432 ||
       fail "PostgreSQL does not answer on 127.0.0.1:5432" "$pg_log"
   fi
   if ! psql -h 127.0.0.1 -p 5432 -U postgres -d postgres -tAc 'SELECT 1' >/dev/null 2>&1; then
@@ -116,9 +124,9 @@ else
 fi
 
 # --- MariaDB on 127.0.0.1:3306: root with an empty password, database test ----
-my_ok() { mariadb -h 127.0.0.1 -P 3306 -u root -e 'SELECT 1' test >/dev/null 2>&1; }
+my_ok() { mariadb --connect-timeout=5 -h 127.0.0.1 -P 3306 -u root -e 'SELECT 1' test >/dev/null 2>&1; }
 # Alive, even if it refuses us (ping succeeds on "access denied").
-my_up() { mariadb-admin --protocol=tcp -h 127.0.0.1 -P 3306 ping >/dev/null 2>&1; }
+my_up() { mariadb-admin --connect-timeout=5 --protocol=tcp -h 127.0.0.1 -P 3306 ping >/dev/null 2>&1; }
 my_pidfile=/run/mysqld/mysqld.pid my_log=/var/log/mysql/error.log
 # The pid file, not the process name: another container's mariadbd may be visible.
 my_running() {
@@ -131,7 +139,8 @@ if my_ok; then
 else
   if ! my_up; then
     if my_running; then
-      log "MariaDB (pid $(cat "$my_pidfile")) is running but not answering yet: waiting"
+      my_pid=$(cat "$my_pidfile")
+      log "MariaDB (pid $my_pid) is running but not answering yet: waiting"
     else
       # As the package does: user mysql, runtime directory /run/mysqld.
       install -d -o mysql -g mysql -m 755 /run/mysqld
@@ -144,15 +153,18 @@ else
       act "starting MariaDB on 127.0.0.1:3306 as user mysql"
       setsid /usr/sbin/mariadbd --user=mysql --pid-file="$my_pidfile" --log-error="$my_log" \
         --bind-address=127.0.0.1 --port=3306 </dev/null >/dev/null 2>&1 &
+      my_pid=$!
     fi
-    wait_for 60 my_up || fail "MariaDB does not answer on 127.0.0.1:3306" "$my_log"
+    wait_for 60 "$my_pid" my_up || fail "MariaDB does not answer on 127.0.0.1:3306" "$my_log"
   fi
-  act "letting root in over TCP without a password in MariaDB (a test server)"
-  mariadb -u root -e "ALTER USER 'root'@'localhost' IDENTIFIED VIA mysql_native_password USING PASSWORD('') OR unix_socket;
-    CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';
-    GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
-    CREATE DATABASE IF NOT EXISTS test;" ||
-    fail "could not open MariaDB to root@127.0.0.1 (mariadb -u root over the socket)" "$my_log"
+  if ! my_ok; then
+    act "letting root in over TCP without a password in MariaDB (a test server)"
+    mariadb -u root -e "ALTER USER 'root'@'localhost' IDENTIFIED VIA mysql_native_password USING PASSWORD('') OR unix_socket;
+      CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';
+      GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
+      CREATE DATABASE IF NOT EXISTS test;" ||
+      fail "could not open MariaDB to root@127.0.0.1 (mariadb -u root over the socket)" "$my_log"
+  fi
   my_ok || fail "MariaDB is not usable as root@127.0.0.1:3306/test" "$my_log"
 fi
 

@@ -1,7 +1,10 @@
 //! Config reading, SQL splitting, and the driver against the PostgreSQL and
 //! MariaDB servers on loopback.
 
+use super::pgsql::{numeric_from_int, numeric_to_term, pg_placeholders};
 use super::*;
+use crate::config::Node;
+use crate::reply::Reply;
 
 fn kv(k: &str, v: Term) -> (Term, Term) {
     (Term::atom(k), v)
@@ -152,6 +155,11 @@ async fn open(conf: Term, timeout_ms: u64) -> (RdbmsDriver, Conn) {
     let driver = RdbmsDriver::new(read(&conf).unwrap(), timeout_ms).unwrap();
     let conn = driver.connect(0).await.unwrap();
     (driver, conn)
+}
+
+/// Checks `conn` out directly, outside its worker.
+async fn checkout(driver: &RdbmsDriver, conn: Conn) -> Arc<Transaction> {
+    Transaction::hold(&driver.shared, conn).await.0
 }
 
 async fn q(d: &RdbmsDriver, c: &Conn, sql: &str) -> Term {
@@ -462,7 +470,7 @@ async fn transaction_holds_the_connection() {
             &format!("CREATE TABLE {table} (id INT PRIMARY KEY)"),
         )
         .await;
-        let tx = Transaction::checkout(&d, c.clone()).await;
+        let tx = checkout(&d, c.clone()).await;
         let run = |sql: String| {
             let tx = tx.clone();
             async move {
@@ -497,7 +505,7 @@ async fn transaction_holds_the_connection() {
         assert!(format!("{:?}", t[1]).contains('0'), "{:?}", t[1]);
 
         // A dropped transaction rolls back and releases.
-        let tx = Transaction::checkout(&d, c.clone()).await;
+        let tx = checkout(&d, c.clone()).await;
         tx.run(
             parse_request(Term::tuple(vec![
                 Term::atom("sql_query"),

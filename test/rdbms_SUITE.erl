@@ -17,7 +17,8 @@ cases() ->
      transaction_throw, transaction_nested, transaction_isolated_and_held,
      transaction_caller_crash, transaction_query_list, delayed_retry, dirty,
      casts_and_requests, killed_connection_is_replaced, keepalive_replaces_killed_connection,
-     query_timeout, legacy_server_form, bad_config, tls, refused_checkout].
+     query_timeout, legacy_server_form, legacy_server_bad_port, bad_config, tls,
+     refused_checkout].
 
 init_per_suite(Config) ->
     ok = mongoose_wpool:ensure_started(),
@@ -574,6 +575,28 @@ legacy_server_form(Config) ->
                   [{rdbms, global, legacy, [{workers, 1}],
                     [{server, Server}, {keepalive_interval, 30}]}], []),
     ?assertMatch({selected, [_]}, mongoose_rdbms:sql_query(global, legacy, <<"SELECT 1">>)).
+
+%% Each element of a legacy tuple is checked like the option it stands for:
+%% a port given as a string is refused, not read as the database.
+legacy_server_bad_port(Config) ->
+    {Engine, User} = case ?config(engine, Config) of
+                         pgsql -> {pgsql, "postgres"};
+                         mysql -> {mysql, "root"}
+                     end,
+    Canary = "S3cr3t-canary-7",
+    Start = fun(Server) ->
+                    mongoose_wpool:start(rdbms, global, legacy_bad, [{workers, 1}],
+                                         [{server, Server}])
+            end,
+    {error, {invalid_config, Port}} = Start({Engine, "127.0.0.1", "5432", "test", User, Canary}),
+    ?assertNotEqual(nomatch,
+                    binary:match(Port, <<"outgoing_pools.rdbms.legacy_bad.connection.server: "
+                                         "element 3 (port): expected an integer between 1 "
+                                         "and 65535">>)),
+    {error, {invalid_config, Pass}} = Start({Engine, "127.0.0.1", 5432, "test", User, {Canary}}),
+    ?assertNotEqual(nomatch, binary:match(Pass, <<"element 6 (password): expected a string">>)),
+    [?assertEqual(nomatch, binary:match(Msg, list_to_binary(Canary))) || Msg <- [Port, Pass]],
+    ?assertEqual([{rdbms, global, default}], mongoose_wpool:get_pools()).
 
 bad_config(Config) ->
     Engine = ?config(engine, Config),

@@ -11,9 +11,13 @@
 //! | `max_start_interval` | seconds | accepted, no effect (the engine's backoff applies) |
 //! | `tls` | `required` (pgsql only), `verify_peer`, `cacertfile`, `certfile`, `keyfile`, and the other options of [`read_tls`] (validated; sqlx applies the four above) | no TLS |
 //!
-//! The legacy form of seed 000, `{server, {Type, Host, [Port,] DB, User, Pass[, SSL]}}`
-//! with `SSL` a proplist holding `{ssl, required | true | false}` and
-//! optionally `{ssl_opts, [{verify, verify_peer}, {cacertfile, F}, ...]}`, is read too.
+//! The legacy form of seed 000, `{server, {Type, Host, [Port,] DB, User, Pass[, SSL]}}`,
+//! is read too, each element checked as strictly as its option (a port that
+//! is not an integer is refused, not taken for the database). `SSL` is
+//! `[{ssl, required | true | false}, {ssl_opts, Opts}]`, or for mysql `Opts`
+//! itself, with `Opts` among `verify` (`verify_peer`, `verify_none`),
+//! `cacertfile`, `certfile`, `keyfile` and `server_name_indication`
+//! (accepted; the certificate is checked against `Host`).
 
 use std::time::Duration;
 
@@ -33,6 +37,18 @@ impl Engine {
         match self {
             Engine::Pgsql => "pgsql",
             Engine::Mysql => "mysql",
+        }
+    }
+
+    /// The engine of the driver named at `node`.
+    fn named(name: &str, node: &Node) -> Result<Engine> {
+        match name {
+            "pgsql" => Ok(Engine::Pgsql),
+            "mysql" => Ok(Engine::Mysql),
+            other => Err(Error::Config(format!(
+                "{}: driver {other} is not supported by mongoose_native yet",
+                node.path()
+            ))),
         }
     }
 
@@ -111,14 +127,7 @@ impl RdbmsConfig {
         let driver = conn.at("driver");
         let engine = match driver.one_of(&["pgsql", "mysql", "odbc", "cockroachdb"])? {
             None => return Err(driver.missing("\"pgsql\" or \"mysql\"")),
-            Some(d) if d == "pgsql" => Engine::Pgsql,
-            Some(d) if d == "mysql" => Engine::Mysql,
-            Some(d) => {
-                return Err(Error::Config(format!(
-                    "{}: driver {d} is not supported by mongoose_native yet",
-                    driver.path()
-                )))
-            }
+            Some(name) => Engine::named(&name, &driver)?,
         };
         let tls = read_tls_section(&conn.at("tls"), engine)?;
         Ok(RdbmsConfig {
@@ -160,8 +169,17 @@ fn read_tls_section(tls: &Node, engine: Engine) -> Result<Option<RdbmsTls>> {
     let verify_mode = rest_node.at("verify_mode").string()?;
     let verify_peer =
         rest_node.at("verify_peer").bool_or(false)? || verify_mode.as_deref() == Some("peer");
+    Ok(Some(RdbmsTls {
+        required: required.unwrap_or(false),
+        verify_peer,
+        ..tls_files(&rest_node)?
+    }))
+}
+
+/// The certificate files of a TLS section, each checked to exist.
+fn tls_files(tls: &Node) -> Result<RdbmsTls> {
     let file = |key: &str| -> Result<Option<String>> {
-        let node = rest_node.at(key);
+        let node = tls.at(key);
         match node.string()? {
             Some(f) if !std::path::Path::new(&f).is_file() => {
                 Err(Error::Config(format!("{}: cannot read {f:?}", node.path())))
@@ -169,13 +187,12 @@ fn read_tls_section(tls: &Node, engine: Engine) -> Result<Option<RdbmsTls>> {
             other => Ok(other),
         }
     };
-    Ok(Some(RdbmsTls {
-        required: required.unwrap_or(false),
-        verify_peer,
+    Ok(RdbmsTls {
         cacertfile: file("cacertfile")?,
         certfile: file("certfile")?,
         keyfile: file("keyfile")?,
-    }))
+        ..RdbmsTls::default()
+    })
 }
 
 fn without_key(term: &Term, key: &str) -> Term {
@@ -193,89 +210,99 @@ fn without_key(term: &Term, key: &str) -> Term {
     }
 }
 
-/// `{Type, Host, [Port,] DB, User, Pass[, SSL]}`.
+/// `{Type, Host, [Port,] DB, User, Pass[, SSL]}`, each element checked as
+/// strictly as the option it stands for, and named by its position.
 fn read_legacy_server(server: &Node) -> Result<RdbmsConfig> {
     const FORM: &str = "{pgsql | mysql, Host, [Port,] Database, User, Password[, SSL]}";
     let Some(Term::Tuple(items)) = server.term() else {
         return Err(server.invalid(FORM));
     };
     let engine = match items.first().and_then(|t| t.as_atom()) {
-        Some("pgsql") => Engine::Pgsql,
-        Some("mysql") => Engine::Mysql,
-        Some(other) => {
-            return Err(Error::Config(format!(
-                "{}: driver {other} is not supported by mongoose_native yet",
-                server.path()
-            )))
-        }
+        Some(name) => Engine::named(name, server)?,
         None => return Err(server.invalid(FORM)),
     };
-    let text = |i: usize, what: &str| -> Result<String> {
-        items.get(i).and_then(|t| t.as_text()).ok_or_else(|| {
-            Error::Config(format!(
-                "{}: expected {FORM}, element {} ({what}) is not a string",
-                server.path(),
-                i + 1
-            ))
-        })
-    };
-    let has_port = matches!(items.get(2), Some(Term::Int(_)));
-    let base = if has_port { 3 } else { 2 };
-    if items.len() < base + 3 || items.len() > base + 4 {
-        return Err(Error::Config(format!(
-            "{}: expected {FORM}, got a tuple of {} elements",
-            server.path(),
-            items.len()
-        )));
-    }
-    let port = match items.get(2) {
-        Some(Term::Int(p)) if (1..=65535).contains(p) => *p as u16,
-        Some(Term::Int(_)) => {
+    // Six elements hold a port and no SSL, unless the third is not an
+    // integer and the sixth is an option list: then SSL and no port.
+    let (host, port, [database, user, password], ssl) = match items.as_slice() {
+        [_, host, db, user, pass] => (host, None, [db, user, pass], None),
+        [_, host, port, db, user, pass]
+            if matches!(port, Term::Int(_)) || !is_option_list(pass) =>
+        {
+            (host, Some(port), [db, user, pass], None)
+        }
+        [_, host, db, user, pass, ssl] => (host, None, [db, user, pass], Some(ssl)),
+        [_, host, port, db, user, pass, ssl] => (host, Some(port), [db, user, pass], Some(ssl)),
+        _ => {
             return Err(Error::Config(format!(
-                "{}: the port must be between 1 and 65535",
-                server.path()
+                "{}: expected {FORM}, got a tuple of {} elements",
+                server.path(),
+                items.len()
             )))
         }
-        _ => engine.default_port(),
     };
-    let password = match items.get(base + 2) {
-        Some(p) => Node::new(format!("{}.password", server.path()), p)
-            .secret()?
-            .filter(|p| !p.expose().is_empty()),
-        None => None,
+    let element = |n: usize, what: &str, term| {
+        Node::new(format!("{}: element {n} ({what})", server.path()), term)
     };
-    let tls = match items.get(base + 3) {
-        None => None,
-        Some(ssl) => legacy_ssl(ssl),
+    let shift = usize::from(port.is_some());
+    let host = element(2, "host", host).required_string()?;
+    let default_port = i64::from(engine.default_port());
+    let port = match port {
+        Some(p) => element(3, "port", p).int_or(1, 65535, default_port)?,
+        None => default_port,
     };
     Ok(RdbmsConfig {
         engine,
-        host: text(1, "host")?,
-        port,
-        database: text(base, "database")?,
-        username: text(base + 1, "user")?,
-        password,
+        host,
+        port: port as u16,
+        database: element(3 + shift, "database", database).required_string()?,
+        username: element(4 + shift, "user", user).required_string()?,
+        password: element(5 + shift, "password", password)
+            .secret()?
+            .filter(|p| !p.expose().is_empty()),
         keepalive_interval: None,
         query_timeout: None,
-        tls,
+        tls: match ssl {
+            Some(ssl) => legacy_ssl(&element(6 + shift, "ssl", ssl), engine)?,
+            None => None,
+        },
     })
 }
 
-fn legacy_ssl(ssl: &Term) -> Option<RdbmsTls> {
-    let mode = ssl.get("ssl").and_then(|t| t.as_atom());
-    let mut tls = match mode {
-        Some("required") => RdbmsTls {
-            required: true,
-            ..RdbmsTls::default()
-        },
-        Some("true") => RdbmsTls::default(),
-        _ => return None,
-    };
-    if let Some(opts) = ssl.get("ssl_opts") {
-        tls.verify_peer = opts.get("verify").and_then(|t| t.as_atom()) == Some("verify_peer");
-        tls.cacertfile = opts.get("cacertfile").and_then(|t| t.as_text());
-        tls.certfile = opts.get("certfile").and_then(|t| t.as_text());
-        tls.keyfile = opts.get("keyfile").and_then(|t| t.as_text());
-    }
-    Some(tls)
+/// A non-empty list of tuples: SSL options, never a password.
+fn is_option_list(term: &Term) -> bool {
+    matches!(term, Term::List(items)
+        if !items.is_empty() && items.iter().all(|i| matches!(i, Term::Tuple(_))))
+}
+
+/// The SSL element: `[{ssl, false | true | required}, {ssl_opts, Opts}]`, or
+/// for mysql, as seed 000 writes it, `Opts` itself (TLS on).
+fn legacy_ssl(ssl: &Node, engine: Engine) -> Result<Option<RdbmsTls>> {
+    ssl.list()?;
+    let (mode, opts) =
+        if engine == Engine::Pgsql || ssl.at("ssl").is_set() || ssl.at("ssl_opts").is_set() {
+            ssl.only_keys(&["ssl", "ssl_opts"])?;
+            let mode = ssl.at("ssl").one_of(&["false", "true", "required"])?;
+            (mode, ssl.at("ssl_opts"))
+        } else {
+            (Some("true".to_string()), ssl.clone())
+        };
+    opts.only_keys(&[
+        "verify",
+        "cacertfile",
+        "certfile",
+        "keyfile",
+        "server_name_indication",
+    ])?;
+    let verify = opts.at("verify").one_of(&["verify_peer", "verify_none"])?;
+    // Accepted: the certificate's name is checked against Host either way.
+    opts.at("server_name_indication").string()?;
+    let files = tls_files(&opts)?;
+    Ok(match mode.as_deref() {
+        Some(mode @ ("true" | "required")) => Some(RdbmsTls {
+            required: mode == "required",
+            verify_peer: verify.as_deref() == Some("verify_peer"),
+            ..files
+        }),
+        _ => None,
+    })
 }

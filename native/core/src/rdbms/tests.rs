@@ -157,6 +157,134 @@ async fn open(conf: Term, timeout_ms: u64) -> (RdbmsDriver, Conn) {
     (driver, conn)
 }
 
+fn server(items: Vec<Term>) -> Result<RdbmsConfig> {
+    read(&Term::List(vec![Term::tuple(vec![
+        Term::atom("server"),
+        Term::Tuple(items),
+    ])]))
+}
+
+fn refused(items: Vec<Term>) -> String {
+    let e = server(items).unwrap_err().to_string();
+    assert!(!e.contains("S3cr3t"), "{e}");
+    e
+}
+
+#[test]
+fn legacy_elements_are_checked_by_position() {
+    let pw = || Term::from("S3cr3t");
+    // A port that is not an integer is refused, not taken for the database.
+    let e = refused(vec![
+        Term::atom("pgsql"),
+        Term::from("127.0.0.1"),
+        Term::from("5432"),
+        Term::from("test"),
+        Term::from("postgres"),
+        pw(),
+    ]);
+    assert!(
+        e.starts_with(
+            "outgoing_pools.rdbms.default.connection.server: element 3 (port): \
+             expected an integer between 1 and 65535, got "
+        ),
+        "{e}"
+    );
+    let e = refused(vec![
+        Term::atom("pgsql"),
+        Term::from("h"),
+        Term::Int(70000),
+        Term::from("db"),
+        Term::from("u"),
+        pw(),
+    ]);
+    assert!(
+        e.contains("server: element 3 (port): expected an integer"),
+        "{e}"
+    );
+    let e = refused(vec![
+        Term::atom("mysql"),
+        Term::from("h"),
+        Term::Int(3306),
+        Term::Int(7),
+        Term::from("u"),
+        pw(),
+    ]);
+    assert!(
+        e.contains("server: element 4 (database): expected a string"),
+        "{e}"
+    );
+    let e = refused(vec![
+        Term::atom("mysql"),
+        Term::from("h"),
+        Term::from("db"),
+        Term::from("u"),
+        Term::tuple(vec![pw()]),
+    ]);
+    assert!(
+        e.contains("server: element 5 (password): expected a string, got a tuple"),
+        "{e}"
+    );
+    let e = refused(vec![Term::atom("pgsql"), Term::from("h"), pw()]);
+    assert!(e.contains("got a tuple of 3 elements"), "{e}");
+
+    // SSL: only the options that are applied, with their types.
+    let ssl = |opts: Vec<Term>| {
+        vec![
+            Term::atom("pgsql"),
+            Term::from("h"),
+            Term::Int(5432),
+            Term::from("db"),
+            Term::from("u"),
+            pw(),
+            Term::List(opts),
+        ]
+    };
+    let kv = |k: &str, v: Term| Term::tuple(vec![Term::atom(k), v]);
+    let e = refused(ssl(vec![kv("ssl", Term::atom("maybe"))]));
+    assert!(
+        e.contains("server: element 7 (ssl).ssl: expected one of"),
+        "{e}"
+    );
+    let e = refused(ssl(vec![
+        kv("ssl", Term::atom("true")),
+        kv("ssl_opts", Term::List(vec![kv("depth", Term::Int(2))])),
+    ]));
+    assert!(e.contains("ssl_opts.depth: unknown option"), "{e}");
+    let e = refused(ssl(vec![
+        kv("ssl", Term::atom("true")),
+        kv(
+            "ssl_opts",
+            Term::List(vec![kv("cacertfile", Term::from("/nonexistent/ca.pem"))]),
+        ),
+    ]));
+    assert!(e.contains("ssl_opts.cacertfile: cannot read"), "{e}");
+
+    // Seed 000's MySQL form: the SSL element is the ssl options.
+    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let c = server(vec![
+        Term::atom("mysql"),
+        Term::from("h"),
+        Term::Int(3306),
+        Term::from("db"),
+        Term::from("u"),
+        pw(),
+        Term::List(vec![
+            kv("verify", Term::atom("verify_peer")),
+            kv("cacertfile", Term::from(ca)),
+            kv("server_name_indication", Term::atom("disable")),
+        ]),
+    ])
+    .unwrap();
+    assert_eq!(
+        c.tls,
+        Some(RdbmsTls {
+            verify_peer: true,
+            cacertfile: Some(ca.to_string()),
+            ..RdbmsTls::default()
+        })
+    );
+}
+
 /// Checks `conn` out directly, outside its worker.
 async fn checkout(driver: &RdbmsDriver, conn: Conn) -> Arc<Transaction> {
     Transaction::hold(&driver.shared, conn).await.0

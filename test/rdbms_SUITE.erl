@@ -17,8 +17,8 @@ cases() ->
      transaction_throw, transaction_nested, transaction_isolated_and_held,
      transaction_caller_crash, transaction_query_list, delayed_retry, dirty,
      casts_and_requests, killed_connection_is_replaced, keepalive_replaces_killed_connection,
-     query_timeout, legacy_server_form, legacy_server_bad_port, bad_config, tls,
-     refused_checkout].
+     query_timeout, legacy_server_form, legacy_server_bad_port, bad_config,
+     password_not_utf8, tls, refused_checkout].
 
 init_per_suite(Config) ->
     ok = mongoose_wpool:ensure_started(),
@@ -623,6 +623,16 @@ bad_config(Config) ->
             ?assertNotEqual(nomatch, binary:match(NoDb, <<"mn_ct_no_such_db">>))
     end,
     ?assertEqual([{rdbms, global, default}], mongoose_wpool:get_pools()).
+
+%% A password that is not UTF-8 is refused with a message that says so,
+%% without its bytes.
+password_not_utf8(Config) ->
+    Conn = conn_opts(?config(engine, Config)),
+    {error, {invalid_config, Msg}} =
+        mongoose_wpool:start(rdbms, global, bad_pw, [{workers, 1}],
+                             Conn#{password => <<255, 254, "S3cr3t">>}),
+    ?assertEqual(<<"outgoing_pools.rdbms.bad_pw.connection.password: expected UTF-8 text, "
+                   "got a binary that is not valid UTF-8">>, Msg).
 
 wait_until(F) ->
     wait_until(F, 100).

@@ -285,6 +285,20 @@ fn legacy_elements_are_checked_by_position() {
     );
 }
 
+#[test]
+fn password_not_utf8_is_described_not_shown() {
+    let Term::Map(mut conf) = pg_conf() else {
+        unreachable!()
+    };
+    conf.retain(|(k, _)| *k != Term::atom("password"));
+    conf.push(kv("password", Term::bin(vec![255u8, 254, b'S'])));
+    assert_eq!(
+        read(&Term::Map(conf)).unwrap_err().to_string(),
+        "outgoing_pools.rdbms.default.connection.password: \
+         expected UTF-8 text, got a binary that is not valid UTF-8"
+    );
+}
+
 /// Checks `conn` out directly, outside its worker.
 async fn checkout(driver: &RdbmsDriver, conn: Conn) -> Arc<Transaction> {
     Transaction::hold(&driver.shared, conn).await.0

@@ -308,19 +308,9 @@ transaction(F, Restarts, State) ->
                 {aborted, _} when Restarts > 0 ->
                     rollback(State),
                     transaction(F, Restarts - 1, State);
-                {aborted, #{reason := Reason, sql_query := Query}} ->
-                    ?LOG_ERROR(#{what => rdbms_sql_transaction_restarts_exceeded,
-                                 restarts => ?MAX_TRANSACTION_RESTARTS,
-                                 last_abort_reason => Reason,
-                                 last_sql_query => iolist_to_binary(Query)}),
+                {aborted, Abort} ->
                     rollback(State),
-                    {aborted, Reason};
-                {aborted, Reason} ->
-                    ?LOG_ERROR(#{what => rdbms_sql_transaction_restarts_exceeded,
-                                 restarts => ?MAX_TRANSACTION_RESTARTS,
-                                 last_abort_reason => Reason}),
-                    rollback(State),
-                    {aborted, Reason};
+                    {aborted, restarts_exceeded(Abort)};
                 {'EXIT', Reason} ->
                     rollback(State),
                     {aborted, Reason};
@@ -337,6 +327,27 @@ transaction(F, Restarts, State) ->
 
 rollback(State) ->
     tx_call(State, {sql_query, <<"ROLLBACK">>}).
+
+%% Logs the last abort of a transaction and gives the reason it returns:
+%% the SQL error of a failed `sql_query_t', or what the fun threw.
+-spec restarts_exceeded(term()) -> term().
+restarts_exceeded(Abort) ->
+    {Reason, Last} = case Abort of
+                         #{reason := R, sql_query := Query} ->
+                             {R, #{last_abort_reason => R, last_sql_query => query_text(Query)}};
+                         _ ->
+                             {Abort, #{last_abort_reason => Abort}}
+                     end,
+    ?LOG_ERROR(Last#{what => rdbms_sql_transaction_restarts_exceeded,
+                     restarts => ?MAX_TRANSACTION_RESTARTS}),
+    Reason.
+
+%% A query that is not iodata (the NIF refused it) is logged as it is.
+-spec query_text(term()) -> term().
+query_text(Query) ->
+    try iolist_to_binary(Query)
+    catch error:badarg -> Query
+    end.
 
 apply_transaction_function(F) ->
     try F()

@@ -15,7 +15,8 @@ cases() ->
     [select_one, query_shapes, sql_errors, prepared_types, prepared_registry,
      escaped_like, escape_helpers, transaction_commits, transaction_rolls_back_on_error,
      transaction_throw, transaction_nested, transaction_isolated_and_held,
-     transaction_caller_crash, transaction_query_list, delayed_retry, dirty,
+     transaction_caller_crash, transaction_query_list, transaction_query_not_iodata,
+     delayed_retry, dirty,
      casts_and_requests, killed_connection_is_replaced, keepalive_replaces_killed_connection,
      query_timeout, legacy_server_form, legacy_server_bad_port, bad_config,
      password_not_utf8, tls, refused_checkout].
@@ -448,6 +449,18 @@ transaction_query_list(Config) ->
                                                 <<"INSERT INTO mn_ct_nope VALUES (1)">>]),
     ?assert(is_list(Reason)),
     ?assertEqual(2, count_users()).
+
+%% A query that is not iodata never reaches the server: the transaction is
+%% aborted with the reason, and the connection works on.
+transaction_query_not_iodata(_Config) ->
+    [begin
+         Result = mongoose_rdbms:sql_transaction(
+                    global, fun() -> mongoose_rdbms:sql_query_t(Query) end),
+         ?assertMatch({aborted, {bad_request, _}}, Result),
+         {aborted, {bad_request, Why}} = Result,
+         ?assertNotEqual(nomatch, binary:match(Why, <<"query: expected iodata">>))
+     end || Query <- [not_iodata, {not_iodata}, [<<"SELECT ">>, one]]],
+    ?assertEqual(0, count_users()).
 
 delayed_retry(_Config) ->
     put(tries, 0),

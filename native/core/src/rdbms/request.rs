@@ -53,7 +53,9 @@ impl CheckoutCell {
 
 fn iodata_text(term: &Term, what: &str) -> Result<String> {
     let mut buf = Vec::new();
-    if !term.to_iodata(&mut buf) {
+    // `to_iodata` takes a lone atom or number too (Redis arguments); SQL is
+    // iodata only, as for Erlang.
+    if !matches!(term, Term::Bin(_) | Term::List(_)) || !term.to_iodata(&mut buf) {
         return Err(Error::BadRequest(format!(
             "{what}: expected iodata, got {term:?}"
         )));

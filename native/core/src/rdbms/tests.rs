@@ -771,6 +771,26 @@ fn checkout_needs_the_nif() {
     .is_err());
 }
 
+#[test]
+fn queries_are_iodata_only() {
+    let query = |q: Term| parse_request(Term::tuple(vec![Term::atom("sql_query"), q]));
+    assert!(query(Term::List(vec![
+        Term::from("SELECT "),
+        Term::Int(b'1'.into())
+    ]))
+    .is_ok());
+    for q in [
+        Term::atom("not_iodata"),
+        Term::Int(1),
+        Term::List(vec![Term::from("SELECT "), Term::atom("one")]),
+    ] {
+        assert!(
+            matches!(query(q.clone()), Err(Error::BadRequest(ref m)) if m.starts_with("query: expected iodata")),
+            "{q:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn several_statements_in_one_query() {
     let (d, c) = open(pg_conf(), 5000).await;

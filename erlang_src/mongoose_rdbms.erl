@@ -21,7 +21,8 @@
 %% error) rolls back and reruns the fun, up to 10 times, then gives `{aborted,
 %% Reason}'; any other thrown value is the fun's result and is committed. A
 %% caller that dies inside a transaction leaves nothing behind: the handle's
-%% destructor rolls back and gives the connection back.
+%% destructor rolls back and gives the connection back. Aborts are logged
+%% through `mongoose_native_log', at most one line per kind per second.
 -module(mongoose_rdbms).
 
 -export([prepare/4,
@@ -239,15 +240,15 @@ delayed_retry(HostType, F, Retries, Delay, Info) ->
         {atomic, _} ->
             Result;
         {aborted, Reason} when Retries > 0 ->
-            ?LOG_WARNING(Info#{what => rdbms_transaction_aborted,
-                               text => <<"Transaction aborted. Restart">>,
-                               reason => Reason, retries_left => Retries}),
+            mongoose_native_log:log(warning, Info#{what => rdbms_transaction_aborted,
+                                                   text => <<"Transaction aborted. Restart">>,
+                                                   reason => Reason, retries_left => Retries}),
             timer:sleep(Delay),
             delayed_retry(HostType, F, Retries - 1, Delay, Info);
         _ ->
             Err = Info#{what => rdbms_transaction_failed,
                         text => <<"Transaction failed. Do not restart">>, reason => Result},
-            ?LOG_ERROR(Err),
+            mongoose_native_log:log(error, Err),
             erlang:error(Err)
     end.
 
@@ -338,8 +339,8 @@ restarts_exceeded(Abort) ->
                          _ ->
                              {Abort, #{last_abort_reason => Abort}}
                      end,
-    ?LOG_ERROR(Last#{what => rdbms_sql_transaction_restarts_exceeded,
-                     restarts => ?MAX_TRANSACTION_RESTARTS}),
+    mongoose_native_log:log(error, Last#{what => rdbms_sql_transaction_restarts_exceeded,
+                                         restarts => ?MAX_TRANSACTION_RESTARTS}),
     Reason.
 
 %% A query that is not iodata (the NIF refused it) is logged as it is.
@@ -354,8 +355,9 @@ apply_transaction_function(F) ->
     catch
         throw:Thrown -> Thrown;
         Class:Reason:Stacktrace ->
-            ?LOG_ERROR(#{what => rdbms_outer_transaction_failed, class => Class,
-                         reason => Reason, stacktrace => Stacktrace}),
+            mongoose_native_log:log(error, #{what => rdbms_outer_transaction_failed,
+                                             class => Class, reason => Reason,
+                                             stacktrace => Stacktrace}),
             {'EXIT', Reason}
     end.
 

@@ -16,7 +16,7 @@ cases() ->
      escaped_like, escape_helpers, transaction_commits, transaction_rolls_back_on_error,
      transaction_throw, transaction_nested, transaction_isolated_and_held,
      transaction_caller_crash, transaction_query_list, transaction_query_not_iodata,
-     delayed_retry, dirty,
+     abort_logs_rate_limited, delayed_retry, dirty,
      casts_and_requests, killed_connection_is_replaced, keepalive_replaces_killed_connection,
      query_timeout, legacy_server_form, legacy_server_bad_port, bad_config,
      password_not_utf8, tls, refused_checkout].
@@ -461,6 +461,41 @@ transaction_query_not_iodata(_Config) ->
          ?assertNotEqual(nomatch, binary:match(Why, <<"query: expected iodata">>))
      end || Query <- [not_iodata, {not_iodata}, [<<"SELECT ">>, one]]],
     ?assertEqual(0, count_users()).
+
+%% Aborts repeated at any rate log at most one line a second per kind; the
+%% next line counts the ones suppressed meanwhile.
+abort_logs_rate_limited(_Config) ->
+    Abort = fun() -> {aborted, boom} = mongoose_rdbms:sql_transaction(global, fun() -> error(boom) end) end,
+    ok = logger:add_handler(mn_ct_abort_lines, ?MODULE, #{config => #{pid => self()}}),
+    try
+        %% A line that starts a window of its own, whatever earlier cases logged.
+        timer:sleep(1100),
+        Abort(),
+        [_] = logged(rdbms_outer_transaction_failed),
+        T0 = erlang:monotonic_time(millisecond),
+        [Abort() || _ <- lists:seq(1, 200)],
+        Elapsed = erlang:monotonic_time(millisecond) - T0,
+        timer:sleep(1100),
+        Abort(),
+        Lines = logged(rdbms_outer_transaction_failed),
+        ?assert(length(Lines) =< Elapsed div 1000 + 2, {length(Lines), Elapsed}),
+        ?assertEqual(201, lists:sum([1 + maps:get(suppressed, L, 0) || L <- Lines]))
+    after
+        logger:remove_handler(mn_ct_abort_lines)
+    end.
+
+%% The logger handler of abort_logs_rate_limited: each report to the test.
+log(#{msg := {report, Report}}, #{config := #{pid := Pid}}) ->
+    Pid ! {logged, Report};
+log(_Event, _Config) ->
+    ok.
+
+logged(What) ->
+    receive
+        {logged, Report = #{what := What}} -> [Report | logged(What)];
+        {logged, _} -> logged(What)
+    after 200 -> []
+    end.
 
 delayed_retry(_Config) ->
     put(tries, 0),

@@ -70,6 +70,21 @@ pub struct RdbmsTls {
     pub keyfile: Option<String>,
 }
 
+impl RdbmsTls {
+    /// Sets the certificate files with an engine's setters for the CA, the
+    /// client certificate and its key (in the certificate's file if unset).
+    pub(super) fn set_files<O>(&self, options: O, setters: [fn(O, &str) -> O; 3]) -> O {
+        let key = self.keyfile.as_ref().or(self.certfile.as_ref());
+        [self.cacertfile.as_ref(), self.certfile.as_ref(), key]
+            .into_iter()
+            .zip(setters)
+            .fold(options, |o, (file, set)| match file {
+                Some(f) => set(o, f),
+                None => o,
+            })
+    }
+}
+
 /// The validated connection options of an `rdbms` pool (the password prints
 /// as `<secret>`).
 #[derive(Debug, Clone)]
@@ -119,10 +134,11 @@ impl RdbmsConfig {
                     server.path()
                 )));
             }
-            let mut config = read_legacy_server(&server)?;
-            config.keepalive_interval = keepalive_interval;
-            config.query_timeout = query_timeout;
-            return Ok(config);
+            return Ok(RdbmsConfig {
+                keepalive_interval,
+                query_timeout,
+                ..read_legacy_server(&server)?
+            });
         }
         let driver = conn.at("driver");
         let engine = match driver.one_of(&["pgsql", "mysql", "odbc", "cockroachdb"])? {

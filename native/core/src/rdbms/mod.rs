@@ -14,33 +14,27 @@
 //!
 //! # Connections, failures, timeouts
 //!
-//! A worker's connection is an `Arc<tokio::sync::Mutex<ConnState>>`. Each
-//! request locks it, and runs under a deadline: the smaller of `query_timeout`
-//! and `call_timeout`. pgsql gets it (plus 100 ms) as `statement_timeout`, so
-//! the server cancels a slow statement and the connection stays usable; the
-//! client gives up 500 ms after the deadline. A request
-//! whose connection broke (a network error, a FATAL error such as
-//! `pg_terminate_backend`, MariaDB's `KILL`) or that passed its deadline drops
-//! the connection and answers an error; the next request on that worker opens
-//! a new one first, so it succeeds. The keepalive ping does the same at once.
+//! Each request on a worker's connection runs under a deadline, the smaller
+//! of `query_timeout` and `call_timeout`: pgsql gets it (plus 100 ms) as
+//! `statement_timeout`, so the server cancels a slow statement and keeps the
+//! connection; the client gives up 500 ms after it and drops the connection.
+//! A connection that broke (a network error, a FATAL error such as
+//! `pg_terminate_backend`, MariaDB's `KILL`) is dropped too; the next
+//! request, or the keepalive ping at once, opens a new one first.
 //!
 //! # Transactions
 //!
-//! `mongoose_rdbms:sql_transaction/2,3` runs its fun in the caller, as
-//! MongooseIM's API requires, so every query the fun makes must reach the one
-//! connection the transaction began on. A checkout request is carried by a
-//! worker like any other (strategy, queue bound) and takes the connection's
-//! mutex as an owned guard. The guard goes into a [`Transaction`], handed to
-//! the caller at once through the checkout's own reply (the NIF wraps it
-//! in a resource), while the checkout job itself keeps running until the
-//! transaction is released: the worker stays busy (strategies, stats and the
-//! keepalive see it so) and its queue waits, exactly as a MongooseIM worker
-//! running a transaction. Queries on the handle run on the held connection
-//! directly, in call order; `BEGIN`, `COMMIT` and `ROLLBACK` are plain
-//! queries on it. Releasing gives the guard back and ends the checkout job;
-//! if the caller dies instead (or a checkout answer reaches nobody because
-//! its caller gave up), the resource's destructor drops the [`Transaction`],
-//! which rolls back on the runtime and then releases the connection.
+//! `mongoose_rdbms:sql_transaction/2,3` runs its fun in the caller, so every
+//! query it makes must reach the connection the transaction began on. A
+//! checkout request goes through a worker like any other (strategy, queue
+//! bound), takes the connection's mutex as an owned guard and hands it to the
+//! caller at once as a [`Transaction`] (the NIF makes it a resource). The
+//! checkout job runs on until the transaction is released, so the worker
+//! stays busy, as a MongooseIM worker running a transaction; queries on the
+//! handle run on the held connection in call order, `BEGIN`, `COMMIT` and
+//! `ROLLBACK` among them. If the caller dies instead (or a checkout answer
+//! reaches nobody), the resource's destructor drops the [`Transaction`],
+//! which rolls back and then releases the connection.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,7 +1,5 @@
 //! MySQL/MariaDB: the text protocol and prepared statements.
 
-use std::path::PathBuf;
-
 use sqlx::error::DatabaseError;
 use sqlx::mysql::{
     MySql, MySqlArguments, MySqlConnectOptions, MySqlConnection, MySqlDatabaseError,
@@ -41,17 +39,14 @@ impl Mysql {
                 } else {
                     MySqlSslMode::Required
                 };
-                let mut o = opts.ssl_mode(mode);
-                if let Some(f) = &tls.cacertfile {
-                    o = o.ssl_ca(PathBuf::from(f));
-                }
-                if let Some(f) = &tls.certfile {
-                    o = o.ssl_client_cert(PathBuf::from(f));
-                }
-                if let Some(f) = tls.keyfile.as_ref().or(tls.certfile.as_ref()) {
-                    o = o.ssl_client_key(PathBuf::from(f));
-                }
-                o
+                tls.set_files(
+                    opts.ssl_mode(mode),
+                    [
+                        |o, f| o.ssl_ca(f),
+                        |o, f| o.ssl_client_cert(f),
+                        |o, f| o.ssl_client_key(f),
+                    ],
+                )
             }
         };
         Mysql {

@@ -1,7 +1,6 @@
 //! PostgreSQL: the simple protocol (values as text) and prepared statements
 //! (typed values), parameters encoded from Erlang terms.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use sqlx::error::DatabaseError;
@@ -59,17 +58,14 @@ impl Pgsql {
                 } else {
                     PgSslMode::Prefer
                 };
-                let mut o = opts.ssl_mode(mode);
-                if let Some(f) = &tls.cacertfile {
-                    o = o.ssl_root_cert(PathBuf::from(f));
-                }
-                if let Some(f) = &tls.certfile {
-                    o = o.ssl_client_cert(PathBuf::from(f));
-                }
-                if let Some(f) = tls.keyfile.as_ref().or(tls.certfile.as_ref()) {
-                    o = o.ssl_client_key(PathBuf::from(f));
-                }
-                o
+                tls.set_files(
+                    opts.ssl_mode(mode),
+                    [
+                        |o, f| o.ssl_root_cert(f),
+                        |o, f| o.ssl_client_cert(f),
+                        |o, f| o.ssl_client_key(f),
+                    ],
+                )
             }
         };
         Pgsql {
@@ -173,7 +169,7 @@ struct PgParam {
     bytes: Option<Vec<u8>>,
 }
 
-pub(super) fn param_int(value: &Term) -> Result<i64, String> {
+fn param_int(value: &Term) -> Result<i64, String> {
     match value {
         Term::Int(i) => Ok(*i),
         Term::Atom(a) if a == "true" => Ok(1),

@@ -65,42 +65,34 @@ fn iodata_text(term: &Term, what: &str) -> Result<String> {
 
 /// Reads a request term (the forms of the module documentation).
 pub fn parse_request(request: Term) -> Result<RdbmsRequest> {
-    match request {
-        Term::Atom(a) if a == "rdbms_engine" => Ok(RdbmsRequest::Engine),
-        Term::Tuple(t) => match (t.first().and_then(|a| a.as_atom()), t.len()) {
-            (Some("sql_query"), 2) => Ok(RdbmsRequest::Query(iodata_text(&t[1], "query")?)),
-            (Some("sql_execute"), 4) => {
-                let name = t[1]
-                    .as_text()
-                    .ok_or_else(|| Error::BadRequest("the statement name is not an atom".into()))?;
-                let sql = iodata_text(&t[2], "statement")?;
-                let Term::List(params) = &t[3] else {
-                    return Err(Error::BadRequest(
-                        "the parameters are not a list".to_string(),
-                    ));
-                };
-                Ok(RdbmsRequest::Execute {
-                    name,
-                    sql,
-                    params: params.clone(),
-                })
-            }
-            (Some("rdbms_checkout"), 2) => match &t[1] {
-                Term::Opaque(any) => any
-                    .downcast_ref::<CheckoutCell>()
-                    .and_then(CheckoutCell::take)
-                    .map(RdbmsRequest::Checkout)
-                    .ok_or_else(|| Error::BadRequest("a checkout is made by the NIF".into())),
-                _ => Err(Error::BadRequest("a checkout is made by the NIF".into())),
-            },
-            (Some("rdbms_engine"), 1) => Ok(RdbmsRequest::Engine),
-            _ => Err(Error::BadRequest(format!(
-                "expected {{sql_query, Query}} or {{sql_execute, Name, SQL, Params}}, got {:?}",
-                Term::Tuple(t)
-            ))),
-        },
-        other => Err(Error::BadRequest(format!(
-            "expected {{sql_query, Query}} or {{sql_execute, Name, SQL, Params}}, got {other:?}"
+    let bad = |why: &str| Error::BadRequest(why.to_string());
+    let items = match &request {
+        Term::Tuple(items) => items.as_slice(),
+        one => std::slice::from_ref(one),
+    };
+    let tag = items.first().and_then(Term::as_atom);
+    match (tag, items) {
+        (Some("rdbms_engine"), [_]) => Ok(RdbmsRequest::Engine),
+        (Some("sql_query"), [_, query]) => Ok(RdbmsRequest::Query(iodata_text(query, "query")?)),
+        (Some("sql_execute"), [_, name, sql, params]) => {
+            let name = name
+                .as_text()
+                .ok_or_else(|| bad("the statement name is not an atom"))?;
+            let sql = iodata_text(sql, "statement")?;
+            let Term::List(params) = params else {
+                return Err(bad("the parameters are not a list"));
+            };
+            let params = params.clone();
+            Ok(RdbmsRequest::Execute { name, sql, params })
+        }
+        (Some("rdbms_checkout"), [_, Term::Opaque(cell)]) => cell
+            .downcast_ref::<CheckoutCell>()
+            .and_then(CheckoutCell::take)
+            .map(RdbmsRequest::Checkout)
+            .ok_or_else(|| bad("a checkout is made by the NIF")),
+        (Some("rdbms_checkout"), [_, _]) => Err(bad("a checkout is made by the NIF")),
+        _ => Err(Error::BadRequest(format!(
+            "expected {{sql_query, Query}} or {{sql_execute, Name, SQL, Params}}, got {request:?}"
         ))),
     }
 }

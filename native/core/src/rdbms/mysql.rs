@@ -105,8 +105,9 @@ impl Backend for Mysql {
                     },
                     None => {
                         return Err(answer(&format!(
-                            "statement {name}, parameter {}: cannot send {v:?}",
-                            i + 1
+                            "statement {name}, parameter {}: cannot send {}",
+                            i + 1,
+                            v.describe()
                         )))
                     }
                 },

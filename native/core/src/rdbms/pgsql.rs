@@ -177,7 +177,7 @@ fn param_int(value: &Term) -> Result<i64, String> {
         v => param_bytes(v)
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| format!("expected an integer, got {v:?}")),
+            .ok_or_else(|| format!("expected an integer, got {}", v.describe())),
     }
 }
 
@@ -188,7 +188,7 @@ fn param_float(value: &Term) -> Result<f64, String> {
         v => param_bytes(v)
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| format!("expected a number, got {v:?}")),
+            .ok_or_else(|| format!("expected a number, got {}", v.describe())),
     }
 }
 
@@ -200,7 +200,7 @@ fn param_bool(value: &Term) -> Result<bool, String> {
         v => match param_bytes(v).as_deref() {
             Some(b"t" | b"true" | b"1") => Ok(true),
             Some(b"f" | b"false" | b"0") => Ok(false),
-            _ => Err(format!("expected a boolean, got {v:?}")),
+            _ => Err(format!("expected a boolean, got {}", v.describe())),
         },
     }
 }
@@ -210,7 +210,8 @@ fn text_of(value: &Term) -> Result<Vec<u8>, String> {
         Term::Int(i) => Ok(i.to_string().into_bytes()),
         Term::Float(f) => Ok(f.to_string().into_bytes()),
         Term::Atom(a) if a == "true" || a == "false" => Ok(a.clone().into_bytes()),
-        v => param_bytes(v).ok_or_else(|| format!("expected a binary or iodata, got {v:?}")),
+        v => param_bytes(v)
+            .ok_or_else(|| format!("expected a binary or iodata, got {}", v.describe())),
     }
 }
 

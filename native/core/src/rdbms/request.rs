@@ -57,7 +57,8 @@ fn iodata_text(term: &Term, what: &str) -> Result<String> {
     // iodata only, as for Erlang.
     if !matches!(term, Term::Bin(_) | Term::List(_)) || !term.to_iodata(&mut buf) {
         return Err(Error::BadRequest(format!(
-            "{what}: expected iodata, got {term:?}"
+            "{what}: expected iodata, got {}",
+            term.describe()
         )));
     }
     String::from_utf8(buf).map_err(|_| Error::BadRequest(format!("{what}: not valid UTF-8")))
@@ -92,7 +93,8 @@ pub fn parse_request(request: Term) -> Result<RdbmsRequest> {
             .ok_or_else(|| bad("a checkout is made by the NIF")),
         (Some("rdbms_checkout"), [_, _]) => Err(bad("a checkout is made by the NIF")),
         _ => Err(Error::BadRequest(format!(
-            "expected {{sql_query, Query}} or {{sql_execute, Name, SQL, Params}}, got {request:?}"
+            "expected {{sql_query, Query}} or {{sql_execute, Name, SQL, Params}}, got {}",
+            request.describe()
         ))),
     }
 }

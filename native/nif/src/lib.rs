@@ -245,17 +245,20 @@ fn set_log_relay(pid: LocalPid) -> Atom {
     ok()
 }
 
-fn load(_env: Env, info: rustler::Term) -> bool {
+fn load(env: Env, info: rustler::Term) -> bool {
     if !pin::pin_library() {
         return false;
     }
+    // A bad `runtime_threads` refuses the load before any thread starts.
+    let threads = match info.map_get(threads().encode(env)) {
+        Ok(t) => match t.decode::<usize>() {
+            Ok(n) => n,
+            Err(_) => return false,
+        },
+        Err(_) => 0,
+    };
     logger::install();
-    let n = info
-        .map_get(threads().encode(_env))
-        .ok()
-        .and_then(|t| t.decode::<usize>().ok())
-        .unwrap_or(0);
-    runtime::start(n).is_ok()
+    runtime::start(threads).is_ok()
 }
 
 rustler::init!("mongoose_native_nif", load = load);

@@ -116,7 +116,7 @@ impl<D: Driver> Pool<D> {
                     load: load.clone(),
                     idle: idle.clone(),
                 };
-                runtime::handle().spawn(async move { worker.run(rx, conn).await });
+                runtime::current().spawn(async move { worker.run(rx, conn).await });
                 Worker { tx, load }
             })
             .collect::<Vec<_>>();
@@ -166,7 +166,7 @@ impl<D: Driver> Pool<D> {
     fn wait_for_idle(self: &Arc<Self>, job: Job<D::Request>) {
         let pool = self.clone();
         let deadline = Instant::now() + Duration::from_millis(self.settings.call_timeout_ms);
-        runtime::handle().spawn(async move {
+        runtime::current().spawn(async move {
             let mut job = Some(job);
             loop {
                 let notified = pool.idle.notified();
@@ -479,3 +479,7 @@ fn panic_error(panic: Box<dyn std::any::Any + Send>) -> Error {
     log::error!("a request panicked: {what}");
     Error::Internal(format!("the request panicked: {what}"))
 }
+
+#[cfg(test)]
+#[path = "pool_tests.rs"]
+mod tests;

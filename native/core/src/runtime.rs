@@ -43,6 +43,13 @@ pub fn handle() -> Handle {
     }
 }
 
+/// Where the engine spawns: the caller's runtime when it runs on one (in
+/// the library that is always this one; a `#[tokio::test]` thereby keeps
+/// the pools it starts on its own runtime and paused clock), else the library's.
+pub fn current() -> Handle {
+    Handle::try_current().unwrap_or_else(|_| handle())
+}
+
 /// Stops every task, waiting at most `grace` for them; used on NIF unload.
 pub fn shutdown(grace: Duration) {
     if let Some(shared) = RUNTIME.get() {

@@ -264,8 +264,9 @@ fn socket_addr(ep: &Node) -> Result<SocketAddr, Error> {
     Ok(SocketAddr::new(ip, port))
 }
 
-/// Binds the listeners on the runtime, then answers `{Tag, {ok, Transport}}`
-/// or `{Tag, {error, Reason}}`.
+/// Reads the options (and the TLS files they name) and binds the listeners
+/// on the runtime, then answers `{Tag, {ok, Transport}}` or `{Tag, {error,
+/// Reason}}`.
 #[rustler::nif]
 fn gd_transport_start<'a>(
     env: Env<'a>,
@@ -274,15 +275,19 @@ fn gd_transport_start<'a>(
     pid: LocalPid,
     tag: rustler::Term<'a>,
 ) -> rustler::Term<'a> {
-    let options = decode(opts)
-        .map_err(|e| Error::Config(format!("modules.mod_global_distrib.connections: {e}")))
-        .and_then(|t| read_options(&t));
-    let options = match options {
-        Ok(o) => o,
-        Err(e) => return error_term(env, &e),
+    let opts = match decode(opts) {
+        Ok(t) => t,
+        Err(e) => {
+            let e = Error::Config(format!("modules.mod_global_distrib.connections: {e}"));
+            return error_term(env, &e);
+        }
     };
     let later = Later::new(pid, tag);
     runtime::handle().spawn(async move {
+        let options = match read_options(&opts) {
+            Ok(o) => o,
+            Err(e) => return later.answer(|env| error_term(env, &e)),
+        };
         let metrics = Arc::new(Metrics::default());
         let (acceptor, connector) = match options.tls {
             Some((a, c)) => (Some(a), Some(c)),

@@ -182,10 +182,6 @@ impl HttpDriver {
             })?;
         Ok(HttpDriver { client, config })
     }
-
-    pub fn config(&self) -> &HttpConfig {
-        &self.config
-    }
 }
 
 pub struct HttpRequest {

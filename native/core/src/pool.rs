@@ -53,7 +53,6 @@ pub trait Driver: Send + Sync + 'static {
 /// What the registry and the NIF see of a pool, whatever its driver.
 pub trait AnyPool: Send + Sync {
     fn submit(&self, choice: Choice, request: Term, reply: Reply) -> Result<()>;
-    fn size(&self) -> usize;
     fn stats(&self) -> Term;
     /// Closes every worker's queue; queued requests still get their answer.
     fn stop(&self);
@@ -280,10 +279,6 @@ impl<D: Driver> AnyPool for Arc<Pool<D>> {
                 }
             },
         }
-    }
-
-    fn size(&self) -> usize {
-        self.settings.workers
     }
 
     fn stats(&self) -> Term {

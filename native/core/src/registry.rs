@@ -1,4 +1,6 @@
-//! Starts a pool of a given type: the one place that maps a type to its driver.
+//! Starts or checks a pool of a given type: maps each type to its driver
+//! (`generic` is started by the NIF glue, which owns its Erlang executors;
+//! mongoose_wpool.erl names each type's callback module).
 
 use crate::config::{Node, PoolSettings, PoolType};
 use crate::error::{Error, Result};

@@ -27,9 +27,6 @@ impl AnyPool for SharedPool {
     fn submit(&self, choice: Choice, request: Term, reply: Reply) -> Result<(), Error> {
         self.0.pool.submit(choice, request, reply)
     }
-    fn size(&self) -> usize {
-        self.0.pool.size()
-    }
     fn stats(&self) -> Term {
         self.0.pool.stats()
     }

@@ -473,10 +473,6 @@ impl RdbmsDriver {
             }),
         })
     }
-
-    pub fn engine(&self) -> Engine {
-        self.shared.engine
-    }
 }
 
 fn pg_options(config: &RdbmsConfig, op_timeout: Duration) -> PgConnectOptions {

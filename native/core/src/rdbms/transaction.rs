@@ -35,10 +35,6 @@ impl Transaction {
         self.released.lock().ok().and_then(|mut r| r.take())
     }
 
-    pub fn engine(&self) -> Engine {
-        self.shared.engine
-    }
-
     /// Accepts the query and execute forms only.
     pub fn parse(&self, request: Term) -> Result<RdbmsRequest> {
         match parse_request(request)? {

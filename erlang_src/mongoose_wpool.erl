@@ -27,6 +27,9 @@
                workers :: pos_integer(),
                res :: reference() | binary()}).
 
+%% Opening every connection of a pool takes at most its driver's connect timeout.
+-define(START_TIMEOUT, 60000).
+
 -type pool_type() :: redis | http | rdbms | cassandra | elastic | generic | rabbit | ldap | riak.
 -type tag() :: atom().
 -type pool_name() :: {pool_type(), global | binary(), tag()}.
@@ -144,9 +147,10 @@ open(generic, Name, PoolOpts, _ConnOpts, Path) ->
     Executors = mongoose_native_nif:generic_executors(N),
     case mongoose_native_sup:start_executors(Name, Executors, N) of
         {ok, _Sup} ->
-            Tag = make_ref(),
-            Result = await_start(Tag, mongoose_native_nif:generic_start(
-                                        Executors, PoolOpts, Path, self(), Tag)),
+            Start = fun(Pid, Tag) ->
+                            mongoose_native_nif:generic_start(Executors, PoolOpts, Path, Pid, Tag)
+                    end,
+            Result = mongoose_native_nif:start(Start, ?START_TIMEOUT),
             case Result of
                 {ok, _} -> ok;
                 _ -> mongoose_native_sup:stop_executors(Name)
@@ -156,14 +160,11 @@ open(generic, Name, PoolOpts, _ConnOpts, Path) ->
             {error, {executors_not_started, Reason}}
     end;
 open(PoolType, _Name, PoolOpts, ConnOpts, Path) ->
-    Tag = make_ref(),
-    await_start(Tag, mongoose_native_nif:pool_start(atom_to_binary(PoolType), PoolOpts,
-                                                     ConnOpts, Path, self(), Tag)).
-
-await_start(Tag, ok) ->
-    receive {Tag, Result} -> Result end;
-await_start(_Tag, {error, _} = Error) ->
-    Error.
+    Type = atom_to_binary(PoolType),
+    Start = fun(Pid, Tag) ->
+                    mongoose_native_nif:pool_start(Type, PoolOpts, ConnOpts, Path, Pid, Tag)
+            end,
+    mongoose_native_nif:start(Start, ?START_TIMEOUT).
 
 stop() ->
     [stop(Type, Host, Tag) || {Type, Host, Tag} <- get_pools()].
@@ -240,25 +241,12 @@ cast(PoolType, HostType, Tag, HashKey, Request) ->
     with_pool(PoolType, HostType, Tag, fun(P) -> cast_pool(P, hash(P, HashKey), Request) end).
 
 call_pool(P = #pool{res = Res}, Hash, Request, Timeout) ->
-    Ref = make_ref(),
-    case mongoose_native_nif:submit(Res, Hash, Request, self(), Ref) of
-        {ok, Slot} ->
-            receive
-                {Ref, {error, {worker_wait_timeout, _}}} -> exit_timeout(P, Timeout);
-                {Ref, Result} -> unwrap(P, Result)
-            after Timeout ->
-                case mongoose_native_nif:cancel(Slot) of
-                    cancelled ->
-                        exit_timeout(P, Timeout);
-                    replied ->
-                        receive
-                            {Ref, {error, {worker_wait_timeout, _}}} -> exit_timeout(P, Timeout);
-                            {Ref, Result} -> unwrap(P, Result)
-                        end
-                end
-            end;
-        {error, Reason} ->
-            refused(Reason)
+    Submit = fun(Pid, Ref) -> mongoose_native_nif:submit(Res, Hash, Request, Pid, Ref) end,
+    case mongoose_native_nif:call(Submit, Timeout) of
+        {reply, {error, {worker_wait_timeout, _}}} -> exit_timeout(P, Timeout);
+        {reply, Result} -> unwrap(P, Result);
+        timeout -> exit_timeout(P, Timeout);
+        {error, Reason} -> refused(Reason)
     end.
 
 %% The engine's own `available_worker' wait may end first; either way the

@@ -10,8 +10,6 @@ mod pin;
 mod rdbms;
 mod reply;
 
-use std::sync::Arc;
-
 use mongoose_native::config::{pools_from_toml, Node, PoolSettings, PoolType};
 use mongoose_native::pool::{AnyPool, Pool};
 use mongoose_native::reply::Reply;
@@ -21,7 +19,7 @@ use rustler::{Atom, Encoder, Env, LocalPid, ResourceArc};
 
 use convert::{decode, encode, Saved};
 use generic::{Done, Executors, GenericDriver};
-use reply::{CallSlot, Later, SlotRef};
+use reply::{error_term, spawn_answer, CallSlot};
 
 rustler::atoms! { ok, error, cancelled, replied, threads }
 
@@ -34,17 +32,13 @@ pub struct PoolRes {
 #[rustler::resource_impl]
 impl rustler::Resource for PoolRes {}
 
-fn error_term<'a>(env: Env<'a>, e: &Error) -> rustler::Term<'a> {
-    (error(), encode(env, &e.reason())).encode(env)
-}
-
 fn bad_arg(what: &str, why: String) -> Error {
     Error::BadRequest(format!("{what}: {why}"))
 }
 
 /// Validates the pool options at once; the connection options are checked
 /// and the connections opened on the runtime, answering `{Tag, {ok, Pool}}`
-/// or `{Tag, {error, Reason}}`.
+/// or `{Tag, {error, Reason}}` (see `reply::spawn_answer`).
 #[rustler::nif]
 fn pool_start<'a>(
     env: Env<'a>,
@@ -61,14 +55,11 @@ fn pool_start<'a>(
     });
     let (settings, conn) = match prepared {
         Ok(p) => p,
-        Err(e) => return error_term(env, &e),
+        Err(e) => return error_term(env, e.reason()),
     };
-    let later = Later::new(pid, tag);
-    runtime::handle().spawn(async move {
-        let started = registry::start(settings, &conn, &path).await;
-        answer_start(later, started.map(|pool| (pool, false)));
-    });
-    ok().encode(env)
+    spawn_answer(env, pid, tag, async move {
+        started(registry::start(settings, &conn, &path).await, false)
+    })
 }
 
 /// Starts a generic pool whose workers run in the given executors.
@@ -81,23 +72,21 @@ fn generic_start<'a>(
     pid: LocalPid,
     tag: rustler::Term<'a>,
 ) -> rustler::Term<'a> {
-    let settings = match prepare("generic", opts, &path) {
-        Ok(s) if s.workers == executors.len() => s,
-        Ok(_) => {
-            return error_term(
-                env,
-                &Error::Config(format!("{path}: executor count differs from workers")),
-            )
-        }
-        Err(e) => return error_term(env, &e),
+    let settings =
+        prepare("generic", opts, &path).and_then(|s| match s.workers == executors.len() {
+            true => Ok(s),
+            false => Err(Error::Config(format!(
+                "{path}: executor count differs from workers"
+            ))),
+        });
+    let settings = match settings {
+        Ok(s) => s,
+        Err(e) => return error_term(env, e.reason()),
     };
-    let later = Later::new(pid, tag);
-    runtime::handle().spawn(async move {
-        let started = Pool::start(GenericDriver::new(executors), settings).await;
-        let started = started.map(|p| (Box::new(p) as Box<dyn AnyPool>, true));
-        answer_start(later, started);
-    });
-    ok().encode(env)
+    spawn_answer(env, pid, tag, async move {
+        let pool = Pool::start(GenericDriver::new(executors), settings).await;
+        started(pool.map(|p| Box::new(p) as Box<dyn AnyPool>), true)
+    })
 }
 
 fn prepare(kind: &str, opts: rustler::Term, path: &str) -> Result<PoolSettings, Error> {
@@ -107,21 +96,23 @@ fn prepare(kind: &str, opts: rustler::Term, path: &str) -> Result<PoolSettings, 
     PoolSettings::read(kind, &Node::new(path, &opts))
 }
 
-fn answer_start(later: Later, started: Result<(Box<dyn AnyPool>, bool), Error>) {
-    if let Err(e) = &started {
-        log::warn!("pool start failed: {e}");
-    }
-    later.answer(|env| match started {
-        Ok((pool, opaque_requests)) => (
+fn started(
+    pool: Result<Box<dyn AnyPool>, Error>,
+    opaque_requests: bool,
+) -> Result<(Atom, ResourceArc<PoolRes>), Term> {
+    match pool {
+        Ok(pool) => Ok((
             ok(),
             ResourceArc::new(PoolRes {
                 pool,
                 opaque_requests,
             }),
-        )
-            .encode(env),
-        Err(e) => error_term(env, &e),
-    });
+        )),
+        Err(e) => {
+            log::warn!("pool start failed: {e}");
+            Err(e.reason())
+        }
+    }
 }
 
 fn request(pool: &PoolRes, request: rustler::Term) -> Result<Term, Error> {
@@ -148,13 +139,12 @@ fn submit<'a>(
 ) -> rustler::Term<'a> {
     let req = match request(&pool, req) {
         Ok(r) => r,
-        Err(e) => return error_term(env, &e),
+        Err(e) => return error_term(env, e.reason()),
     };
-    let slot = ResourceArc::new(CallSlot::new(pid, tag));
-    let reply = Reply::new(Arc::new(SlotRef(slot.clone())));
+    let (slot, reply) = reply::slot(pid, tag);
     match pool.pool.submit(choice(hash), req, reply) {
         Ok(()) => (ok(), slot).encode(env),
-        Err(e) => error_term(env, &e),
+        Err(e) => error_term(env, e.reason()),
     }
 }
 
@@ -169,7 +159,7 @@ fn cast<'a>(
         request(&pool, req).and_then(|req| pool.pool.submit(choice(hash), req, Reply::none()));
     match result {
         Ok(()) => ok().encode(env),
-        Err(e) => error_term(env, &e),
+        Err(e) => error_term(env, e.reason()),
     }
 }
 
@@ -200,7 +190,7 @@ fn parse_toml<'a>(env: Env<'a>, text: rustler::Binary<'a>) -> rustler::Term<'a> 
         .and_then(pools_from_toml);
     match parsed {
         Ok(pools) => (ok(), encode(env, &Term::List(pools))).encode(env),
-        Err(e) => error_term(env, &e),
+        Err(e) => error_term(env, e.reason()),
     }
 }
 
@@ -212,7 +202,7 @@ fn check_toml<'a>(env: Env<'a>, text: rustler::Binary<'a>) -> rustler::Term<'a> 
         .and_then(mongoose_native::toml_check::check_toml);
     match checked {
         Ok(n) => (ok(), n).encode(env),
-        Err(e) => error_term(env, &e),
+        Err(e) => error_term(env, e.reason()),
     }
 }
 

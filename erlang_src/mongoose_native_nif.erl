@@ -6,7 +6,7 @@
 
 -export([call/2, start/2]).
 
--export([pool_start/6, generic_start/5, submit/5, cast/3, cancel/1, stats/1, stop/1,
+-export([pool_kind/1, pool_start/6, generic_start/5, submit/5, cast/3, cancel/1, stats/1, stop/1,
          parse_toml/1, check_toml/1, generic_executors/1, generic_attach/3, generic_done/2,
          set_log_relay/1,
          gd_transport_start/4, gd_transport_send/5, gd_transport_set_endpoints/4,
@@ -20,8 +20,10 @@
 
 init() ->
     Path = filename:join(priv_dir(), "mongoose_native_nif"),
-    Threads = application:get_env(mongoose_native, runtime_threads, 0),
-    case erlang:load_nif(Path, #{threads => Threads}) of
+    Info = maps:from_list([{Key, Value} || {App, Key} <- [{runtime_threads, threads},
+                                                          {max_request_size, max_request_size}],
+                                           {ok, Value} <- [application:get_env(mongoose_native, App)]]),
+    case erlang:load_nif(Path, Info) of
         ok ->
             ok;
         {error, {Kind, Text}} ->
@@ -76,10 +78,41 @@ priv_dir() ->
             Dir
     end.
 
+pool_kind(_Type) -> ?NOT_LOADED.
 pool_start(_Type, _Opts, _ConnOpts, _Path, _Pid, _Tag) -> ?NOT_LOADED.
 generic_start(_Executors, _Opts, _Path, _Pid, _Tag) -> ?NOT_LOADED.
-submit(_Pool, _Hash, _Request, _Pid, _Tag) -> ?NOT_LOADED.
-cast(_Pool, _Hash, _Request) -> ?NOT_LOADED.
+%% A request too large to decode in about a millisecond is decoded on a
+%% dirty CPU scheduler instead (the NIF answers `reschedule'), so no request
+%% holds up a normal scheduler; past `max_request_size' it is refused.
+-spec submit(reference(), integer(), term(), pid(), term()) ->
+          {ok, reference()} | {error, {atom(), binary()}}.
+submit(Pool, Hash, Request, Pid, Tag) ->
+    case submit_nif(Pool, Hash, Request, Pid, Tag) of
+        reschedule -> submit_dirty(Pool, Hash, Request, Pid, Tag);
+        Result -> Result
+    end.
+
+-spec cast(reference(), integer(), term()) -> ok | {error, {atom(), binary()}}.
+cast(Pool, Hash, Request) ->
+    case cast_nif(Pool, Hash, Request) of
+        reschedule -> cast_dirty(Pool, Hash, Request);
+        Result -> Result
+    end.
+
+-spec rdbms_tx_call(reference(), term(), pid(), term()) ->
+          {ok, reference()} | {error, {atom(), binary()}}.
+rdbms_tx_call(Tx, Request, Pid, Tag) ->
+    case rdbms_tx_call_nif(Tx, Request, Pid, Tag) of
+        reschedule -> rdbms_tx_call_dirty(Tx, Request, Pid, Tag);
+        Result -> Result
+    end.
+
+submit_nif(_Pool, _Hash, _Request, _Pid, _Tag) -> ?NOT_LOADED.
+submit_dirty(_Pool, _Hash, _Request, _Pid, _Tag) -> ?NOT_LOADED.
+cast_nif(_Pool, _Hash, _Request) -> ?NOT_LOADED.
+cast_dirty(_Pool, _Hash, _Request) -> ?NOT_LOADED.
+rdbms_tx_call_nif(_Tx, _Request, _Pid, _Tag) -> ?NOT_LOADED.
+rdbms_tx_call_dirty(_Tx, _Request, _Pid, _Tag) -> ?NOT_LOADED.
 cancel(_Slot) -> ?NOT_LOADED.
 stats(_Pool) -> ?NOT_LOADED.
 stop(_Pool) -> ?NOT_LOADED.
@@ -104,5 +137,4 @@ gd_stop() -> ?NOT_LOADED.
 gd_call(_Op, _Args, _Pid, _Tag) -> ?NOT_LOADED.
 gd_metrics() -> ?NOT_LOADED.
 rdbms_checkout(_Pool, _Hash, _Pid, _Tag) -> ?NOT_LOADED.
-rdbms_tx_call(_Tx, _Request, _Pid, _Tag) -> ?NOT_LOADED.
 rdbms_tx_release(_Tx, _Rollback) -> ?NOT_LOADED.

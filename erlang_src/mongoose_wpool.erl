@@ -17,7 +17,7 @@
          get_pool_settings/3, get_pools/0, stats/3]).
 -export([start_configured_pools/0, start_configured_pools/1,
          start_configured_pools/2, start_configured_pools/3]).
--export([is_configured/1, make_pool_name/3, expand_pools/3]).
+-export([is_configured/1, make_pool_name/3, expand_pools/3, is_supported_strategy/2]).
 -export([create_table/0, call_with_timeout/5, get_pool_res/3, get_pool_handle/3]).
 
 -record(pool, {name :: {atom(), term(), atom()},
@@ -108,30 +108,46 @@ start(PoolType, HostType, Tag, PoolOpts) ->
 
 start(PoolType, HostType, Tag, PoolOpts0, ConnOpts) ->
     ensure_started(),
-    PoolOpts = opts_list(PoolOpts0),
-    Strategy = proplists:get_value(strategy, PoolOpts, best_worker),
-    CallbackModule = callback_module(PoolType),
-    case catch CallbackModule:is_supported_strategy(Strategy) of
-        false -> error({strategy_not_supported, PoolType, HostType, Tag, Strategy});
-        _ -> start_pool(PoolType, HostType, Tag, PoolOpts, ConnOpts)
+    case {kind(PoolType), opts_list(PoolOpts0)} of
+        {{error, _} = Error, _} ->
+            Error;
+        {_, error} ->
+            {error, {invalid_config, <<(config_path(PoolType, Tag))/binary,
+                                       ": expected a map or a list of {Key, Value} pairs">>}};
+        {Kind, {ok, PoolOpts}} ->
+            Strategy = proplists:get_value(strategy, PoolOpts, best_worker),
+            case lists:member(Strategy, maps:get(refused_strategies, Kind)) of
+                true -> error({strategy_not_supported, PoolType, HostType, Tag, Strategy});
+                false -> start_pool(PoolType, HostType, Tag, Kind, PoolOpts, ConnOpts)
+            end
     end.
 
-start_pool(PoolType, HostType, Tag, PoolOpts, ConnOpts) ->
+%% @doc For the `mongoose_wpool_<type>' callback modules.
+-spec is_supported_strategy(pool_type(), atom()) -> boolean().
+is_supported_strategy(PoolType, Strategy) ->
+    not lists:member(Strategy, maps:get(refused_strategies, kind(PoolType))).
+
+%% The pool type's defaults and refused strategies, from the NIF's table.
+kind(PoolType) when is_atom(PoolType) ->
+    mongoose_native_nif:pool_kind(atom_to_binary(PoolType));
+kind(PoolType) ->
+    {error, {invalid_config, iolist_to_binary(io_lib:format("unknown pool type ~0p", [PoolType]))}}.
+
+start_pool(PoolType, HostType, Tag, Kind, PoolOpts, ConnOpts) ->
     Name = {PoolType, HostType, Tag},
-    Path = iolist_to_binary(io_lib:format("outgoing_pools.~s.~s", [PoolType, Tag])),
+    Path = config_path(PoolType, Tag),
     case ets:member(?MODULE, Name) of
         true ->
             {error, {already_started, Name}};
         false ->
-            case open(PoolType, Name, PoolOpts, ConnOpts, Path) of
+            case open(PoolType, Name, Kind, PoolOpts, ConnOpts, Path) of
                 {ok, Res} ->
                     ets:insert(?MODULE, #pool{name = Name,
                                               atom_name = make_pool_name(PoolType, HostType, Tag),
                                               strategy = proplists:get_value(strategy, PoolOpts,
                                                                              best_worker),
-                                              call_timeout = call_timeout(PoolType, PoolOpts),
-                                              workers = proplists:get_value(workers, PoolOpts,
-                                                                            default_workers(PoolType)),
+                                              call_timeout = setting(call_timeout, Kind, PoolOpts),
+                                              workers = setting(workers, Kind, PoolOpts),
                                               res = Res}),
                     {ok, Res};
                 {error, _} = Error ->
@@ -139,8 +155,8 @@ start_pool(PoolType, HostType, Tag, PoolOpts, ConnOpts) ->
             end
     end.
 
-open(generic, Name, PoolOpts, _ConnOpts, Path) ->
-    N = case proplists:get_value(workers, PoolOpts, 10) of
+open(generic, Name, Kind, PoolOpts, _ConnOpts, Path) ->
+    N = case setting(workers, Kind, PoolOpts) of
             W when is_integer(W), W > 0, W =< 100000 -> W;
             _ -> 1 % invalid: the NIF refuses the options before using this
         end,
@@ -159,7 +175,7 @@ open(generic, Name, PoolOpts, _ConnOpts, Path) ->
         {error, Reason} ->
             {error, {executors_not_started, Reason}}
     end;
-open(PoolType, _Name, PoolOpts, ConnOpts, Path) ->
+open(PoolType, _Name, _Kind, PoolOpts, ConnOpts, Path) ->
     Type = atom_to_binary(PoolType),
     Start = fun(Pid, Tag) ->
                     mongoose_native_nif:pool_start(Type, PoolOpts, ConnOpts, Path, Pid, Tag)
@@ -353,14 +369,17 @@ get_pool(PoolType, HostType, Tag) ->
         _ -> {error, {pool_not_started, {PoolType, HostType, Tag}}}
     end.
 
-opts_list(Opts) when is_map(Opts) -> maps:to_list(Opts);
-opts_list(Opts) when is_list(Opts) -> Opts.
+%% Where a pool's options sit in MongooseIM's TOML, for error messages.
+config_path(PoolType, Tag) ->
+    iolist_to_binary(io_lib:format("outgoing_pools.~s.~s", [PoolType, Tag])).
 
-callback_module(PoolType) ->
-    list_to_atom("mongoose_wpool_" ++ atom_to_list(PoolType)).
+opts_list(Opts) when is_map(Opts) -> {ok, maps:to_list(Opts)};
+opts_list(Opts) when is_list(Opts) ->
+    try length(Opts) of _ -> {ok, Opts}
+    catch error:badarg -> error
+    end;
+opts_list(_) -> error.
 
-call_timeout(rdbms, Opts) -> proplists:get_value(call_timeout, Opts, 60000);
-call_timeout(_, Opts) -> proplists:get_value(call_timeout, Opts, 5000).
-
-default_workers(cassandra) -> 20;
-default_workers(_) -> 10.
+%% An option as the pool has it: set, or the kind's default.
+setting(Key, Kind, Opts) ->
+    proplists:get_value(Key, Opts, maps:get(Key, Kind)).

@@ -1,4 +1,6 @@
-%% @doc Callbacks of the `generic' pool type: every strategy is supported.
+%% @doc Callbacks of the `generic' pool type, kept for MongooseIM's sake: the
+%% type's defaults and the strategies it refuses are in the NIF's table of
+%% pool kinds (native/core/src/registry.rs).
 -module(mongoose_wpool_generic).
 -export([init/0, start/4, stop/2, is_supported_strategy/1]).
 
@@ -10,4 +12,5 @@ start(HostType, Tag, WpoolOpts, ConnOpts) ->
 stop(HostType, Tag) ->
     mongoose_wpool:stop(generic, HostType, Tag).
 
-is_supported_strategy(_) -> true.
+is_supported_strategy(Strategy) ->
+    mongoose_wpool:is_supported_strategy(generic, Strategy).

@@ -1,6 +1,6 @@
-%% @doc Callbacks of the `http' pool type. The connection options
-%% (`host', `path_prefix', `request_timeout', `tls') are read and applied in
-%% the NIF, so nothing is kept here; every strategy is supported.
+%% @doc Callbacks of the `http' pool type, kept for MongooseIM's sake: the
+%% type's defaults and the strategies it refuses are in the NIF's table of
+%% pool kinds (native/core/src/registry.rs).
 -module(mongoose_wpool_http).
 -export([init/0, start/4, stop/2, is_supported_strategy/1]).
 
@@ -12,4 +12,5 @@ start(HostType, Tag, WpoolOpts, ConnOpts) ->
 stop(HostType, Tag) ->
     mongoose_wpool:stop(http, HostType, Tag).
 
-is_supported_strategy(_) -> true.
+is_supported_strategy(Strategy) ->
+    mongoose_wpool:is_supported_strategy(http, Strategy).

@@ -1,5 +1,6 @@
-%% @doc Callbacks of the `rdbms' pool type (pgsql and mysql through the NIF).
-%% Every strategy is allowed, as in MongooseIM.
+%% @doc Callbacks of the `rdbms' pool type, kept for MongooseIM's sake: the
+%% type's defaults and the strategies it refuses are in the NIF's table of
+%% pool kinds (native/core/src/registry.rs).
 -module(mongoose_wpool_rdbms).
 -export([init/0, start/4, stop/2, is_supported_strategy/1]).
 
@@ -12,4 +13,5 @@ start(HostType, Tag, WpoolOpts, ConnOpts) ->
 stop(HostType, Tag) ->
     mongoose_wpool:stop(rdbms, HostType, Tag).
 
-is_supported_strategy(_Strategy) -> true.
+is_supported_strategy(Strategy) ->
+    mongoose_wpool:is_supported_strategy(rdbms, Strategy).

@@ -12,7 +12,9 @@
 all() ->
     [request_forms, result_shapes, pipeline, allowed_strategies, mongoose_redis_api,
      send_request_and_cast, database_option, auth_failure, unreachable_server,
-     bad_requests, tls, restart_mid_load, nif_calls_do_not_block].
+     bad_requests, connection_state_commands_are_refused, transaction_is_atomic_and_isolated,
+     missing_password_fails_start, idle_connection_closed_by_server, tls, restart_mid_load,
+     nif_calls_do_not_block].
 
 init_per_suite(Config) ->
     ok = mongoose_wpool:ensure_started(),
@@ -129,6 +131,99 @@ bad_requests(_Config) ->
     ?assertMatch({error, {bad_request, _}},
                  mongoose_wpool:call(redis, global, default, {q, ["SET", {a, b}, 1]})),
     ?assertEqual({ok, <<"PONG">>}, q(["PING"])).
+
+%% Callers share connections (their commands pipeline), so commands that
+%% change a connection's state would change it for everyone.
+connection_state_commands_are_refused(_Config) ->
+    Refused = [["MULTI"], ["EXEC"], ["DISCARD"], ["WATCH", "k"], [<<"select">>, 3],
+               ["SUBSCRIBE", "ch"], ["psubscribe", "c*"], ["MONITOR"], ["QUIT"], ["RESET"],
+               ["CLIENT", "REPLY", "OFF"], ["client", "tracking", "on"], ["HELLO", 3],
+               ["BLPOP", "empty", 0], ["BRPOP", "empty", "10"], ["BLMPOP", 0, 1, "l", "LEFT"],
+               ["XREAD", "BLOCK", 0, "STREAMS", "s", "$"], ["WAIT", 1, 0]],
+    [?assertMatch({{error, {bad_request, _}}, _}, {q(C), C}) || C <- Refused],
+    ?assertMatch([{ok, _}, {error, {bad_request, _}}],
+                 [q(["PING"]),
+                  mongoose_wpool:call(redis, global, default, {qp, [["PING"], ["SELECT", 1]]})]),
+    %% A blocking pop that gives up before call_timeout is fine.
+    ?assertEqual({ok, undefined}, q(["BLPOP", "empty", "0.1"])),
+    ?assertEqual({ok, <<"OK">>}, q(["CLIENT", "SETNAME", "x"])),
+    ?assertEqual({ok, undefined}, q(["GET", "k"])).
+
+%% MULTI ... EXEC sent as one qp reaches the server in one piece: its result
+%% is the transaction's, and callers reading on the same connections never
+%% see a QUEUED answer or a half-done transaction.
+transaction_is_atomic_and_isolated(_Config) ->
+    {ok, <<"OK">>} = q(["MSET", "a", "0", "b", "0"]),
+    Self = self(),
+    Readers = [spawn_link(fun() -> read_pairs(Self, 0) end) || _ <- lists:seq(1, 8)],
+    Tx = [["MULTI"], ["INCR", "a"], ["INCR", "b"], ["EXEC"]],
+    Results = [mongoose_wpool:call(redis, global, default, {qp, Tx}) || _ <- lists:seq(1, 300)],
+    [R ! stop || R <- Readers],
+    Reads = [receive {reads, R, N} -> N after 5000 -> ct:fail(reader_stuck) end || R <- Readers],
+    [?assertMatch([{ok, <<"OK">>}, {ok, <<"QUEUED">>}, {ok, <<"QUEUED">>}, {ok, [N, N]}], R)
+     || R <- Results],
+    ?assertEqual({ok, [<<"300">>, <<"300">>]}, lists:last(lists:last(Results))),
+    ?assert(lists:sum(Reads) > 0),
+    ?assertEqual({ok, [<<"300">>, <<"300">>]}, q(["MGET", "a", "b"])).
+
+%% Each read sees both counters equal: never QUEUED, never between the INCRs.
+read_pairs(Parent, N) ->
+    receive stop -> Parent ! {reads, self(), N}
+    after 0 ->
+        {ok, [A, A]} = q(["MGET", "a", "b"]),
+        true = is_binary(A),
+        read_pairs(Parent, N + 1)
+    end.
+
+missing_password_fails_start(_Config) ->
+    ok = mn_test_redis:start(?AUTH_PORT, ["--requirepass", "correct-horse"]),
+    {error, {connect_failed, Msg}} =
+        mongoose_wpool:start(redis, global, nopass, [{workers, 1}], #{port => ?AUTH_PORT}),
+    ?assertNotEqual(nomatch, binary:match(Msg, <<"requires a password">>)),
+    ?assertNotEqual(nomatch, binary:match(Msg, <<"connection.password">>)),
+    {error, {connect_failed, Wrong}} =
+        mongoose_wpool:start(redis, global, wrongpass, [{workers, 1}],
+                             #{port => ?AUTH_PORT, password => "battery-staple"}),
+    ?assertNotEqual(nomatch, binary:match(Wrong, <<"connection.password">>)),
+    ?assertEqual(nomatch, binary:match(Wrong, <<"battery-staple">>)),
+    ?assertEqual([{redis, global, default}], mongoose_wpool:get_pools()).
+
+%% A connection the server closes while idle is noticed and replaced before
+%% any call finds out; with the server gone, stats/3 says so at once.
+idle_connection_closed_by_server(_Config) ->
+    ok = mn_test_redis:start(?PRIVATE_PORT, []),
+    {ok, _} = mongoose_wpool:start(redis, global, idle, [{workers, 2}], #{port => ?PRIVATE_PORT}),
+    Before = client_ids(),
+    ?assertEqual(2, length(Before)),
+    _ = os:cmd("redis-cli -p " ++ integer_to_list(?PRIVATE_PORT)
+               ++ " CLIENT KILL TYPE normal SKIPME yes"),
+    After = wait_for(fun() -> case client_ids() of
+                                  Ids when length(Ids) =:= 2 -> {ok, Ids};
+                                  _ -> retry
+                              end
+                     end, 50),
+    ?assertEqual([], After -- (After -- Before)),
+    ?assertEqual([true, true], connected(idle)),
+    ?assertEqual({ok, <<"PONG">>}, mongoose_wpool:call(redis, global, idle, {q, ["PING"]})),
+    ok = mn_test_redis:stop(?PRIVATE_PORT),
+    wait_for(fun() -> case connected(idle) of [false, false] -> {ok, done}; _ -> retry end end, 50).
+
+client_ids() ->
+    Out = os:cmd("redis-cli -p " ++ integer_to_list(?PRIVATE_PORT) ++ " CLIENT LIST"),
+    [Id || Line <- string:split(Out, "\n", all), "id=" ++ Rest <- [Line],
+           string:find(Line, "cmd=client") =:= nomatch,
+           [Id | _] <- [string:split(Rest, " ")]].
+
+connected(Tag) ->
+    Workers = proplists:get_value(workers, mongoose_wpool:stats(redis, global, Tag)),
+    [proplists:get_value(connected, W) || {_, W} <- Workers].
+
+wait_for(F, 0) -> ct:fail({condition_not_met, F()});
+wait_for(F, N) ->
+    case F() of
+        {ok, V} -> V;
+        retry -> timer:sleep(100), wait_for(F, N - 1)
+    end.
 
 %% A TLS-only redis-server: the tls section goes through the shared TLS
 %% module; verify_peer against the right CA works, the wrong CA is refused.

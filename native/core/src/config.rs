@@ -11,7 +11,7 @@ use std::fmt;
 
 use crate::error::{Error, Result};
 use crate::strategy::Strategy;
-use crate::term::Term;
+use crate::term::{is_secret_key, Term};
 
 /// The queue bound per worker when `max_worker_queue_len` is not set.
 pub const DEFAULT_QUEUE_BOUND: usize = 1000;
@@ -53,8 +53,18 @@ impl<'a> Node<'a> {
     }
 
     pub fn invalid(&self, expected: &str) -> Error {
-        let got = self.term.map_or_else(|| "nothing".to_string(), describe);
+        let got = match self.term {
+            None => "nothing".to_string(),
+            Some(t) if self.is_secret() => kind_of(t).to_string(),
+            Some(t) => t.describe(),
+        };
         Error::Config(format!("{}: expected {expected}, got {got}", self.path))
+    }
+
+    /// Whether the value here is a secret, by the last key of its path.
+    fn is_secret(&self) -> bool {
+        let last = self.path.rsplit(['.', '[']).next().unwrap_or("");
+        is_secret_key(last)
     }
 
     pub fn missing(&self, expected: &str) -> Error {
@@ -210,16 +220,6 @@ fn kind_of(t: &Term) -> &'static str {
     }
 }
 
-fn describe(t: &Term) -> String {
-    let mut s = format!("{t:?}");
-    if s.len() > 80 {
-        let cut = (0..=77).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
-        s.truncate(cut);
-        s.push_str("...");
-    }
-    s
-}
-
 /// The pool types MongooseIM knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolType {
@@ -264,22 +264,6 @@ impl PoolType {
     pub fn parse(name: &str) -> Option<PoolType> {
         PoolType::ALL.into_iter().find(|t| t.name() == name)
     }
-
-    fn default_workers(self) -> i64 {
-        if self == PoolType::Cassandra {
-            20
-        } else {
-            10
-        }
-    }
-
-    fn default_call_timeout(self) -> i64 {
-        if self == PoolType::Rdbms {
-            60_000
-        } else {
-            5_000
-        }
-    }
 }
 
 /// The worker-pool options every pool type shares.
@@ -303,16 +287,23 @@ impl PoolSettings {
     /// Reads `opts` (a map or proplist) found at `path` (`outgoing_pools.TYPE.TAG`).
     pub fn read(kind: PoolType, opts: &Node) -> Result<PoolSettings> {
         opts.only_keys(&Self::OPTIONS)?;
-        let workers = opts
-            .at("workers")
-            .int_or(1, 100_000, kind.default_workers())?;
+        let row = kind.kind();
+        let workers = opts.at("workers").int_or(1, 100_000, row.default_workers)?;
         let strategy = opts
             .at("strategy")
             .one_of(&Strategy::NAMES)?
             .map_or(Ok(Strategy::Best), |s| Strategy::parse(&s))?;
+        if row.refused.contains(&strategy) {
+            return Err(Error::Config(format!(
+                "{}.strategy: {} pools do not support {}",
+                opts.path(),
+                kind.name(),
+                strategy.name()
+            )));
+        }
         let call_timeout =
             opts.at("call_timeout")
-                .int_or(1, i64::from(u32::MAX), kind.default_call_timeout())?;
+                .int_or(1, i64::from(u32::MAX), row.default_call_timeout_ms)?;
         let queue = opts.at("max_worker_queue_len");
         let max_worker_queue_len = match queue.term() {
             None => None,

@@ -121,11 +121,7 @@ fn read_host(node: &Node) -> Result<String> {
         return Err(node.invalid(FORM));
     };
     if !url.username().is_empty() || url.password().is_some() {
-        // Never echo the value: it holds credentials.
-        return Err(Error::Config(format!(
-            "{}: expected {FORM}, got a URL with user information",
-            node.path()
-        )));
+        return Err(node.invalid(&format!("{FORM} without user information")));
     }
     let only_root = matches!(url.path(), "" | "/") && url.query().is_none();
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
@@ -274,7 +270,9 @@ impl Driver for HttpDriver {
         let method = method
             .as_text()
             .and_then(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
-            .ok_or_else(|| Error::BadRequest(format!("invalid HTTP method {method:?}")))?;
+            .ok_or_else(|| {
+                Error::BadRequest(format!("invalid HTTP method {}", method.describe()))
+            })?;
         let path = String::from_utf8(iodata(path, "path")?)
             .map_err(|_| Error::BadRequest("the path is not UTF-8".into()))?;
         let full = join_path(&self.config.path_prefix, &path);

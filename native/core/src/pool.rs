@@ -48,6 +48,13 @@ pub trait Driver: Send + Sync + 'static {
     fn ping(&self, _conn: Self::Conn) -> BoxFuture<'static, Result<()>> {
         Box::pin(async { Ok(()) })
     }
+
+    /// Resolves once `conn` is known to be dead without a request finding
+    /// out (the server closed it while idle), so the worker replaces it at
+    /// once and `stats/3` does not report a dead connection as connected.
+    fn closed(&self, _conn: &Self::Conn) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::pending())
+    }
 }
 
 /// What the registry and the NIF see of a pool, whatever its driver.
@@ -354,6 +361,7 @@ impl<D: Driver> WorkerState<D> {
     }
 
     async fn run(self, mut rx: mpsc::Receiver<Job<D::Request>>, first: D::Conn) {
+        let mut closed = self.driver.closed(&first);
         let mut conn = Some(first);
         // Bumped on every new connection so a late failure of an old one is ignored.
         let mut generation: u64 = 0;
@@ -404,6 +412,7 @@ impl<D: Driver> WorkerState<D> {
                     connecting = None;
                     match result {
                         Ok(c) => {
+                            closed = self.driver.closed(&c);
                             conn = Some(c);
                             generation += 1;
                             backoff = RECONNECT_MIN;
@@ -445,6 +454,12 @@ impl<D: Driver> WorkerState<D> {
                             );
                         }
                     }
+                }
+                _ = &mut closed, if conn.is_some() => {
+                    log::warn!("worker connection closed by the server; reconnecting");
+                    conn = None;
+                    self.load.connected.store(false, Ordering::Release);
+                    retry_at = Instant::now();
                 }
                 _ = tokio::time::sleep_until(retry_at), if conn.is_none() && connecting.is_none() => {}
                 _ = tokio::time::sleep_until(ping_at.unwrap_or(last_activity)), if ping_at.is_some() && conn.is_some() && running.is_empty() => {

@@ -11,6 +11,7 @@ use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Node, Secret};
 use crate::error::{Error, Result};
@@ -65,10 +66,12 @@ pub struct RedisDriver {
     settings: RedisConnectionInfo,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     target: String,
+    /// Blocking commands must give up before the caller does.
+    call_timeout: Duration,
 }
 
 impl RedisDriver {
-    pub fn new(config: RedisConfig) -> Result<RedisDriver> {
+    pub fn new(config: RedisConfig, call_timeout_ms: u64) -> Result<RedisDriver> {
         let mut settings = RedisConnectionInfo::default().set_db(config.database);
         if let Some(p) = &config.password {
             settings = settings.set_password(p.expose());
@@ -88,20 +91,38 @@ impl RedisDriver {
             settings,
             tls,
             target,
+            call_timeout: Duration::from_millis(call_timeout_ms),
         })
     }
 }
+
+/// A worker's connection, and the signal that its I/O task has ended (the
+/// server closed it, or the network did).
+#[derive(Clone)]
+pub struct RedisConn {
+    conn: MultiplexedConnection,
+    closed: CancellationToken,
+}
+
+/// TCP keepalive on idle connections, so one that died silently (no FIN: a
+/// partition, a host gone) is found and replaced within about a minute.
+const TCP_KEEPALIVE: socket2::TcpKeepalive = socket2::TcpKeepalive::new()
+    .with_time(Duration::from_secs(30))
+    .with_interval(Duration::from_secs(10));
 
 async fn open(
     host: String,
     port: u16,
     settings: RedisConnectionInfo,
     tls: Option<(TlsConnector, ServerName<'static>)>,
-) -> std::result::Result<MultiplexedConnection, String> {
+) -> std::result::Result<RedisConn, String> {
     let tcp = TcpStream::connect((host.as_str(), port))
         .await
         .map_err(|e| e.to_string())?;
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    socket2::SockRef::from(&tcp)
+        .set_tcp_keepalive(&TCP_KEEPALIVE)
+        .map_err(|e| e.to_string())?;
     let config = AsyncConnectionConfig::new().set_response_timeout(None);
     match tls {
         None => handshake(&settings, tcp, config).await,
@@ -116,28 +137,49 @@ async fn open(
 }
 
 /// AUTH and SELECT over `stream`; its I/O then runs in a task of its own.
+/// A PING checks that the server takes commands from us: a server that
+/// requires a password answers NOAUTH to a client that gave none.
 async fn handshake<S>(
     settings: &RedisConnectionInfo,
     stream: S,
     config: AsyncConnectionConfig,
-) -> std::result::Result<MultiplexedConnection, String>
+) -> std::result::Result<RedisConn, String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (conn, io) = MultiplexedConnection::new_with_config(settings, stream, config)
+    let (mut conn, io) = MultiplexedConnection::new_with_config(settings, stream, config)
         .await
-        .map_err(|e| describe(&e))?;
-    runtime::handle().spawn(io);
-    Ok(conn)
+        .map_err(|e| match e.kind() {
+            redis::ErrorKind::AuthenticationFailed => format!(
+                "the server refused the password given in connection.password: {}",
+                describe(&e)
+            ),
+            _ => describe(&e),
+        })?;
+    let closed = CancellationToken::new();
+    let on_end = closed.clone();
+    runtime::handle().spawn(async move {
+        io.await;
+        on_end.cancel();
+    });
+    let noauth = |detail: &str| {
+        format!("the server requires a password: set connection.password ({detail})")
+    };
+    match conn.send_packed_command(&redis::cmd("PING")).await {
+        Ok(Value::ServerError(e)) if e.code() == "NOAUTH" => Err(noauth(e.details().unwrap_or(""))),
+        Err(e) if e.code() == Some("NOAUTH") => Err(noauth(e.detail().unwrap_or(""))),
+        Err(e) => Err(describe(&e)),
+        Ok(_) => Ok(RedisConn { conn, closed }),
+    }
 }
 
 pub enum RedisRequest {
     Single(redis::Cmd),
-    Pipeline(Vec<redis::Cmd>),
+    Pipeline(redis::Pipeline),
 }
 
 impl Driver for RedisDriver {
-    type Conn = MultiplexedConnection;
+    type Conn = RedisConn;
     type Request = RedisRequest;
 
     fn concurrency(&self) -> usize {
@@ -145,25 +187,47 @@ impl Driver for RedisDriver {
     }
 
     fn parse(&self, request: Term) -> Result<RedisRequest> {
+        let shared = |args: &[Term]| check_shared(args, self.call_timeout);
         match request {
-            Term::Tuple(mut t) if t.len() == 2 && t[0].as_atom() == Some("q") => Ok(
-                RedisRequest::Single(command(&t.pop().unwrap_or(Term::List(vec![])))?),
-            ),
+            Term::Tuple(t) if t.len() == 2 && t[0].as_atom() == Some("q") => {
+                let args = arguments(&t[1])?;
+                shared(args)?;
+                Ok(RedisRequest::Single(command(args)?))
+            }
             Term::Tuple(t) if t.len() == 2 && t[0].as_atom() == Some("qp") => match &t[1] {
-                Term::List(cmds) if !cmds.is_empty() => Ok(RedisRequest::Pipeline(
-                    cmds.iter().map(command).collect::<Result<_>>()?,
-                )),
+                Term::List(cmds) if !cmds.is_empty() => {
+                    let cmds = cmds.iter().map(arguments).collect::<Result<Vec<_>>>()?;
+                    // MULTI ... EXEC (or DISCARD) as one pipeline reaches the
+                    // server in one piece, so it is atomic and isolated.
+                    let inner = match (cmds.first(), cmds.last()) {
+                        (Some(first), Some(last))
+                            if cmds.len() > 1
+                                && name_is(first, "MULTI")
+                                && (name_is(last, "EXEC") || name_is(last, "DISCARD")) =>
+                        {
+                            &cmds[1..cmds.len() - 1]
+                        }
+                        _ => &cmds[..],
+                    };
+                    inner.iter().try_for_each(|args| shared(args))?;
+                    let mut pipeline = redis::Pipeline::with_capacity(cmds.len());
+                    for args in cmds {
+                        pipeline.add_command(command(args)?);
+                    }
+                    Ok(RedisRequest::Pipeline(pipeline))
+                }
                 _ => Err(Error::BadRequest(
                     "qp expects a non-empty list of commands".into(),
                 )),
             },
             other => Err(Error::BadRequest(format!(
-                "expected {{q, Command}} or {{qp, [Command]}}, got {other:?}"
+                "expected {{q, Command}} or {{qp, [Command]}}, got {}",
+                other.describe()
             ))),
         }
     }
 
-    fn connect(&self, _worker: usize) -> BoxFuture<'static, Result<MultiplexedConnection>> {
+    fn connect(&self, _worker: usize) -> BoxFuture<'static, Result<RedisConn>> {
         let opening = open(
             self.host.clone(),
             self.port,
@@ -182,29 +246,30 @@ impl Driver for RedisDriver {
         })
     }
 
-    fn execute(
-        &self,
-        mut conn: MultiplexedConnection,
-        request: RedisRequest,
-    ) -> BoxFuture<'static, Result<Term>> {
+    fn execute(&self, conn: RedisConn, request: RedisRequest) -> BoxFuture<'static, Result<Term>> {
+        let mut conn = conn.conn;
         Box::pin(async move {
             match request {
                 RedisRequest::Single(cmd) => single(conn.send_packed_command(&cmd).await),
-                RedisRequest::Pipeline(cmds) => {
-                    // Sent back to back on one connection, so they pipeline in order.
-                    let replies = futures::future::join_all(cmds.iter().map(|cmd| {
-                        let mut conn = conn.clone();
-                        async move { conn.send_packed_command(cmd).await }
-                    }))
-                    .await;
-                    let mut out = Vec::with_capacity(replies.len());
-                    for reply in replies {
-                        out.push(single(reply)?);
+                RedisRequest::Pipeline(pipeline) => {
+                    // One write, so no other caller's command lands in between.
+                    let n = pipeline.len();
+                    let replies = conn.send_packed_commands(&pipeline, 0, n).await;
+                    match replies {
+                        Ok(values) => values
+                            .into_iter()
+                            .map(|v| single(Ok(v)))
+                            .collect::<Result<Vec<_>>>()
+                            .map(Term::List),
+                        Err(e) => single(Err(e)).map(|t| Term::List(vec![t; n])),
                     }
-                    Ok(Term::List(out))
                 }
             }
         })
+    }
+
+    fn closed(&self, conn: &RedisConn) -> BoxFuture<'static, ()> {
+        Box::pin(conn.closed.clone().cancelled_owned())
     }
 }
 
@@ -268,28 +333,118 @@ fn value(v: Value) -> Term {
     }
 }
 
-/// An eredis command: a list of arguments, each an iolist, binary, atom or integer.
-fn command(term: &Term) -> Result<redis::Cmd> {
-    let Term::List(args) = term else {
-        return Err(Error::BadRequest(format!(
-            "a command is a list of arguments, got {term:?}"
-        )));
-    };
-    if args.is_empty() {
-        return Err(Error::BadRequest("empty command".into()));
+/// An eredis command's arguments: a non-empty list.
+fn arguments(term: &Term) -> Result<&[Term]> {
+    match term {
+        Term::List(args) if !args.is_empty() => Ok(args),
+        Term::List(_) => Err(Error::BadRequest("empty command".into())),
+        _ => Err(Error::BadRequest(format!(
+            "a command is a list of arguments, got {}",
+            term.describe()
+        ))),
     }
+}
+
+/// An eredis command: each argument an iolist, binary, atom or integer.
+fn command(args: &[Term]) -> Result<redis::Cmd> {
     let mut cmd = redis::Cmd::new();
     let mut buf = Vec::new();
     for arg in args {
         buf.clear();
         if !arg.to_iodata(&mut buf) {
             return Err(Error::BadRequest(format!(
-                "cannot send {arg:?} as a Redis argument"
+                "cannot send {} as a Redis argument",
+                arg.describe()
             )));
         }
         cmd.arg(buf.as_slice());
     }
     Ok(cmd)
+}
+
+/// Argument `i` as upper-case text, for recognising commands and options.
+fn word(args: &[Term], i: usize) -> String {
+    let mut buf = Vec::new();
+    match args.get(i) {
+        Some(t) if t.to_iodata(&mut buf) => String::from_utf8_lossy(&buf).to_ascii_uppercase(),
+        _ => String::new(),
+    }
+}
+
+fn name_is(args: &[Term], name: &str) -> bool {
+    word(args, 0) == name
+}
+
+/// Commands that change the state of the connection they run on. Callers
+/// share connections (their commands pipeline on one), so such a command
+/// would change it for everyone else: a MULTI makes their commands answer
+/// QUEUED, a SELECT makes them read another database, a SUBSCRIBE takes the
+/// connection from them.
+const CONNECTION_STATE: [&str; 22] = [
+    "MULTI",
+    "EXEC",
+    "DISCARD",
+    "WATCH",
+    "UNWATCH",
+    "SELECT",
+    "SUBSCRIBE",
+    "PSUBSCRIBE",
+    "SSUBSCRIBE",
+    "UNSUBSCRIBE",
+    "PUNSUBSCRIBE",
+    "SUNSUBSCRIBE",
+    "MONITOR",
+    "QUIT",
+    "RESET",
+    "AUTH",
+    "HELLO",
+    "READONLY",
+    "READWRITE",
+    "SYNC",
+    "PSYNC",
+    "REPLCONF",
+];
+/// `CLIENT` subcommands of the same kind.
+const CLIENT_STATE: [&str; 2] = ["REPLY", "TRACKING"];
+
+/// Refuses what a shared connection cannot carry: connection-state commands,
+/// and blocking commands that could hold the connection past the caller's
+/// deadline (a timeout of 0 waits forever).
+fn check_shared(args: &[Term], call_timeout: Duration) -> Result<()> {
+    let name = word(args, 0);
+    if CONNECTION_STATE.contains(&name.as_str())
+        || (name == "CLIENT" && CLIENT_STATE.contains(&word(args, 1).as_str()))
+    {
+        return Err(Error::BadRequest(format!(
+            "{name} changes the state of a connection that other callers share; \
+             it is refused (a transaction is sent as one qp: MULTI, the commands, EXEC)"
+        )));
+    }
+    let last = args.len().saturating_sub(1);
+    let timeout_ms = |i: usize, seconds: bool| {
+        let t: f64 = word(args, i).parse().ok()?;
+        Some(if seconds { t * 1000.0 } else { t })
+    };
+    let blocks_for = match name.as_str() {
+        "BLPOP" | "BRPOP" | "BRPOPLPUSH" | "BLMOVE" | "BZPOPMIN" | "BZPOPMAX" => {
+            timeout_ms(last, true)
+        }
+        "BLMPOP" | "BZMPOP" => timeout_ms(1, true),
+        "WAIT" | "WAITAOF" => timeout_ms(last, false),
+        "XREAD" | "XREADGROUP" => match (1..last).find(|&i| word(args, i) == "BLOCK") {
+            Some(i) => timeout_ms(i + 1, false),
+            None => return Ok(()),
+        },
+        _ => return Ok(()),
+    };
+    match blocks_for {
+        Some(ms) if ms > 0.0 && ms < call_timeout.as_millis() as f64 => Ok(()),
+        _ => Err(Error::BadRequest(format!(
+            "{name} could block a connection that other callers share past call_timeout \
+             ({} ms); give it a timeout above 0 and below that",
+            call_timeout.as_millis()
+        ))),
+    }
 }
 
 #[cfg(test)]

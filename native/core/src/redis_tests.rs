@@ -16,7 +16,7 @@ fn q(args: &[&str]) -> Term {
 async fn pool(conn: Term) -> Result<std::sync::Arc<Pool<RedisDriver>>> {
     let opts = Term::Map(vec![(Term::atom("workers"), Term::Int(2))]);
     let settings = PoolSettings::read(PoolType::Redis, &Node::new("p", &opts))?;
-    let driver = RedisDriver::new(RedisConfig::read(&Node::new("p.connection", &conn))?)?;
+    let driver = RedisDriver::new(RedisConfig::read(&Node::new("p.connection", &conn))?, 5000)?;
     Pool::start(driver, settings).await
 }
 
@@ -72,4 +72,30 @@ async fn bad_requests_are_refused_before_queueing() {
         .unwrap_err();
     assert_eq!(e.kind(), "bad_request");
     p.stop();
+}
+
+#[test]
+fn shared_connections_refuse_state_and_endless_blocking() {
+    let args = |a: &[&str]| a.iter().map(|s| Term::from(*s)).collect::<Vec<_>>();
+    let limit = Duration::from_millis(5000);
+    for refused in [
+        &["multi"][..],
+        &["SELECT", "2"],
+        &["client", "reply", "off"],
+        &["BLPOP", "k", "0"],
+        &["BRPOP", "k", "5"],
+        &["XREAD", "BLOCK", "0", "STREAMS", "s", "$"],
+        &["WAIT", "1", "0"],
+    ] {
+        let e = check_shared(&args(refused), limit).unwrap_err();
+        assert_eq!(e.kind(), "bad_request", "{refused:?}");
+    }
+    for allowed in [
+        &["GET", "k"][..],
+        &["BLPOP", "k", "0.5"],
+        &["XREAD", "COUNT", "1", "STREAMS", "s", "0"],
+        &["CLIENT", "SETNAME", "x"],
+    ] {
+        assert!(check_shared(&args(allowed), limit).is_ok(), "{allowed:?}");
+    }
 }

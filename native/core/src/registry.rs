@@ -1,6 +1,9 @@
-//! Starts or checks a pool of a given type: maps each type to its driver
-//! (`generic` is started by the NIF glue, which owns its Erlang executors;
-//! mongoose_wpool.erl names each type's callback module).
+//! The table of pool kinds: each type's defaults, the strategies it
+//! refuses, and how its connection options are checked and its pools
+//! opened. The NIF, the TOML checker and the Erlang side (through
+//! `mongoose_native_nif:pool_kind/1`) all read it; a new type is one row.
+
+use futures::future::BoxFuture;
 
 use crate::config::{Node, PoolSettings, PoolType};
 use crate::error::{Error, Result};
@@ -8,44 +11,125 @@ use crate::http::{HttpConfig, HttpDriver};
 use crate::pool::{AnyPool, Pool};
 use crate::rdbms::{RdbmsConfig, RdbmsDriver};
 use crate::redis::{RedisConfig, RedisDriver};
+use crate::strategy::Strategy;
 use crate::term::Term;
 
-/// Validates the connection options of the pool at `path`
-/// (`outgoing_pools.TYPE.TAG`) and opens it. `generic` pools are started by
-/// the NIF glue, which owns the Erlang processes they run in.
-pub async fn start(settings: PoolSettings, conn: &Term, path: &str) -> Result<Box<dyn AnyPool>> {
-    let conn = Node::new(format!("{path}.connection"), conn);
-    match settings.kind {
-        PoolType::Redis => {
-            let driver = RedisDriver::new(RedisConfig::read(&conn)?)?;
-            Ok(Box::new(Pool::start(driver, settings).await?))
-        }
-        PoolType::Http => {
-            let driver = HttpDriver::new(HttpConfig::read(&conn)?, settings.workers)?;
-            Ok(Box::new(Pool::start(driver, settings).await?))
-        }
-        PoolType::Rdbms => {
-            let driver = RdbmsDriver::new(RdbmsConfig::read(&conn)?, settings.call_timeout_ms)?;
-            Ok(Box::new(Pool::start(driver, settings).await?))
-        }
-        other => Err(Error::Config(format!(
-            "{path}: pool type {} is not supported by mongoose_native yet",
-            other.name()
-        ))),
+/// A pool being opened: every worker's connection, then the pool.
+pub type Opening = BoxFuture<'static, Result<Box<dyn AnyPool>>>;
+
+pub struct PoolKind {
+    pub kind: PoolType,
+    pub default_workers: i64,
+    pub default_call_timeout_ms: i64,
+    /// Seed 002: redis and riak refuse `available_worker`.
+    pub refused: &'static [Strategy],
+    /// Checks the connection options without connecting; `None` while
+    /// mongoose_native does not support the type.
+    pub check: Option<fn(&Node) -> Result<()>>,
+    /// Reads the connection options and opens the pool; `None` for
+    /// `generic`, whose pools the NIF glue starts with their executors.
+    pub open: Option<fn(&Node, PoolSettings) -> Result<Opening>>,
+}
+
+const fn kind(kind: PoolType) -> PoolKind {
+    PoolKind {
+        kind,
+        default_workers: 10,
+        default_call_timeout_ms: 5_000,
+        refused: &[],
+        check: None,
+        open: None,
     }
+}
+
+/// In `PoolType::ALL`'s order.
+static KINDS: [PoolKind; 9] = [
+    PoolKind {
+        refused: &[Strategy::Available],
+        check: Some(|conn| RedisDriver::new(RedisConfig::read(conn)?, 0).map(drop)),
+        open: Some(|conn, settings| {
+            let driver = RedisDriver::new(RedisConfig::read(conn)?, settings.call_timeout_ms)?;
+            Ok(opening(driver, settings))
+        }),
+        ..kind(PoolType::Redis)
+    },
+    PoolKind {
+        check: Some(|conn| HttpConfig::read(conn).map(drop)),
+        open: Some(|conn, settings| {
+            let driver = HttpDriver::new(HttpConfig::read(conn)?, settings.workers)?;
+            Ok(opening(driver, settings))
+        }),
+        ..kind(PoolType::Http)
+    },
+    PoolKind {
+        default_call_timeout_ms: 60_000,
+        check: Some(|conn| RdbmsConfig::read(conn).map(drop)),
+        open: Some(|conn, settings| {
+            let driver = RdbmsDriver::new(RdbmsConfig::read(conn)?, settings.call_timeout_ms)?;
+            Ok(opening(driver, settings))
+        }),
+        ..kind(PoolType::Rdbms)
+    },
+    PoolKind {
+        default_workers: 20,
+        ..kind(PoolType::Cassandra)
+    },
+    kind(PoolType::Elastic),
+    PoolKind {
+        check: Some(|conn| conn.only_keys(&[])),
+        ..kind(PoolType::Generic)
+    },
+    kind(PoolType::Rabbit),
+    kind(PoolType::Ldap),
+    PoolKind {
+        refused: &[Strategy::Available],
+        ..kind(PoolType::Riak)
+    },
+];
+
+fn opening<D: crate::pool::Driver>(driver: D, settings: PoolSettings) -> Opening {
+    Box::pin(async move {
+        let pool = Pool::start(driver, settings).await?;
+        Ok(Box::new(pool) as Box<dyn AnyPool>)
+    })
+}
+
+impl PoolType {
+    pub fn kind(self) -> &'static PoolKind {
+        &KINDS[self as usize]
+    }
+}
+
+fn not_supported(kind: PoolType, path: &str) -> Error {
+    Error::Config(format!(
+        "{path}: pool type {} is not supported by mongoose_native yet",
+        kind.name()
+    ))
+}
+
+/// Validates the connection options of the pool at `path`
+/// (`outgoing_pools.TYPE.TAG`) and opens it.
+pub async fn start(settings: PoolSettings, conn: &Term, path: &str) -> Result<Box<dyn AnyPool>> {
+    let kind = settings.kind;
+    let open = kind.kind().open.ok_or_else(|| not_supported(kind, path))?;
+    open(&Node::new(format!("{path}.connection"), conn), settings)?.await
 }
 
 /// Checks the connection options of the pool at `path` without connecting.
 pub fn validate(kind: PoolType, conn: &Term, path: &str) -> Result<()> {
-    let conn = Node::new(format!("{path}.connection"), conn);
-    match kind {
-        PoolType::Redis => RedisDriver::new(RedisConfig::read(&conn)?).map(drop),
-        PoolType::Http => HttpConfig::read(&conn).map(drop),
-        PoolType::Rdbms => RdbmsConfig::read(&conn).map(drop),
-        PoolType::Generic => conn.only_keys(&[]),
-        other => Err(Error::Config(format!(
-            "{path}: pool type {} is not supported by mongoose_native yet",
-            other.name()
-        ))),
+    let check = kind.kind().check.ok_or_else(|| not_supported(kind, path))?;
+    check(&Node::new(format!("{path}.connection"), conn))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_type_has_its_row() {
+        for (i, t) in PoolType::ALL.into_iter().enumerate() {
+            assert_eq!(KINDS[i].kind, t);
+            assert_eq!(t.kind().kind, t);
+        }
     }
 }

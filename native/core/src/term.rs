@@ -101,6 +101,128 @@ impl Term {
     }
 }
 
+/// Keys whose values are never shown: passwords, key passphrases, credentials.
+pub const SECRET_KEYS: [&str; 5] = [
+    "password",
+    "amqp_password",
+    "passwd",
+    "secret",
+    "credentials",
+];
+
+pub fn is_secret_key(key: &str) -> bool {
+    SECRET_KEYS.contains(&key)
+}
+
+/// How many characters of a term an error message shows.
+const DESCRIBE_LIMIT: usize = 100;
+
+impl Term {
+    /// The term as an error message or a log line may show it: at most
+    /// about 100 characters, and safe. A string prints as written, with a
+    /// URL's credentials cut out; inside lists, tuples and maps strings print
+    /// as `"..."` and the value under a secret key as `<secret>`, so a
+    /// password in a misshapen section or request never reaches an error, a
+    /// log line or a crash report, whatever the shape around it.
+    pub fn describe(&self) -> String {
+        let mut out = Bounded(String::new());
+        if describe_into(&mut out, self, true).is_err() {
+            let cut = (0..=DESCRIBE_LIMIT)
+                .rev()
+                .find(|&i| out.0.is_char_boundary(i))
+                .unwrap_or(0);
+            out.0.truncate(cut);
+            out.0.push_str("...");
+        }
+        out.0
+    }
+}
+
+/// A `String` that refuses to grow past the limit, so describing a huge
+/// term costs no more than describing its first hundred characters.
+struct Bounded(String);
+
+impl fmt::Write for Bounded {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.push_str(s);
+        if self.0.len() > DESCRIBE_LIMIT {
+            Err(fmt::Error)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn describe_into(out: &mut Bounded, t: &Term, top: bool) -> fmt::Result {
+    use fmt::Write;
+    let text = |out: &mut Bounded, s: &str, open: &str, close: &str| {
+        if top {
+            write!(out, "{open}{:?}{close}", without_credentials(s))
+        } else {
+            write!(out, "{open}\"...\"{close}")
+        }
+    };
+    let seq = |out: &mut Bounded, open: &str, items: &[Term], close: &str| {
+        out.write_str(open)?;
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.write_str(",")?;
+            }
+            describe_into(out, item, false)?;
+        }
+        out.write_str(close)
+    };
+    let secret_key = |k: &Term| k.as_text().is_some_and(|k| is_secret_key(&k));
+    match t {
+        Term::Bin(b) => match std::str::from_utf8(b) {
+            Ok(s) => text(out, s, "<<", ">>"),
+            Err(_) => write!(out, "<<{} bytes>>", b.len()),
+        },
+        Term::List(items) => match charlist(items) {
+            Some(s) if !items.is_empty() => text(out, &s, "", ""),
+            _ => seq(out, "[", items, "]"),
+        },
+        Term::Tuple(kv) if kv.len() == 2 && secret_key(&kv[0]) => {
+            out.write_str("{")?;
+            describe_into(out, &kv[0], false)?;
+            out.write_str(",<secret>}")
+        }
+        Term::Tuple(items) => seq(out, "{", items, "}"),
+        Term::Map(pairs) => {
+            out.write_str("#{")?;
+            for (i, (k, v)) in pairs.iter().enumerate() {
+                if i > 0 {
+                    out.write_str(",")?;
+                }
+                // A key is an option's name: shown as written.
+                describe_into(out, k, true)?;
+                out.write_str(" => ")?;
+                if secret_key(k) {
+                    out.write_str("<secret>")?;
+                } else {
+                    describe_into(out, v, false)?;
+                }
+            }
+            out.write_str("}")
+        }
+        Term::Atom(_) | Term::Int(_) | Term::Float(_) | Term::Opaque(_) => write!(out, "{t:?}"),
+    }
+}
+
+/// `scheme://user:password@host/...` without `user:password@`.
+fn without_credentials(s: &str) -> std::borrow::Cow<'_, str> {
+    let Some(start) = s.find("://").map(|i| i + 3) else {
+        return s.into();
+    };
+    let authority_end = s[start..]
+        .find(['/', '?', '#'])
+        .map_or(s.len(), |i| start + i);
+    match s[start..authority_end].rfind('@') {
+        Some(at) => format!("{}<secret>@{}", &s[..start], &s[start + at + 1..]).into(),
+        None => s.into(),
+    }
+}
+
 fn charlist(items: &[Term]) -> Option<String> {
     items
         .iter()
@@ -188,5 +310,50 @@ impl From<i64> for Term {
 impl From<bool> for Term {
     fn from(b: bool) -> Term {
         Term::atom(if b { "true" } else { "false" })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(k: &str, v: Term) -> Term {
+        Term::tuple(vec![Term::atom(k), v])
+    }
+
+    #[test]
+    fn describe_hides_secrets_in_any_shape() {
+        let secret = || Term::from("hunter2");
+        let shapes = [
+            pair("password", secret()),
+            Term::List(vec![pair("password", secret()), Term::atom("junk")]),
+            Term::Map(vec![(Term::atom("password"), Term::Tuple(vec![secret()]))]),
+            Term::Tuple(vec![
+                Term::atom("pgsql"),
+                Term::from("127.0.0.1"),
+                Term::Int(5432),
+                secret(),
+            ]),
+            Term::from("pgsql://user:hunter2@127.0.0.1/db"),
+        ];
+        for t in shapes {
+            let d = t.describe();
+            assert!(!d.contains("hunter2"), "{d}");
+        }
+        assert_eq!(pair("password", secret()).describe(), "{password,<secret>}");
+        assert_eq!(
+            Term::from("pgsql://user:hunter2@127.0.0.1/db").describe(),
+            "<<\"pgsql://<secret>@127.0.0.1/db\">>"
+        );
+    }
+
+    #[test]
+    fn describe_shows_what_is_safe_and_stays_short() {
+        assert_eq!(Term::from("6379").describe(), "<<\"6379\">>");
+        let map = Term::Map(vec![(Term::from("port"), Term::Int(1))]);
+        assert_eq!(map.describe(), "#{<<\"port\">> => 1}");
+        let huge = Term::List((0..1_000_000).map(Term::Int).collect());
+        let d = huge.describe();
+        assert!(d.len() <= 110 && d.ends_with("..."), "{d}");
     }
 }

@@ -1,61 +1,139 @@
 //! Erlang terms to the library's [`Term`] and back.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mongoose_native::Term;
 use rustler::env::SavedTerm;
 use rustler::types::tuple::{get_tuple, make_tuple};
-use rustler::{
-    Atom, Binary, Encoder, Env, ListIterator, MapIterator, NewBinary, OwnedEnv, TermType,
-};
+use rustler::{Atom, Binary, Encoder, Env, MapIterator, NewBinary, OwnedEnv, TermType};
 
 /// Depth past which a term is refused rather than walked (stack safety).
 const MAX_DEPTH: usize = 256;
 
-pub fn decode(term: rustler::Term) -> Result<Term, String> {
-    decode_at(term, 0)
+/// What each term counts for on top of its binary's bytes: its size once
+/// decoded, so a request's size is about the memory it takes here.
+const TERM_COST: usize = std::mem::size_of::<Term>();
+
+/// How large a request may be to decode on a normal scheduler: about a
+/// millisecond of work (8,192 terms, or 256 KB of binaries). Anything
+/// larger is decoded on a dirty scheduler instead.
+pub const SCHEDULER_BUDGET: usize = 256 * 1024;
+
+/// `max_request_size` when the application environment does not set it.
+pub const DEFAULT_MAX_REQUEST_SIZE: usize = 128 * 1024 * 1024;
+
+static MAX_REQUEST_SIZE: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_REQUEST_SIZE);
+
+/// Sets the bound past which a request is refused (read once, at load).
+pub fn set_max_request_size(bytes: usize) {
+    MAX_REQUEST_SIZE.store(bytes, Ordering::Relaxed);
 }
 
-fn decode_at(term: rustler::Term, depth: usize) -> Result<Term, String> {
+pub fn max_request_size() -> usize {
+    MAX_REQUEST_SIZE.load(Ordering::Relaxed)
+}
+
+#[derive(Debug)]
+pub enum DecodeError {
+    /// The term costs more than the budget it was decoded with.
+    TooLarge,
+    /// The term has a shape the library cannot carry.
+    Bad(String),
+}
+
+impl From<&str> for DecodeError {
+    fn from(why: &str) -> DecodeError {
+        DecodeError::Bad(why.to_string())
+    }
+}
+
+impl DecodeError {
+    /// The message a caller gets, for a budget of `budget` bytes.
+    pub fn describe(&self, budget: usize) -> String {
+        match self {
+            DecodeError::TooLarge => {
+                format!("larger than {budget} bytes, counting {TERM_COST} per term")
+            }
+            DecodeError::Bad(why) => why.clone(),
+        }
+    }
+}
+
+/// Decodes a term whose size is not in question (configuration, small
+/// arguments): anything past the scheduler budget is refused.
+pub fn decode(term: rustler::Term) -> Result<Term, String> {
+    decode_within(term, SCHEDULER_BUDGET).map_err(|e| e.describe(SCHEDULER_BUDGET))
+}
+
+/// Decodes `term` if it costs at most `budget`; never panics (improper
+/// lists, deep nesting and foreign terms are errors).
+pub fn decode_within(term: rustler::Term, budget: usize) -> Result<Term, DecodeError> {
+    let mut left = budget;
+    decode_at(term, 0, &mut left)
+}
+
+fn charge(left: &mut usize, cost: usize) -> Result<(), DecodeError> {
+    *left = left.checked_sub(cost).ok_or(DecodeError::TooLarge)?;
+    Ok(())
+}
+
+fn decode_at(term: rustler::Term, depth: usize, left: &mut usize) -> Result<Term, DecodeError> {
     if depth > MAX_DEPTH {
         return Err("term nested too deeply".into());
     }
-    let inner = |t| decode_at(t, depth + 1);
+    charge(left, TERM_COST)?;
     Ok(match term.get_type() {
         TermType::Atom => Term::Atom(term.atom_to_string().map_err(|_| "bad atom")?),
-        TermType::Binary => Term::Bin(
-            term.decode::<Binary>()
-                .map_err(|_| "bitstrings are not supported")?
-                .as_slice()
-                .to_vec(),
-        ),
+        TermType::Binary => {
+            let bin = term
+                .decode::<Binary>()
+                .map_err(|_| "bitstrings are not supported")?;
+            charge(left, bin.len())?;
+            Term::Bin(bin.as_slice().to_vec())
+        }
         TermType::Integer => Term::Int(
             term.decode::<i64>()
                 .map_err(|_| "integer out of 64-bit range")?,
         ),
         TermType::Float => Term::Float(term.decode::<f64>().map_err(|_| "bad float")?),
         TermType::List => {
-            let items: ListIterator = term
-                .decode()
-                .map_err(|_| "improper lists are not supported")?;
-            Term::List(items.map(inner).collect::<Result<_, _>>()?)
+            let mut items = Vec::new();
+            let mut rest = term;
+            while let Ok((head, tail)) = rest.list_get_cell() {
+                items.push(decode_at(head, depth + 1, left)?);
+                rest = tail;
+            }
+            if !rest.is_empty_list() {
+                return Err("improper lists are not supported".into());
+            }
+            Term::List(items)
         }
         TermType::Tuple => Term::Tuple(
             get_tuple(term)
                 .map_err(|_| "bad tuple")?
                 .into_iter()
-                .map(inner)
+                .map(|t| decode_at(t, depth + 1, left))
                 .collect::<Result<_, _>>()?,
         ),
         TermType::Map => {
             let pairs = MapIterator::new(term).ok_or("bad map")?;
             Term::Map(
                 pairs
-                    .map(|(k, v)| Ok((inner(k)?, inner(v)?)))
-                    .collect::<Result<_, String>>()?,
+                    .map(|(k, v)| {
+                        Ok((
+                            decode_at(k, depth + 1, left)?,
+                            decode_at(v, depth + 1, left)?,
+                        ))
+                    })
+                    .collect::<Result<_, DecodeError>>()?,
             )
         }
-        other => return Err(format!("{other:?} terms cannot be sent to this pool")),
+        other => {
+            return Err(DecodeError::Bad(format!(
+                "{other:?} terms cannot be sent to this pool"
+            )))
+        }
     })
 }
 

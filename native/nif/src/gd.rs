@@ -130,7 +130,8 @@ fn gd_call<'a>(
                 Ok(Term::List(items)) => items,
                 Ok(other) => {
                     return Err(Error::BadRequest(format!(
-                        "arguments must be a list, got {other:?}"
+                        "arguments must be a list, got {}",
+                        other.describe()
                     )))
                 }
                 Err(e) => return Err(Error::BadRequest(e)),

@@ -88,7 +88,8 @@ impl Driver for GenericDriver {
                 .downcast::<Saved>()
                 .map_err(|_| Error::BadRequest("generic pools take {M, F, A}".into())),
             other => Err(Error::BadRequest(format!(
-                "generic pools take {{M, F, A}}, got {other:?}"
+                "generic pools take {{M, F, A}}, got {}",
+                other.describe()
             ))),
         }
     }

@@ -17,11 +17,11 @@ use mongoose_native::strategy::Choice;
 use mongoose_native::{registry, runtime, Error, Term};
 use rustler::{Atom, Encoder, Env, LocalPid, ResourceArc};
 
-use convert::{decode, encode, Saved};
+use convert::{decode, decode_within, encode, DecodeError, Saved, SCHEDULER_BUDGET};
 use generic::{Done, Executors, GenericDriver};
 use reply::{error_term, spawn_answer, CallSlot};
 
-rustler::atoms! { ok, error, cancelled, replied, threads }
+rustler::atoms! { ok, error, cancelled, replied, reschedule, threads, max_request_size }
 
 pub struct PoolRes {
     pool: Box<dyn AnyPool>,
@@ -89,6 +89,28 @@ fn generic_start<'a>(
     })
 }
 
+/// A pool type's row of the kinds table, for the Erlang side:
+/// `#{workers => N, call_timeout => Ms, refused_strategies => [Atom]}`.
+#[rustler::nif]
+fn pool_kind<'a>(env: Env<'a>, kind: String) -> rustler::Term<'a> {
+    let Some(row) = PoolType::parse(&kind).map(PoolType::kind) else {
+        return error_term(
+            env,
+            Error::Config(format!("unknown pool type {kind}")).reason(),
+        );
+    };
+    let kv = |k: &str, v: Term| (Term::atom(k), v);
+    let refused = row.refused.iter().map(|s| Term::atom(s.name())).collect();
+    encode(
+        env,
+        &Term::Map(vec![
+            kv("workers", Term::Int(row.default_workers)),
+            kv("call_timeout", Term::Int(row.default_call_timeout_ms)),
+            kv("refused_strategies", Term::List(refused)),
+        ]),
+    )
+}
+
 fn prepare(kind: &str, opts: rustler::Term, path: &str) -> Result<PoolSettings, Error> {
     let kind = PoolType::parse(kind)
         .ok_or_else(|| Error::Config(format!("{path}: unknown pool type {kind}")))?;
@@ -115,11 +137,23 @@ fn started(
     }
 }
 
-fn request(pool: &PoolRes, request: rustler::Term) -> Result<Term, Error> {
+/// A request decoded within `budget`: `Ok(None)` when it is too large for
+/// a normal scheduler, so the caller retries on a dirty one.
+fn request(pool: &PoolRes, request: rustler::Term, budget: usize) -> Result<Option<Term>, Error> {
     if pool.opaque_requests {
-        Ok(Term::Opaque(Saved::new(request)))
-    } else {
-        decode(request).map_err(|e| bad_arg("request", e))
+        return Ok(Some(Term::Opaque(Saved::new(request))));
+    }
+    match decode_within(request, budget) {
+        Ok(t) => Ok(Some(t)),
+        Err(DecodeError::TooLarge) if budget == SCHEDULER_BUDGET => Ok(None),
+        Err(DecodeError::TooLarge) => Err(bad_arg(
+            "request",
+            format!(
+                "{} (max_request_size)",
+                DecodeError::TooLarge.describe(budget)
+            ),
+        )),
+        Err(e) => Err(bad_arg("request", e.describe(budget))),
     }
 }
 
@@ -127,8 +161,10 @@ fn choice(index: i64) -> Choice {
     usize::try_from(index).map_or(Choice::Strategy, Choice::Hash)
 }
 
-/// `{ok, Slot}`: the answer will come as `{Tag, Result}`; `cancel(Slot)` stops it.
-#[rustler::nif]
+/// `{ok, Slot}`: the answer will come as `{Tag, Result}`; `cancel(Slot)`
+/// stops it. `reschedule`: the request is too large to decode here, call
+/// `submit_dirty` (mongoose_native_nif:submit/5 does).
+#[rustler::nif(name = "submit_nif")]
 fn submit<'a>(
     env: Env<'a>,
     pool: ResourceArc<PoolRes>,
@@ -137,8 +173,35 @@ fn submit<'a>(
     pid: LocalPid,
     tag: rustler::Term<'a>,
 ) -> rustler::Term<'a> {
-    let req = match request(&pool, req) {
-        Ok(r) => r,
+    submit_within(env, SCHEDULER_BUDGET, pool, hash, req, pid, tag)
+}
+
+/// `submit` for requests past the scheduler budget: decoded on a dirty CPU
+/// scheduler (decoding is CPU work; nothing here waits on I/O).
+#[rustler::nif(schedule = "DirtyCpu")]
+fn submit_dirty<'a>(
+    env: Env<'a>,
+    pool: ResourceArc<PoolRes>,
+    hash: i64,
+    req: rustler::Term<'a>,
+    pid: LocalPid,
+    tag: rustler::Term<'a>,
+) -> rustler::Term<'a> {
+    submit_within(env, convert::max_request_size(), pool, hash, req, pid, tag)
+}
+
+fn submit_within<'a>(
+    env: Env<'a>,
+    budget: usize,
+    pool: ResourceArc<PoolRes>,
+    hash: i64,
+    req: rustler::Term<'a>,
+    pid: LocalPid,
+    tag: rustler::Term<'a>,
+) -> rustler::Term<'a> {
+    let req = match request(&pool, req, budget) {
+        Ok(Some(r)) => r,
+        Ok(None) => return reschedule().encode(env),
         Err(e) => return error_term(env, e.reason()),
     };
     let (slot, reply) = reply::slot(pid, tag);
@@ -148,17 +211,40 @@ fn submit<'a>(
     }
 }
 
-#[rustler::nif]
+#[rustler::nif(name = "cast_nif")]
 fn cast<'a>(
     env: Env<'a>,
     pool: ResourceArc<PoolRes>,
     hash: i64,
     req: rustler::Term<'a>,
 ) -> rustler::Term<'a> {
-    let result =
-        request(&pool, req).and_then(|req| pool.pool.submit(choice(hash), req, Reply::none()));
+    cast_within(env, SCHEDULER_BUDGET, pool, hash, req)
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn cast_dirty<'a>(
+    env: Env<'a>,
+    pool: ResourceArc<PoolRes>,
+    hash: i64,
+    req: rustler::Term<'a>,
+) -> rustler::Term<'a> {
+    cast_within(env, convert::max_request_size(), pool, hash, req)
+}
+
+fn cast_within<'a>(
+    env: Env<'a>,
+    budget: usize,
+    pool: ResourceArc<PoolRes>,
+    hash: i64,
+    req: rustler::Term<'a>,
+) -> rustler::Term<'a> {
+    let result = request(&pool, req, budget).and_then(|req| match req {
+        Some(req) => pool.pool.submit(choice(hash), req, Reply::none()).map(Some),
+        None => Ok(None),
+    });
     match result {
-        Ok(()) => ok().encode(env),
+        Ok(Some(())) => ok().encode(env),
+        Ok(None) => reschedule().encode(env),
         Err(e) => error_term(env, e.reason()),
     }
 }
@@ -248,6 +334,13 @@ fn load(env: Env, info: rustler::Term) -> bool {
         Err(_) => 0,
     };
     logger::install();
+    if let Some(bytes) = info
+        .map_get(max_request_size().encode(env))
+        .ok()
+        .and_then(|t| t.decode::<usize>().ok())
+    {
+        convert::set_max_request_size(bytes);
+    }
     runtime::start(threads).is_ok()
 }
 

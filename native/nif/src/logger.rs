@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
+use mongoose_native::runtime;
 use rustler::{Encoder, LocalPid, OwnedEnv};
 
 rustler::atoms! { mongoose_native_log, error, warning, info, debug }
@@ -31,6 +32,22 @@ pub fn install() {
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(LevelFilter::Info);
     }
+    route_panics();
+}
+
+/// A panic becomes an error record, rate-limited like any other, instead of
+/// a backtrace on the VM's stderr. rustler still turns a panic in a NIF call
+/// into an exception for its caller; the runtime's tasks catch their own.
+fn route_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let text = format!("panic: {info}");
+        if rustler::thread::is_scheduler_thread() {
+            // A scheduler thread cannot send from an owned env; a runtime thread can.
+            runtime::handle().spawn(async move { log::error!("{text}") });
+        } else {
+            log::error!("{text}");
+        }
+    }));
 }
 
 pub fn set_relay(pid: LocalPid) {

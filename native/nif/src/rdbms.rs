@@ -18,9 +18,9 @@ use mongoose_native::strategy::Choice;
 use mongoose_native::{runtime, Error, Term};
 use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, ResourceArc};
 
-use crate::convert::{decode, Saved};
+use crate::convert::{decode_within, max_request_size, DecodeError, Saved, SCHEDULER_BUDGET};
 use crate::reply::{error_term, slot, CallSlot, SlotRef};
-use crate::{ok, PoolRes};
+use crate::{ok, reschedule, PoolRes};
 
 pub struct TxRes {
     tx: Arc<Transaction>,
@@ -127,8 +127,9 @@ impl ReplySink for Gate {
         self.slot.is_cancelled()
     }
 }
-/// `{ok, Slot}`: the answer comes as `{Tag, Result}`; `cancel(Slot)` stops it.
-#[rustler::nif]
+/// `{ok, Slot}`: the answer comes as `{Tag, Result}`; `cancel(Slot)` stops
+/// it. `reschedule`: too large to decode here, call `rdbms_tx_call_dirty`.
+#[rustler::nif(name = "rdbms_tx_call_nif")]
 fn rdbms_tx_call<'a>(
     env: Env<'a>,
     tx: ResourceArc<TxRes>,
@@ -136,9 +137,38 @@ fn rdbms_tx_call<'a>(
     pid: LocalPid,
     tag: rustler::Term<'a>,
 ) -> rustler::Term<'a> {
-    let parsed = decode(req)
-        .map_err(|e| Error::BadRequest(format!("request: {e}")))
-        .and_then(|t| tx.tx.parse(t));
+    tx_call_within(env, SCHEDULER_BUDGET, tx, req, pid, tag)
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn rdbms_tx_call_dirty<'a>(
+    env: Env<'a>,
+    tx: ResourceArc<TxRes>,
+    req: rustler::Term<'a>,
+    pid: LocalPid,
+    tag: rustler::Term<'a>,
+) -> rustler::Term<'a> {
+    tx_call_within(env, max_request_size(), tx, req, pid, tag)
+}
+
+fn tx_call_within<'a>(
+    env: Env<'a>,
+    budget: usize,
+    tx: ResourceArc<TxRes>,
+    req: rustler::Term<'a>,
+    pid: LocalPid,
+    tag: rustler::Term<'a>,
+) -> rustler::Term<'a> {
+    let parsed = match decode_within(req, budget) {
+        Err(DecodeError::TooLarge) if budget == SCHEDULER_BUDGET => {
+            return reschedule().encode(env)
+        }
+        Err(e) => Err(Error::BadRequest(format!(
+            "request: {}",
+            e.describe(budget)
+        ))),
+        Ok(t) => tx.tx.parse(t),
+    };
     let parsed = match parsed {
         Ok(p) => p,
         Err(e) => return error_term(env, e.reason()),

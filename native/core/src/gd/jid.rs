@@ -27,7 +27,8 @@ impl Jid {
     pub fn from_term(t: &Term) -> Result<Jid> {
         let bad = || {
             Error::BadRequest(format!(
-                "expected a JID {{User, Server, Resource}}, got {t:?}"
+                "expected a JID {{User, Server, Resource}}, got {}",
+                t.describe()
             ))
         };
         let Term::Tuple(items) = t else {

@@ -434,7 +434,8 @@ impl Call {
     pub fn parse(op: &str, args: &[Term]) -> Result<Call> {
         let bad = || {
             Error::BadRequest(format!(
-                "mod_global_distrib_mapping: bad arguments for {op}: {args:?}"
+                "mod_global_distrib_mapping: bad arguments for {op}: {}",
+                Term::List(args.to_vec()).describe()
             ))
         };
         let bin = |t: &Term| match t {

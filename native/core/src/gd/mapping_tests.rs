@@ -29,8 +29,11 @@ async fn pool() -> Arc<dyn AnyPool> {
     let opts = Term::Map(vec![(Term::atom("workers"), Term::Int(4))]);
     let settings = PoolSettings::read(PoolType::Redis, &Node::new("p", &opts)).unwrap();
     let conn = Term::Map(vec![(Term::atom("database"), Term::Int(DB))]);
-    let driver =
-        RedisDriver::new(RedisConfig::read(&Node::new("p.connection", &conn)).unwrap()).unwrap();
+    let driver = RedisDriver::new(
+        RedisConfig::read(&Node::new("p.connection", &conn)).unwrap(),
+        5000,
+    )
+    .unwrap();
     Arc::new(Pool::start(driver, settings).await.unwrap())
 }
 

@@ -1,5 +1,5 @@
-%% @doc Owns the pool table and the processes the library needs in Erlang:
-%% the log relay and one executor supervisor per generic pool.
+%% @doc Owns the pool and log-limit tables and the processes the library
+%% needs in Erlang: the log relay and one executor supervisor per generic pool.
 -module(mongoose_native_sup).
 -behaviour(supervisor).
 -export([start_link/0, init/1, start_executors/3, stop_executors/1, start_child/1, stop_child/1]).
@@ -9,6 +9,7 @@ start_link() ->
 
 init([]) ->
     mongoose_wpool:create_table(),
+    mongoose_native_log:create_table(),
     Relay = #{id => mongoose_native_log_relay,
               start => {mongoose_native_log_relay, start_link, []}},
     {ok, {#{strategy => one_for_one, intensity => 10, period => 10}, [Relay]}}.

@@ -21,7 +21,8 @@
 %% error) rolls back and reruns the fun, up to 10 times, then gives `{aborted,
 %% Reason}'; any other thrown value is the fun's result and is committed. A
 %% caller that dies inside a transaction leaves nothing behind: the handle's
-%% destructor rolls back and gives the connection back.
+%% destructor rolls back and gives the connection back. Aborts are logged
+%% through `mongoose_native_log', at most one line per kind per second.
 -module(mongoose_rdbms).
 
 -export([prepare/4,
@@ -239,15 +240,15 @@ delayed_retry(HostType, F, Retries, Delay, Info) ->
         {atomic, _} ->
             Result;
         {aborted, Reason} when Retries > 0 ->
-            ?LOG_WARNING(Info#{what => rdbms_transaction_aborted,
-                               text => <<"Transaction aborted. Restart">>,
-                               reason => Reason, retries_left => Retries}),
+            mongoose_native_log:log(warning, Info#{what => rdbms_transaction_aborted,
+                                                   text => <<"Transaction aborted. Restart">>,
+                                                   reason => Reason, retries_left => Retries}),
             timer:sleep(Delay),
             delayed_retry(HostType, F, Retries - 1, Delay, Info);
         _ ->
             Err = Info#{what => rdbms_transaction_failed,
                         text => <<"Transaction failed. Do not restart">>, reason => Result},
-            ?LOG_ERROR(Err),
+            mongoose_native_log:log(error, Err),
             erlang:error(Err)
     end.
 
@@ -308,19 +309,9 @@ transaction(F, Restarts, State) ->
                 {aborted, _} when Restarts > 0 ->
                     rollback(State),
                     transaction(F, Restarts - 1, State);
-                {aborted, #{reason := Reason, sql_query := Query}} ->
-                    ?LOG_ERROR(#{what => rdbms_sql_transaction_restarts_exceeded,
-                                 restarts => ?MAX_TRANSACTION_RESTARTS,
-                                 last_abort_reason => Reason,
-                                 last_sql_query => iolist_to_binary(Query)}),
+                {aborted, Abort} ->
                     rollback(State),
-                    {aborted, Reason};
-                {aborted, Reason} ->
-                    ?LOG_ERROR(#{what => rdbms_sql_transaction_restarts_exceeded,
-                                 restarts => ?MAX_TRANSACTION_RESTARTS,
-                                 last_abort_reason => Reason}),
-                    rollback(State),
-                    {aborted, Reason};
+                    {aborted, restarts_exceeded(Abort)};
                 {'EXIT', Reason} ->
                     rollback(State),
                     {aborted, Reason};
@@ -338,13 +329,35 @@ transaction(F, Restarts, State) ->
 rollback(State) ->
     tx_call(State, {sql_query, <<"ROLLBACK">>}).
 
+%% Logs the last abort of a transaction and gives the reason it returns:
+%% the SQL error of a failed `sql_query_t', or what the fun threw.
+-spec restarts_exceeded(term()) -> term().
+restarts_exceeded(Abort) ->
+    {Reason, Last} = case Abort of
+                         #{reason := R, sql_query := Query} ->
+                             {R, #{last_abort_reason => R, last_sql_query => query_text(Query)}};
+                         _ ->
+                             {Abort, #{last_abort_reason => Abort}}
+                     end,
+    mongoose_native_log:log(error, Last#{what => rdbms_sql_transaction_restarts_exceeded,
+                                         restarts => ?MAX_TRANSACTION_RESTARTS}),
+    Reason.
+
+%% A query that is not iodata (the NIF refused it) is logged as it is.
+-spec query_text(term()) -> term().
+query_text(Query) ->
+    try iolist_to_binary(Query)
+    catch error:badarg -> Query
+    end.
+
 apply_transaction_function(F) ->
     try F()
     catch
         throw:Thrown -> Thrown;
         Class:Reason:Stacktrace ->
-            ?LOG_ERROR(#{what => rdbms_outer_transaction_failed, class => Class,
-                         reason => Reason, stacktrace => Stacktrace}),
+            mongoose_native_log:log(error, #{what => rdbms_outer_transaction_failed,
+                                             class => Class, reason => Reason,
+                                             stacktrace => Stacktrace}),
             {'EXIT', Reason}
     end.
 

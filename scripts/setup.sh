@@ -1,9 +1,46 @@
 #!/usr/bin/env bash
 # Installs and starts what the tests and the demo need, on Debian 12.
-# Idempotent: reuses whatever is already installed and running.
+#
+# Each server is started the way its package starts it, minus systemd (which
+# containers, chroots and CI images lack): as its own user, with its runtime
+# directory and its own log file. Each is checked by connecting to it; on
+# failure the server's last log lines are printed.
+#
+# Idempotent: whatever already answers on its port is reused. A run that had
+# nothing to start or change ends with "[setup] ready: nothing to do".
+#
+#   scripts/setup.sh                 install what is missing, then start
+#   scripts/setup.sh --install-only  only install (e.g. before going offline)
 set -euo pipefail
 
 log() { printf '[setup] %s\n' "$*"; }
+changed=0
+act() { changed=1; log "$*"; }
+
+# fail MESSAGE [LOGFILE]: say what failed and show the server's own words.
+fail() {
+  printf '[setup] %s\n' "$1" >&2
+  if [ -n "${2:-}" ] && [ -r "$2" ]; then
+    printf '[setup] last lines of %s:\n' "$2" >&2
+    tail -n 15 "$2" | sed 's/^/    /' >&2
+  fi
+  exit 1
+}
+
+# wait_for SECONDS PID COMMAND...: retry COMMAND every 0.2 s while PID (a
+# server we started, or - for none) is alive.
+wait_for() {
+  local tries=$(($1 * 5)) pid=$2; shift 2
+  for _ in $(seq "$tries"); do
+    "$@" >/dev/null 2>&1 && return 0
+    [ "$pid" = - ] || kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.2
+  done
+  return 1
+}
+
+# Probes give up after 5 s: a port that accepts and never answers is a failure.
+export PGCONNECT_TIMEOUT=5
 
 need_pkgs=()
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -12,64 +49,123 @@ have rebar3 || need_pkgs+=(rebar3)
 have redis-server || need_pkgs+=(redis-server)
 have redis-cli || need_pkgs+=(redis-tools)
 have openssl || need_pkgs+=(openssl)
-have psql || need_pkgs+=(postgresql postgresql-client)
-have mariadb || need_pkgs+=(mariadb-server mariadb-client)
+have psql && have pg_lsclusters || need_pkgs+=(postgresql postgresql-client)
+have mariadb && [ -x /usr/sbin/mariadbd ] || need_pkgs+=(mariadb-server mariadb-client)
 for p in erlang-dev erlang-common-test erlang-eunit erlang-inets erlang-ssl erlang-crypto \
          erlang-public-key erlang-tools erlang-dialyzer erlang-runtime-tools erlang-syntax-tools; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
-  log "installing ${need_pkgs[*]}"
+  act "installing ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  # Another setup.sh (or apt) may hold the dpkg lock: wait for it.
+  apt_opts=(-qq -o DPkg::Lock::Timeout=600)
+  apt-get "${apt_opts[@]}" update
+  apt-get "${apt_opts[@]}" install -y "${need_pkgs[@]}" >/dev/null
+fi
+[ "${1:-}" = --install-only ] && { log "packages installed"; exit 0; }
+
+have cargo || fail "cargo not found: install a Rust toolchain >= 1.85 (rustup) first"
+
+# --- Redis on 127.0.0.1:6379 -------------------------------------------------
+# As the package's init script does: user redis, its config, /run/redis.
+# Nothing is saved to disk: the suites flush their databases anyway.
+redis_ok() { [ "$(timeout 5 redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = PONG ]; }
+if redis_ok; then
+  log "Redis answers on 127.0.0.1:6379: reusing it"
+else
+  redis_log=/var/log/redis/redis-server.log
+  act "starting redis-server on 127.0.0.1:6379 as user redis"
+  install -d -o redis -g redis /run/redis
+  runuser -u redis -- redis-server /etc/redis/redis.conf --daemonize yes \
+    --bind 127.0.0.1 --port 6379 --save '' --appendonly no \
+    --pidfile /run/redis/redis-server.pid --logfile "$redis_log" ||
+    fail "redis-server did not start" "$redis_log"
+  wait_for 10 - redis_ok || fail "Redis does not answer on 127.0.0.1:6379" "$redis_log"
 fi
 
-if ! have cargo; then
-  echo "[setup] cargo not found: install a Rust toolchain >= 1.85 (rustup) first" >&2
-  exit 1
-fi
-
-# Redis on 6379: reuse a running one, or start our own (it keeps nothing on disk).
-if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
-  log "starting redis-server on 127.0.0.1:6379"
-  mkdir -p /var/lib/redis /var/log/redis
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
-    --dir /var/lib/redis --logfile /var/log/redis/mongoose_native.log
-  for _ in $(seq 50); do redis-cli -p 6379 ping >/dev/null 2>&1 && break; sleep 0.1; done
-fi
-redis-cli -p 6379 ping >/dev/null || { echo "[setup] Redis did not start" >&2; exit 1; }
-# PostgreSQL on 5432: user postgres without a password over TCP, database test.
-pg_ok() { psql -h 127.0.0.1 -U postgres -d test -tAc 'SELECT 1' >/dev/null 2>&1; }
-if ! pg_ok; then
-  if ! pg_isready -h 127.0.0.1 -p 5432 >/dev/null 2>&1; then
-    log "starting PostgreSQL"
-    version=$(ls /etc/postgresql | sort -V | tail -1)
-    pg_ctlcluster --skip-systemctl-redirect "$version" main start
-    for _ in $(seq 50); do pg_isready -h 127.0.0.1 -p 5432 >/dev/null 2>&1 && break; sleep 0.2; done
+# --- PostgreSQL on 127.0.0.1:5432: user postgres, trust on loopback, database test
+pg_ok() { psql -h 127.0.0.1 -p 5432 -U postgres -d test -tAc 'SELECT 1' >/dev/null 2>&1; }
+# As postgres, from a directory it may enter (not the caller's).
+as_postgres() { (cd / && runuser -u postgres -- "$@"); }
+if pg_ok; then
+  log "PostgreSQL answers on 127.0.0.1:5432: reusing it"
+else
+  if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    # The package made its cluster on 5433 or later if 5432 was busy when it
+    # was installed: then the tests get a cluster of their own on 5432.
+    log "PostgreSQL clusters: $(pg_lsclusters -h | awk '{printf "%s/%s on %s (%s) ", $1, $2, $3, $4}')"
+    ver='' name=''
+    read -r ver name < <(pg_lsclusters -h | awk '$3 == 5432 {print $1, $2; exit}') || true
+    if [ -z "${ver:-}" ]; then
+      ver=$(ls /usr/lib/postgresql | sort -V | tail -1) name=mongoose_native
+      act "no cluster is on port 5432: creating cluster $ver/$name there for the tests"
+      pg_createcluster --port 5432 "$ver" "$name" >/dev/null
+    fi
+    pg_log=$(pg_lsclusters -h "$ver" "$name" | awk '{print $7}')
+    act "starting PostgreSQL cluster $ver/$name on port 5432"
+    pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" start ||
+      fail "PostgreSQL cluster $ver/$name did not start" "$pg_log"
+    wait_for 10 - pg_isready -q -h 127.0.0.1 -p 5432 ||
+      fail "PostgreSQL does not answer on 127.0.0.1:5432" "$pg_log"
   fi
-  if ! psql -h 127.0.0.1 -U postgres -d postgres -tAc 'SELECT 1' >/dev/null 2>&1; then
-    log "trusting loopback connections in PostgreSQL (a test server)"
-    hba=$(su postgres -c "psql -tAc 'SHOW hba_file'")
+  if ! psql -h 127.0.0.1 -p 5432 -U postgres -d postgres -tAc 'SELECT 1' >/dev/null 2>&1; then
+    act "trusting loopback connections in PostgreSQL (a test server)"
+    hba=$(as_postgres psql -p 5432 -tAc 'SHOW hba_file')
     sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
-    su postgres -c "psql -tAc 'SELECT pg_reload_conf()'" >/dev/null
+    as_postgres psql -p 5432 -tAc 'SELECT pg_reload_conf()' >/dev/null
   fi
-  psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'test'" \
-    | grep -q 1 || psql -h 127.0.0.1 -U postgres -d postgres -c 'CREATE DATABASE test' >/dev/null
+  if ! psql -h 127.0.0.1 -p 5432 -U postgres -d postgres -tAc \
+       "SELECT 1 FROM pg_database WHERE datname = 'test'" | grep -q 1; then
+    act "creating PostgreSQL database test"
+    psql -h 127.0.0.1 -p 5432 -U postgres -d postgres -c 'CREATE DATABASE test' >/dev/null
+  fi
+  pg_ok || fail "PostgreSQL is not usable as postgres@127.0.0.1:5432/test"
 fi
-pg_ok || { echo "[setup] PostgreSQL is not usable as postgres@127.0.0.1/test" >&2; exit 1; }
 
-# MariaDB on 3306: root with an empty password over TCP, database test.
-my_ok() { mariadb -h 127.0.0.1 -P 3306 -u root -e 'SELECT 1' test >/dev/null 2>&1; }
-if ! my_ok; then
-  if ! mariadb-admin -h 127.0.0.1 -P 3306 ping >/dev/null 2>&1 && ! mariadb-admin ping >/dev/null 2>&1; then
-    log "starting MariaDB"
-    mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
-    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
-    for _ in $(seq 50); do mariadb-admin ping >/dev/null 2>&1 && break; sleep 0.2; done
+# --- MariaDB on 127.0.0.1:3306: root with an empty password, database test ----
+my_ok() { mariadb --connect-timeout=5 -h 127.0.0.1 -P 3306 -u root -e 'SELECT 1' test >/dev/null 2>&1; }
+# Alive, even if it refuses us (ping succeeds on "access denied").
+my_up() { mariadb-admin --connect-timeout=5 --protocol=tcp -h 127.0.0.1 -P 3306 ping >/dev/null 2>&1; }
+my_pidfile=/run/mysqld/mysqld.pid my_log=/var/log/mysql/error.log
+# The pid file, not the process name: another container's mariadbd may be visible.
+my_running() {
+  local pid
+  pid=$(cat "$my_pidfile" 2>/dev/null) && kill -0 "$pid" 2>/dev/null &&
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = mariadbd ]
+}
+if my_ok; then
+  log "MariaDB answers on 127.0.0.1:3306: reusing it"
+else
+  if ! my_up; then
+    if my_running; then
+      my_pid=$(cat "$my_pidfile")
+      log "MariaDB (pid $my_pid) is running but not answering yet: waiting"
+    else
+      # As the package does: user mysql, runtime directory /run/mysqld.
+      install -d -o mysql -g mysql -m 755 /run/mysqld
+      install -d -o mysql -g adm -m 2750 /var/log/mysql
+      if [ ! -d /var/lib/mysql/mysql ]; then
+        act "initialising MariaDB's data directory /var/lib/mysql"
+        mariadb-install-db --user=mysql --datadir=/var/lib/mysql >>"$my_log" 2>&1 ||
+          fail "mariadb-install-db failed" "$my_log"
+      fi
+      act "starting MariaDB on 127.0.0.1:3306 as user mysql"
+      setsid /usr/sbin/mariadbd --user=mysql --pid-file="$my_pidfile" --log-error="$my_log" \
+        --bind-address=127.0.0.1 --port=3306 </dev/null >/dev/null 2>&1 &
+      my_pid=$!
+    fi
+    wait_for 60 "$my_pid" my_up || fail "MariaDB does not answer on 127.0.0.1:3306" "$my_log"
   fi
-  log "letting root in over TCP without a password in MariaDB (a test server)"
-  mariadb -u root -e "ALTER USER 'root'@'localhost' IDENTIFIED VIA mysql_native_password USING PASSWORD('') OR unix_socket; CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY ''; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION; CREATE DATABASE IF NOT EXISTS test;" || true
+  if ! my_ok; then
+    act "letting root in over TCP without a password in MariaDB (a test server)"
+    mariadb -u root -e "ALTER USER 'root'@'localhost' IDENTIFIED VIA mysql_native_password USING PASSWORD('') OR unix_socket;
+      CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';
+      GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
+      CREATE DATABASE IF NOT EXISTS test;" ||
+      fail "could not open MariaDB to root@127.0.0.1 (mariadb -u root over the socket)" "$my_log"
+  fi
+  my_ok || fail "MariaDB is not usable as root@127.0.0.1:3306/test" "$my_log"
 fi
-my_ok || { echo "[setup] MariaDB is not usable as root@127.0.0.1/test" >&2; exit 1; }
-log "ready"
+
+if [ "$changed" = 0 ]; then log "ready: nothing to do"; else log "ready"; fi

@@ -52,6 +52,7 @@ secrets_stay_out_of_errors_logs_and_crashes(_Config) ->
               {rdbms, {pgsql, "127.0.0.1", 5432, "test", "postgres", C}},
               {rdbms, #{server => Url}},
               {rdbms, [{server, Url}]},
+              {rdbms, #{server => {pgsql, "127.0.0.1", "5432", "test", "postgres", C}}},
               {rdbms, #{driver => pgsql, host => "127.0.0.1", database => "test",
                         username => "postgres", password => C, port => {C}}},
               {http, #{host => "http://user:" ++ C ++ "@127.0.0.1:1"}},

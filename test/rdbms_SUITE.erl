@@ -15,9 +15,11 @@ cases() ->
     [select_one, query_shapes, sql_errors, prepared_types, prepared_registry,
      escaped_like, escape_helpers, transaction_commits, transaction_rolls_back_on_error,
      transaction_throw, transaction_nested, transaction_isolated_and_held,
-     transaction_caller_crash, transaction_query_list, delayed_retry, dirty,
+     transaction_caller_crash, transaction_query_list, transaction_query_not_iodata,
+     abort_logs_rate_limited, delayed_retry, dirty,
      casts_and_requests, killed_connection_is_replaced, keepalive_replaces_killed_connection,
-     query_timeout, legacy_server_form, bad_config, tls, refused_checkout].
+     query_timeout, legacy_server_form, legacy_server_bad_port, bad_config,
+     password_not_utf8, tls, refused_checkout].
 
 init_per_suite(Config) ->
     ok = mongoose_wpool:ensure_started(),
@@ -448,6 +450,53 @@ transaction_query_list(Config) ->
     ?assert(is_list(Reason)),
     ?assertEqual(2, count_users()).
 
+%% A query that is not iodata never reaches the server: the transaction is
+%% aborted with the reason, and the connection works on.
+transaction_query_not_iodata(_Config) ->
+    [begin
+         Result = mongoose_rdbms:sql_transaction(
+                    global, fun() -> mongoose_rdbms:sql_query_t(Query) end),
+         ?assertMatch({aborted, {bad_request, _}}, Result),
+         {aborted, {bad_request, Why}} = Result,
+         ?assertNotEqual(nomatch, binary:match(Why, <<"query: expected iodata">>))
+     end || Query <- [not_iodata, {not_iodata}, [<<"SELECT ">>, one]]],
+    ?assertEqual(0, count_users()).
+
+%% Aborts repeated at any rate log at most one line a second per kind; the
+%% next line counts the ones suppressed meanwhile.
+abort_logs_rate_limited(_Config) ->
+    Abort = fun() -> {aborted, boom} = mongoose_rdbms:sql_transaction(global, fun() -> error(boom) end) end,
+    ok = logger:add_handler(mn_ct_abort_lines, ?MODULE, #{config => #{pid => self()}}),
+    try
+        %% A line that starts a window of its own, whatever earlier cases logged.
+        timer:sleep(1100),
+        Abort(),
+        [_] = logged(rdbms_outer_transaction_failed),
+        T0 = erlang:monotonic_time(millisecond),
+        [Abort() || _ <- lists:seq(1, 200)],
+        Elapsed = erlang:monotonic_time(millisecond) - T0,
+        timer:sleep(1100),
+        Abort(),
+        Lines = logged(rdbms_outer_transaction_failed),
+        ?assert(length(Lines) =< Elapsed div 1000 + 2, {length(Lines), Elapsed}),
+        ?assertEqual(201, lists:sum([1 + maps:get(suppressed, L, 0) || L <- Lines]))
+    after
+        logger:remove_handler(mn_ct_abort_lines)
+    end.
+
+%% The logger handler of abort_logs_rate_limited: each report to the test.
+log(#{msg := {report, Report}}, #{config := #{pid := Pid}}) ->
+    Pid ! {logged, Report};
+log(_Event, _Config) ->
+    ok.
+
+logged(What) ->
+    receive
+        {logged, Report = #{what := What}} -> [Report | logged(What)];
+        {logged, _} -> logged(What)
+    after 200 -> []
+    end.
+
 delayed_retry(_Config) ->
     put(tries, 0),
     F = fun() ->
@@ -575,6 +624,28 @@ legacy_server_form(Config) ->
                     [{server, Server}, {keepalive_interval, 30}]}], []),
     ?assertMatch({selected, [_]}, mongoose_rdbms:sql_query(global, legacy, <<"SELECT 1">>)).
 
+%% Each element of a legacy tuple is checked like the option it stands for:
+%% a port given as a string is refused, not read as the database.
+legacy_server_bad_port(Config) ->
+    {Engine, User} = case ?config(engine, Config) of
+                         pgsql -> {pgsql, "postgres"};
+                         mysql -> {mysql, "root"}
+                     end,
+    Canary = "S3cr3t-canary-7",
+    Start = fun(Server) ->
+                    mongoose_wpool:start(rdbms, global, legacy_bad, [{workers, 1}],
+                                         [{server, Server}])
+            end,
+    {error, {invalid_config, Port}} = Start({Engine, "127.0.0.1", "5432", "test", User, Canary}),
+    ?assertNotEqual(nomatch,
+                    binary:match(Port, <<"outgoing_pools.rdbms.legacy_bad.connection.server: "
+                                         "element 3 (port): expected an integer between 1 "
+                                         "and 65535">>)),
+    {error, {invalid_config, Pass}} = Start({Engine, "127.0.0.1", 5432, "test", User, {Canary}}),
+    ?assertNotEqual(nomatch, binary:match(Pass, <<"element 6 (password): expected a string">>)),
+    [?assertEqual(nomatch, binary:match(Msg, list_to_binary(Canary))) || Msg <- [Port, Pass]],
+    ?assertEqual([{rdbms, global, default}], mongoose_wpool:get_pools()).
+
 bad_config(Config) ->
     Engine = ?config(engine, Config),
     Conn = conn_opts(Engine),
@@ -600,6 +671,16 @@ bad_config(Config) ->
             ?assertNotEqual(nomatch, binary:match(NoDb, <<"mn_ct_no_such_db">>))
     end,
     ?assertEqual([{rdbms, global, default}], mongoose_wpool:get_pools()).
+
+%% A password that is not UTF-8 is refused with a message that says so,
+%% without its bytes.
+password_not_utf8(Config) ->
+    Conn = conn_opts(?config(engine, Config)),
+    {error, {invalid_config, Msg}} =
+        mongoose_wpool:start(rdbms, global, bad_pw, [{workers, 1}],
+                             Conn#{password => <<255, 254, "S3cr3t">>}),
+    ?assertEqual(<<"outgoing_pools.rdbms.bad_pw.connection.password: expected UTF-8 text, "
+                   "got a binary that is not valid UTF-8">>, Msg).
 
 wait_until(F) ->
     wait_until(F, 100).

@@ -90,11 +90,11 @@ impl<'a> Node<'a> {
         match self.term {
             None => Ok(None),
             Some(t) => t.as_text().map(|s| Some(Secret(s))).ok_or_else(|| {
-                Error::Config(format!(
-                    "{}: expected a string, got {}",
-                    self.path,
-                    kind_of(t)
-                ))
+                let (expected, got) = match t {
+                    Term::Bin(_) => ("UTF-8 text", "a binary that is not valid UTF-8"),
+                    other => ("a string", kind_of(other)),
+                };
+                Error::Config(format!("{}: expected {expected}, got {got}", self.path))
             }),
         }
     }

@@ -1,20 +1,134 @@
 //! MySQL/MariaDB: the text protocol and prepared statements.
 
-use super::*;
+use sqlx::error::DatabaseError;
+use sqlx::mysql::{
+    MySql, MySqlArguments, MySqlConnectOptions, MySqlConnection, MySqlDatabaseError,
+    MySqlQueryResult, MySqlRow, MySqlSslMode, MySqlStatement,
+};
+use sqlx::{Arguments, Column, ConnectOptions, Connection, Decode, Either, Executor, Row};
+use sqlx::{Statement, TypeInfo, ValueRef};
 
-pub(super) async fn my_simple(conn: &mut MySqlConnection, sql: &str) -> Outcome {
-    let mut shaper = Shaper::new(Engine::Mysql, sql);
-    let mut stream = sqlx::raw_sql(sql).fetch_many(&mut *conn);
-    while let Some(item) = stream.try_next().await? {
-        match item {
-            Either::Right(row) => shaper.row(my_row(&row)),
-            Either::Left(done) => shaper.done(done.rows_affected()),
-        }
-    }
-    Ok(Ok(shaper.finish()))
+use super::backend::{answer, Backend, Failure, Item, Outcome};
+use super::shape::null;
+use super::sqlx_common::{collect, describe, param_bytes};
+use super::{Engine, RdbmsConfig};
+use crate::term::Term;
+
+pub(super) struct Mysql {
+    options: MySqlConnectOptions,
 }
 
-pub(super) fn my_row(row: &MySqlRow) -> Term {
+impl Mysql {
+    pub(super) fn new(config: &RdbmsConfig) -> Mysql {
+        let mut opts = MySqlConnectOptions::new()
+            .host(&config.host)
+            .port(config.port)
+            .username(&config.username)
+            .database(&config.database)
+            .charset("utf8mb4")
+            .pipes_as_concat(false)
+            .timezone(None);
+        if let Some(p) = &config.password {
+            opts = opts.password(p.expose());
+        }
+        opts = match &config.tls {
+            None => opts.ssl_mode(MySqlSslMode::Disabled),
+            Some(tls) => {
+                let mode = if tls.verify_peer {
+                    MySqlSslMode::VerifyIdentity
+                } else {
+                    MySqlSslMode::Required
+                };
+                tls.set_files(
+                    opts.ssl_mode(mode),
+                    [
+                        |o, f| o.ssl_ca(f),
+                        |o, f| o.ssl_client_cert(f),
+                        |o, f| o.ssl_client_key(f),
+                    ],
+                )
+            }
+        };
+        Mysql {
+            options: opts.disable_statement_logging(),
+        }
+    }
+}
+
+impl Backend for Mysql {
+    const ENGINE: Engine = Engine::Mysql;
+    type Conn = MySqlConnection;
+    type Statement = MySqlStatement<'static>;
+
+    async fn connect(&self) -> Result<MySqlConnection, String> {
+        let connected = MySqlConnection::connect_with(&self.options).await;
+        connected.map_err(|e| describe(&e))
+    }
+
+    async fn query(conn: &mut MySqlConnection, sql: &str) -> Outcome<Vec<Item>> {
+        let stream = sqlx::raw_sql(sql).fetch_many(conn);
+        collect(stream, MySqlQueryResult::rows_affected, row, failure).await
+    }
+
+    async fn prepare(
+        conn: &mut MySqlConnection,
+        sql: &str,
+    ) -> Outcome<(Self::Statement, usize, bool)> {
+        let statement = Statement::to_owned(&conn.prepare(sql).await.map_err(failure)?);
+        let params = match statement.parameters() {
+            Some(Either::Right(n)) => n,
+            Some(Either::Left(types)) => types.len(),
+            None => 0,
+        };
+        let columns = !statement.columns().is_empty();
+        Ok((statement, params, columns))
+    }
+
+    async fn execute(
+        conn: &mut MySqlConnection,
+        statement: &Self::Statement,
+        name: &str,
+        params: &[Term],
+    ) -> Outcome<Vec<Item>> {
+        let mut args = MySqlArguments::default();
+        for (i, value) in params.iter().enumerate() {
+            let added = match value {
+                Term::Int(n) => args.add(*n),
+                Term::Float(f) => args.add(*f),
+                Term::Atom(a) if a == "true" => args.add(1i64),
+                Term::Atom(a) if a == "false" => args.add(0i64),
+                Term::Atom(a) if a == "null" || a == "undefined" => args.add(None::<String>),
+                v => match param_bytes(v) {
+                    Some(bytes) => match String::from_utf8(bytes) {
+                        Ok(s) => args.add(s),
+                        Err(e) => args.add(e.into_bytes()),
+                    },
+                    None => {
+                        return Err(answer(&format!(
+                            "statement {name}, parameter {}: cannot send {}",
+                            i + 1,
+                            v.describe()
+                        )))
+                    }
+                },
+            };
+            added.map_err(|e| answer(&e.to_string()))?;
+        }
+        let stream = conn.fetch_many(statement.query_with(args));
+        collect(stream, MySqlQueryResult::rows_affected, row, failure).await
+    }
+}
+
+/// ER_SERVER_SHUTDOWN, ER_CONNECTION_KILLED, CR_SERVER_GONE_ERROR and
+/// CR_SERVER_LOST end the connection.
+fn failure(e: sqlx::Error) -> Failure {
+    super::sqlx_common::failure(e, |db: &dyn DatabaseError| {
+        db.try_downcast_ref::<MySqlDatabaseError>()
+            .is_some_and(|my| matches!(my.number(), 1053 | 1927 | 2006 | 2013))
+    })
+}
+
+fn row(row: &MySqlRow) -> Term {
     let values = row
         .columns()
         .iter()
@@ -61,88 +175,4 @@ pub(super) fn my_row(row: &MySqlRow) -> Term {
         })
         .collect();
     Term::Tuple(values)
-}
-
-pub(super) async fn my_execute(
-    conn: &mut MySqlConnection,
-    cache: &mut HashMap<String, Prepared>,
-    name: &str,
-    sql: &str,
-    params: &[Term],
-) -> Outcome {
-    let fresh = !matches!(cache.get(name), Some(p) if p.sql == sql);
-    if fresh {
-        let statement = Statement::to_owned(&conn.prepare(sql).await?);
-        cache.insert(
-            name.to_string(),
-            Prepared {
-                sql: sql.to_string(),
-                statement: Cached::My(statement),
-                kind: statement_kinds(sql).first().copied().unwrap_or(Kind::Other),
-            },
-        );
-    }
-    let Some(Prepared {
-        statement: Cached::My(statement),
-        kind,
-        ..
-    }) = cache.get(name)
-    else {
-        return Ok(Err(
-            Error::Internal("statement cache mismatch".into()).to_term()
-        ));
-    };
-    let expected = match statement.parameters() {
-        Some(Either::Right(n)) => n,
-        Some(Either::Left(types)) => types.len(),
-        None => 0,
-    };
-    if expected != params.len() {
-        return Ok(Err(Term::error(charlist(&format!(
-            "statement {name} takes {expected} parameters, got {}",
-            params.len()
-        )))));
-    }
-    let mut args = MySqlArguments::default();
-    for (i, value) in params.iter().enumerate() {
-        let added = match value {
-            Term::Int(n) => args.add(*n),
-            Term::Float(f) => args.add(*f),
-            Term::Atom(a) if a == "true" => args.add(1i64),
-            Term::Atom(a) if a == "false" => args.add(0i64),
-            Term::Atom(a) if a == "null" || a == "undefined" => args.add(None::<String>),
-            v => match param_bytes(v) {
-                Some(bytes) => match String::from_utf8(bytes) {
-                    Ok(s) => args.add(s),
-                    Err(e) => args.add(e.into_bytes()),
-                },
-                None => {
-                    return Ok(Err(Term::error(charlist(&format!(
-                        "statement {name}, parameter {}: cannot send {v:?}",
-                        i + 1
-                    )))))
-                }
-            },
-        };
-        if let Err(e) = added {
-            return Ok(Err(Term::error(charlist(&e.to_string()))));
-        }
-    }
-    let kind = if !statement.columns().is_empty() {
-        Kind::Rows
-    } else {
-        *kind
-    };
-    let mut rows = vec![];
-    let mut affected = 0;
-    {
-        let mut stream = conn.fetch_many(statement.query_with(args));
-        while let Some(item) = stream.try_next().await? {
-            match item {
-                Either::Right(row) => rows.push(my_row(&row)),
-                Either::Left(done) => affected += done.rows_affected(),
-            }
-        }
-    }
-    Ok(Ok(shape(Engine::Mysql, kind, affected, rows)))
 }

@@ -1,21 +1,142 @@
 //! PostgreSQL: the simple protocol (values as text) and prepared statements
 //! (typed values), parameters encoded from Erlang terms.
 
-use super::*;
+use std::time::Duration;
 
-pub(super) async fn pg_simple(conn: &mut PgConnection, sql: &str) -> Outcome {
-    let mut shaper = Shaper::new(Engine::Pgsql, sql);
-    let mut stream = sqlx::raw_sql(sql).fetch_many(&mut *conn);
-    while let Some(item) = stream.try_next().await? {
-        match item {
-            Either::Right(row) => shaper.row(pg_text_row(&row)),
-            Either::Left(done) => shaper.done(done.rows_affected()),
-        }
-    }
-    Ok(Ok(shaper.finish()))
+use sqlx::error::DatabaseError;
+use sqlx::postgres::{
+    PgArgumentBuffer, PgArguments, PgConnectOptions, PgConnection, PgDatabaseError, PgQueryResult,
+    PgRow, PgSeverity, PgSslMode, PgStatement, PgTypeInfo, Postgres,
+};
+use sqlx::{Arguments, Column, ConnectOptions, Connection, Either, Executor, Row, Statement};
+use sqlx::{TypeInfo, ValueRef};
+
+use super::backend::{answer, Backend, Failure, Item, Outcome};
+use super::shape::null;
+use super::sqlx_common::{collect, describe, param_bytes};
+use super::{Engine, RdbmsConfig};
+use crate::term::Term;
+
+/// `statement_timeout` is the request deadline plus this, so a caller
+/// waiting exactly `call_timeout` times out first (and cancels) and the
+/// server then cancels the statement, keeping the connection.
+const SERVER_MARGIN: Duration = Duration::from_millis(100);
+
+pub(super) struct Pgsql {
+    options: PgConnectOptions,
 }
 
-pub(super) fn pg_text_row(row: &PgRow) -> Term {
+impl Pgsql {
+    /// `op_timeout`: the deadline of one request.
+    pub(super) fn new(config: &RdbmsConfig, op_timeout: Duration) -> Pgsql {
+        let mut opts = PgConnectOptions::new_without_pgpass()
+            .host(&config.host)
+            .port(config.port)
+            .username(&config.username)
+            .database(&config.database)
+            .application_name("mongooseim")
+            .options([
+                // MongooseIM's escaping writes backslash escapes in plain literals.
+                ("standard_conforming_strings", "off".to_string()),
+                ("escape_string_warning", "off".to_string()),
+                ("client_min_messages", "error".to_string()),
+                (
+                    "statement_timeout",
+                    (op_timeout + SERVER_MARGIN).as_millis().to_string(),
+                ),
+            ]);
+        if let Some(p) = &config.password {
+            opts = opts.password(p.expose());
+        }
+        opts = match &config.tls {
+            None => opts.ssl_mode(PgSslMode::Disable),
+            Some(tls) => {
+                let mode = if tls.verify_peer {
+                    PgSslMode::VerifyFull
+                } else if tls.required {
+                    PgSslMode::Require
+                } else {
+                    PgSslMode::Prefer
+                };
+                tls.set_files(
+                    opts.ssl_mode(mode),
+                    [
+                        |o, f| o.ssl_root_cert(f),
+                        |o, f| o.ssl_client_cert(f),
+                        |o, f| o.ssl_client_key(f),
+                    ],
+                )
+            }
+        };
+        Pgsql {
+            options: opts.disable_statement_logging(),
+        }
+    }
+}
+
+impl Backend for Pgsql {
+    const ENGINE: Engine = Engine::Pgsql;
+    type Conn = PgConnection;
+    type Statement = PgStatement<'static>;
+
+    async fn connect(&self) -> Result<PgConnection, String> {
+        let connected = PgConnection::connect_with(&self.options).await;
+        connected.map_err(|e| describe(&e))
+    }
+
+    async fn query(conn: &mut PgConnection, sql: &str) -> Outcome<Vec<Item>> {
+        let stream = sqlx::raw_sql(sql).fetch_many(conn);
+        collect(stream, PgQueryResult::rows_affected, text_row, failure).await
+    }
+
+    async fn prepare(
+        conn: &mut PgConnection,
+        sql: &str,
+    ) -> Outcome<(Self::Statement, usize, bool)> {
+        let converted = pg_placeholders(sql);
+        let statement = Statement::to_owned(&conn.prepare(&converted).await.map_err(failure)?);
+        let params = param_types(&statement).len();
+        let columns = !statement.columns().is_empty();
+        Ok((statement, params, columns))
+    }
+
+    async fn execute(
+        conn: &mut PgConnection,
+        statement: &Self::Statement,
+        name: &str,
+        params: &[Term],
+    ) -> Outcome<Vec<Item>> {
+        let mut args = PgArguments::default();
+        for (i, (ty, value)) in param_types(statement).iter().zip(params).enumerate() {
+            let param = PgParam::new(ty, value)
+                .map_err(|why| answer(&format!("statement {name}, parameter {}: {why}", i + 1)))?;
+            args.add(param).map_err(|e| answer(&e.to_string()))?;
+        }
+        let stream = conn.fetch_many(statement.query_with(args));
+        collect(stream, PgQueryResult::rows_affected, typed_row, failure).await
+    }
+}
+
+/// FATAL and PANIC errors, connection exceptions (08) and operator
+/// intervention (57P: terminated, shutting down) end the connection.
+fn failure(e: sqlx::Error) -> Failure {
+    super::sqlx_common::failure(e, |db: &dyn DatabaseError| {
+        db.try_downcast_ref::<PgDatabaseError>().is_some_and(|pg| {
+            matches!(pg.severity(), PgSeverity::Fatal | PgSeverity::Panic)
+                || pg.code().starts_with("08")
+                || pg.code().starts_with("57P")
+        })
+    })
+}
+
+fn param_types<'a>(statement: &'a PgStatement<'_>) -> &'a [PgTypeInfo] {
+    match statement.parameters() {
+        Some(Either::Left(types)) => types,
+        _ => &[],
+    }
+}
+
+fn text_row(row: &PgRow) -> Term {
     let values = (0..row.len())
         .map(|i| match row.try_get_raw(i) {
             Ok(v) if v.is_null() => null(),
@@ -27,7 +148,7 @@ pub(super) fn pg_text_row(row: &PgRow) -> Term {
 }
 
 /// `?` placeholders become `$1`, `$2`, ... (every `?`, as MongooseIM does).
-pub fn pg_placeholders(sql: &str) -> String {
+pub(super) fn pg_placeholders(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 8);
     let mut n = 0;
     for c in sql.chars() {
@@ -42,97 +163,13 @@ pub fn pg_placeholders(sql: &str) -> String {
     out
 }
 
-pub(super) async fn pg_execute(
-    conn: &mut PgConnection,
-    cache: &mut HashMap<String, Prepared>,
-    name: &str,
-    sql: &str,
-    params: &[Term],
-) -> Outcome {
-    let fresh = !matches!(cache.get(name), Some(p) if p.sql == sql);
-    if fresh {
-        let converted = pg_placeholders(sql);
-        let statement = Statement::to_owned(&conn.prepare(&converted).await?);
-        cache.insert(
-            name.to_string(),
-            Prepared {
-                sql: sql.to_string(),
-                statement: Cached::Pg(statement),
-                kind: statement_kinds(sql).first().copied().unwrap_or(Kind::Other),
-            },
-        );
-    }
-    let Some(Prepared {
-        statement: Cached::Pg(statement),
-        kind,
-        ..
-    }) = cache.get(name)
-    else {
-        return Ok(Err(
-            Error::Internal("statement cache mismatch".into()).to_term()
-        ));
-    };
-    let types: Vec<PgTypeInfo> = match statement.parameters() {
-        Some(Either::Left(types)) => types.to_vec(),
-        _ => vec![],
-    };
-    if types.len() != params.len() {
-        return Ok(Err(Term::error(charlist(&format!(
-            "statement {name} takes {} parameters, got {}",
-            types.len(),
-            params.len()
-        )))));
-    }
-    let mut args = PgArguments::default();
-    for (i, (ty, value)) in types.iter().zip(params).enumerate() {
-        let param = match PgParam::new(ty, value) {
-            Ok(p) => p,
-            Err(why) => {
-                return Ok(Err(Term::error(charlist(&format!(
-                    "statement {name}, parameter {}: {why}",
-                    i + 1
-                )))))
-            }
-        };
-        if let Err(e) = args.add(param) {
-            return Ok(Err(Term::error(charlist(&e.to_string()))));
-        }
-    }
-    let has_columns = !statement.columns().is_empty();
-    let kind = if has_columns && *kind != Kind::Dml {
-        Kind::Rows
-    } else {
-        *kind
-    };
-    let mut rows = vec![];
-    let mut affected = 0;
-    {
-        let mut stream = conn.fetch_many(statement.query_with(args));
-        while let Some(item) = stream.try_next().await? {
-            match item {
-                Either::Right(row) => rows.push(pg_typed_row(&row)),
-                Either::Left(done) => affected += done.rows_affected(),
-            }
-        }
-    }
-    Ok(Ok(shape(Engine::Pgsql, kind, affected, rows)))
-}
-
 /// A parameter encoded for the type the server described, in binary format.
-pub(super) struct PgParam {
+struct PgParam {
     ty: PgTypeInfo,
     bytes: Option<Vec<u8>>,
 }
 
-pub(super) fn param_bytes(value: &Term) -> Option<Vec<u8>> {
-    let mut buf = Vec::new();
-    match value {
-        Term::Atom(_) => None,
-        v => v.to_iodata(&mut buf).then_some(buf),
-    }
-}
-
-pub(super) fn param_int(value: &Term) -> std::result::Result<i64, String> {
+fn param_int(value: &Term) -> Result<i64, String> {
     match value {
         Term::Int(i) => Ok(*i),
         Term::Atom(a) if a == "true" => Ok(1),
@@ -140,22 +177,22 @@ pub(super) fn param_int(value: &Term) -> std::result::Result<i64, String> {
         v => param_bytes(v)
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| format!("expected an integer, got {v:?}")),
+            .ok_or_else(|| format!("expected an integer, got {}", v.describe())),
     }
 }
 
-pub(super) fn param_float(value: &Term) -> std::result::Result<f64, String> {
+fn param_float(value: &Term) -> Result<f64, String> {
     match value {
         Term::Float(f) => Ok(*f),
         Term::Int(i) => Ok(*i as f64),
         v => param_bytes(v)
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| format!("expected a number, got {v:?}")),
+            .ok_or_else(|| format!("expected a number, got {}", v.describe())),
     }
 }
 
-pub(super) fn param_bool(value: &Term) -> std::result::Result<bool, String> {
+fn param_bool(value: &Term) -> Result<bool, String> {
     match value {
         Term::Atom(a) if a == "true" => Ok(true),
         Term::Atom(a) if a == "false" => Ok(false),
@@ -163,22 +200,23 @@ pub(super) fn param_bool(value: &Term) -> std::result::Result<bool, String> {
         v => match param_bytes(v).as_deref() {
             Some(b"t" | b"true" | b"1") => Ok(true),
             Some(b"f" | b"false" | b"0") => Ok(false),
-            _ => Err(format!("expected a boolean, got {v:?}")),
+            _ => Err(format!("expected a boolean, got {}", v.describe())),
         },
     }
 }
 
-pub(super) fn text_of(value: &Term) -> std::result::Result<Vec<u8>, String> {
+fn text_of(value: &Term) -> Result<Vec<u8>, String> {
     match value {
         Term::Int(i) => Ok(i.to_string().into_bytes()),
         Term::Float(f) => Ok(f.to_string().into_bytes()),
         Term::Atom(a) if a == "true" || a == "false" => Ok(a.clone().into_bytes()),
-        v => param_bytes(v).ok_or_else(|| format!("expected a binary or iodata, got {v:?}")),
+        v => param_bytes(v)
+            .ok_or_else(|| format!("expected a binary or iodata, got {}", v.describe())),
     }
 }
 
 impl PgParam {
-    pub(super) fn new(ty: &PgTypeInfo, value: &Term) -> std::result::Result<PgParam, String> {
+    fn new(ty: &PgTypeInfo, value: &Term) -> Result<PgParam, String> {
         let is_null = matches!(value, Term::Atom(a) if a == "null" || a == "undefined");
         let bytes = if is_null {
             None
@@ -258,7 +296,7 @@ impl<'q> sqlx::Encode<'q, Postgres> for PgParam {
     fn encode_by_ref(
         &self,
         buf: &mut PgArgumentBuffer,
-    ) -> std::result::Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
         match &self.bytes {
             None => Ok(sqlx::encode::IsNull::Yes),
             Some(b) => {
@@ -273,11 +311,11 @@ impl<'q> sqlx::Encode<'q, Postgres> for PgParam {
     }
 }
 
-pub(super) fn be<const N: usize>(b: &[u8]) -> Option<[u8; N]> {
+fn be<const N: usize>(b: &[u8]) -> Option<[u8; N]> {
     b.try_into().ok()
 }
 
-pub(super) fn pg_typed_row(row: &PgRow) -> Term {
+fn typed_row(row: &PgRow) -> Term {
     let values = row
         .columns()
         .iter()

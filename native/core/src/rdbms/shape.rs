@@ -1,7 +1,9 @@
 //! MongooseIM's result shapes: `{selected, Rows}`, `{updated, N}`, one per
 //! statement of a query.
 
-use super::*;
+use super::backend::Item;
+use super::Engine;
+use crate::term::Term;
 
 /// What a statement's first keyword says about its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +63,7 @@ pub fn statement_kinds(sql: &str) -> Vec<Kind> {
     kinds
 }
 
-pub(super) fn first_keyword(stmt: &str) -> Option<Kind> {
+fn first_keyword(stmt: &str) -> Option<Kind> {
     let mut rest = stmt;
     loop {
         rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
@@ -90,7 +92,18 @@ pub(super) fn first_keyword(stmt: &str) -> Option<Kind> {
     })
 }
 
-pub(super) fn shape(engine: Engine, kind: Kind, affected: u64, rows: Vec<Term>) -> Term {
+/// A prepared statement's kind: one that returns columns gives rows, except
+/// pgsql's `INSERT ... RETURNING` and the like (`{updated, N, Rows}`).
+pub(super) fn prepared_kind(engine: Engine, sql: &str, has_columns: bool) -> Kind {
+    let kind = statement_kinds(sql).first().copied().unwrap_or(Kind::Other);
+    if has_columns && !(engine == Engine::Pgsql && kind == Kind::Dml) {
+        Kind::Rows
+    } else {
+        kind
+    }
+}
+
+fn shape(engine: Engine, kind: Kind, affected: u64, rows: Vec<Term>) -> Term {
     let n = Term::Int(i64::try_from(affected).unwrap_or(i64::MAX));
     match kind {
         Kind::Rows => Term::tuple(vec![Term::atom("selected"), Term::List(rows)]),
@@ -102,55 +115,49 @@ pub(super) fn shape(engine: Engine, kind: Kind, affected: u64, rows: Vec<Term>) 
     }
 }
 
-pub(super) fn one_or_many(engine: Engine, mut results: Vec<Term>) -> Term {
+/// The answer of a prepared statement.
+pub(super) fn shape_prepared(engine: Engine, kind: Kind, items: Vec<Item>) -> Term {
+    let mut rows = vec![];
+    let mut affected = 0;
+    for item in items {
+        match item {
+            Item::Row(row) => rows.push(row),
+            Item::Done(n) => affected += n,
+        }
+    }
+    shape(engine, kind, affected, rows)
+}
+
+/// The answer of a simple-protocol query: one result per statement, each
+/// shaped by what its first keyword says (or, failing that, by its rows).
+pub(super) fn shape_query(engine: Engine, sql: &str, items: Vec<Item>) -> Term {
+    let kinds = statement_kinds(sql);
+    let mut results = vec![];
+    let mut rows = vec![];
+    for item in items {
+        match item {
+            Item::Row(row) => rows.push(row),
+            Item::Done(affected) => {
+                let guess = if rows.is_empty() {
+                    Kind::Other
+                } else {
+                    Kind::Rows
+                };
+                let kind = kinds.get(results.len()).copied().unwrap_or(guess);
+                results.push(shape(engine, kind, affected, std::mem::take(&mut rows)));
+            }
+        }
+    }
     match results.len() {
         0 => Term::tuple(vec![Term::atom("updated"), Term::Int(0)]),
         1 => results.pop().unwrap_or(Term::List(vec![])),
         _ => {
+            // In reverse order on pgsql, as MongooseIM's epgsql backend gives them.
             if engine == Engine::Pgsql {
                 results.reverse();
             }
             Term::List(results)
         }
-    }
-}
-
-/// Shapes the answers of a simple-protocol query, one per statement, as
-/// they stream in: rows of a statement, then its completion.
-pub(super) struct Shaper {
-    engine: Engine,
-    kinds: Vec<Kind>,
-    results: Vec<Term>,
-    rows: Vec<Term>,
-}
-
-impl Shaper {
-    pub(super) fn new(engine: Engine, sql: &str) -> Shaper {
-        Shaper {
-            engine,
-            kinds: statement_kinds(sql),
-            results: vec![],
-            rows: vec![],
-        }
-    }
-
-    pub(super) fn row(&mut self, row: Term) {
-        self.rows.push(row);
-    }
-
-    pub(super) fn done(&mut self, affected: u64) {
-        let guess = if self.rows.is_empty() {
-            Kind::Other
-        } else {
-            Kind::Rows
-        };
-        let kind = self.kinds.get(self.results.len()).copied().unwrap_or(guess);
-        let rows = std::mem::take(&mut self.rows);
-        self.results.push(shape(self.engine, kind, affected, rows));
-    }
-
-    pub(super) fn finish(self) -> Term {
-        one_or_many(self.engine, self.results)
     }
 }
 

@@ -1,7 +1,10 @@
 //! Config reading, SQL splitting, and the driver against the PostgreSQL and
 //! MariaDB servers on loopback.
 
+use super::pgsql::{numeric_from_int, numeric_to_term, pg_placeholders};
 use super::*;
+use crate::config::Node;
+use crate::reply::Reply;
 
 fn kv(k: &str, v: Term) -> (Term, Term) {
     (Term::atom(k), v)
@@ -152,6 +155,153 @@ async fn open(conf: Term, timeout_ms: u64) -> (RdbmsDriver, Conn) {
     let driver = RdbmsDriver::new(read(&conf).unwrap(), timeout_ms).unwrap();
     let conn = driver.connect(0).await.unwrap();
     (driver, conn)
+}
+
+fn server(items: Vec<Term>) -> Result<RdbmsConfig> {
+    read(&Term::List(vec![Term::tuple(vec![
+        Term::atom("server"),
+        Term::Tuple(items),
+    ])]))
+}
+
+fn refused(items: Vec<Term>) -> String {
+    let e = server(items).unwrap_err().to_string();
+    assert!(!e.contains("S3cr3t"), "{e}");
+    e
+}
+
+#[test]
+fn legacy_elements_are_checked_by_position() {
+    let pw = || Term::from("S3cr3t");
+    // A port that is not an integer is refused, not taken for the database.
+    let e = refused(vec![
+        Term::atom("pgsql"),
+        Term::from("127.0.0.1"),
+        Term::from("5432"),
+        Term::from("test"),
+        Term::from("postgres"),
+        pw(),
+    ]);
+    assert!(
+        e.starts_with(
+            "outgoing_pools.rdbms.default.connection.server: element 3 (port): \
+             expected an integer between 1 and 65535, got "
+        ),
+        "{e}"
+    );
+    let e = refused(vec![
+        Term::atom("pgsql"),
+        Term::from("h"),
+        Term::Int(70000),
+        Term::from("db"),
+        Term::from("u"),
+        pw(),
+    ]);
+    assert!(
+        e.contains("server: element 3 (port): expected an integer"),
+        "{e}"
+    );
+    let e = refused(vec![
+        Term::atom("mysql"),
+        Term::from("h"),
+        Term::Int(3306),
+        Term::Int(7),
+        Term::from("u"),
+        pw(),
+    ]);
+    assert!(
+        e.contains("server: element 4 (database): expected a string"),
+        "{e}"
+    );
+    let e = refused(vec![
+        Term::atom("mysql"),
+        Term::from("h"),
+        Term::from("db"),
+        Term::from("u"),
+        Term::tuple(vec![pw()]),
+    ]);
+    assert!(
+        e.contains("server: element 5 (password): expected a string, got a tuple"),
+        "{e}"
+    );
+    let e = refused(vec![Term::atom("pgsql"), Term::from("h"), pw()]);
+    assert!(e.contains("got a tuple of 3 elements"), "{e}");
+
+    // SSL: only the options that are applied, with their types.
+    let ssl = |opts: Vec<Term>| {
+        vec![
+            Term::atom("pgsql"),
+            Term::from("h"),
+            Term::Int(5432),
+            Term::from("db"),
+            Term::from("u"),
+            pw(),
+            Term::List(opts),
+        ]
+    };
+    let kv = |k: &str, v: Term| Term::tuple(vec![Term::atom(k), v]);
+    let e = refused(ssl(vec![kv("ssl", Term::atom("maybe"))]));
+    assert!(
+        e.contains("server: element 7 (ssl).ssl: expected one of"),
+        "{e}"
+    );
+    let e = refused(ssl(vec![
+        kv("ssl", Term::atom("true")),
+        kv("ssl_opts", Term::List(vec![kv("depth", Term::Int(2))])),
+    ]));
+    assert!(e.contains("ssl_opts.depth: unknown option"), "{e}");
+    let e = refused(ssl(vec![
+        kv("ssl", Term::atom("true")),
+        kv(
+            "ssl_opts",
+            Term::List(vec![kv("cacertfile", Term::from("/nonexistent/ca.pem"))]),
+        ),
+    ]));
+    assert!(e.contains("ssl_opts.cacertfile: cannot read"), "{e}");
+
+    // Seed 000's MySQL form: the SSL element is the ssl options.
+    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let c = server(vec![
+        Term::atom("mysql"),
+        Term::from("h"),
+        Term::Int(3306),
+        Term::from("db"),
+        Term::from("u"),
+        pw(),
+        Term::List(vec![
+            kv("verify", Term::atom("verify_peer")),
+            kv("cacertfile", Term::from(ca)),
+            kv("server_name_indication", Term::atom("disable")),
+        ]),
+    ])
+    .unwrap();
+    assert_eq!(
+        c.tls,
+        Some(RdbmsTls {
+            verify_peer: true,
+            cacertfile: Some(ca.to_string()),
+            ..RdbmsTls::default()
+        })
+    );
+}
+
+#[test]
+fn password_not_utf8_is_described_not_shown() {
+    let Term::Map(mut conf) = pg_conf() else {
+        unreachable!()
+    };
+    conf.retain(|(k, _)| *k != Term::atom("password"));
+    conf.push(kv("password", Term::bin(vec![255u8, 254, b'S'])));
+    assert_eq!(
+        read(&Term::Map(conf)).unwrap_err().to_string(),
+        "outgoing_pools.rdbms.default.connection.password: \
+         expected UTF-8 text, got a binary that is not valid UTF-8"
+    );
+}
+
+/// Checks `conn` out directly, outside its worker.
+async fn checkout(driver: &RdbmsDriver, conn: Conn) -> Arc<Transaction> {
+    Transaction::hold(&driver.shared, conn).await.0
 }
 
 async fn q(d: &RdbmsDriver, c: &Conn, sql: &str) -> Term {
@@ -462,7 +612,7 @@ async fn transaction_holds_the_connection() {
             &format!("CREATE TABLE {table} (id INT PRIMARY KEY)"),
         )
         .await;
-        let tx = Transaction::checkout(&d, c.clone()).await;
+        let tx = checkout(&d, c.clone()).await;
         let run = |sql: String| {
             let tx = tx.clone();
             async move {
@@ -497,7 +647,7 @@ async fn transaction_holds_the_connection() {
         assert!(format!("{:?}", t[1]).contains('0'), "{:?}", t[1]);
 
         // A dropped transaction rolls back and releases.
-        let tx = Transaction::checkout(&d, c.clone()).await;
+        let tx = checkout(&d, c.clone()).await;
         tx.run(
             parse_request(Term::tuple(vec![
                 Term::atom("sql_query"),
@@ -619,6 +769,26 @@ fn checkout_needs_the_nif() {
         Term::tuple(vec![])
     ]))
     .is_err());
+}
+
+#[test]
+fn queries_are_iodata_only() {
+    let query = |q: Term| parse_request(Term::tuple(vec![Term::atom("sql_query"), q]));
+    assert!(query(Term::List(vec![
+        Term::from("SELECT "),
+        Term::Int(b'1'.into())
+    ]))
+    .is_ok());
+    for q in [
+        Term::atom("not_iodata"),
+        Term::Int(1),
+        Term::List(vec![Term::from("SELECT "), Term::atom("one")]),
+    ] {
+        assert!(
+            matches!(query(q.clone()), Err(Error::BadRequest(ref m)) if m.starts_with("query: expected iodata")),
+            "{q:?}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -1,6 +1,21 @@
 //! A connection held for one caller's transaction; see the module doc of `rdbms`.
 
-use super::*;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::sync::{oneshot, Mutex, OwnedMutexGuard};
+
+use super::request::{parse_request, RdbmsRequest};
+use super::{run_request, Conn, ConnState, Shared};
+use crate::error::{Error, Result};
+use crate::runtime;
+use crate::term::Term;
+
+/// How long a rollback of an abandoned transaction may take before the
+/// connection is dropped instead.
+const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A connection checked out of its worker for one caller (see the module
 /// documentation). Dropping it rolls back and gives the connection back.
@@ -26,23 +41,17 @@ impl Transaction {
         (tx, released)
     }
 
-    /// Checks out `conn` directly, outside its worker (tests).
-    pub async fn checkout(driver: &RdbmsDriver, conn: Conn) -> Arc<Transaction> {
-        Transaction::hold(&driver.shared, conn).await.0
-    }
-
-    pub(super) fn signal_released(&self) -> Option<oneshot::Sender<()>> {
+    fn signal_released(&self) -> Option<oneshot::Sender<()>> {
         self.released.lock().ok().and_then(|mut r| r.take())
     }
 
-    /// Accepts the query and execute forms only.
+    /// Any request but a checkout (the connection is held already).
     pub fn parse(&self, request: Term) -> Result<RdbmsRequest> {
         match parse_request(request)? {
-            r @ (RdbmsRequest::Query(_) | RdbmsRequest::Execute { .. }) => Ok(r),
-            RdbmsRequest::Engine => Ok(RdbmsRequest::Engine),
             RdbmsRequest::Checkout(_) => Err(Error::BadRequest(
                 "a transaction's connection is checked out already".into(),
             )),
+            other => Ok(other),
         }
     }
 
@@ -86,23 +95,13 @@ impl Transaction {
             }
         });
     }
-
-    /// Whether the connection went back already.
-    pub async fn is_released(&self) -> bool {
-        self.conn.lock().await.is_none()
-    }
 }
 
-pub(super) async fn rollback_quietly(shared: &Shared, state: &mut ConnState) {
+async fn rollback_quietly(shared: &Shared, state: &mut ConnState) {
     let Some(db) = state.db.as_mut() else { return };
-    let done = tokio::time::timeout(ROLLBACK_TIMEOUT, async {
-        match db {
-            Db::Pg(c) => c.execute(sqlx::raw_sql("ROLLBACK")).await.map(|_| ()),
-            Db::My(c) => c.execute(sqlx::raw_sql("ROLLBACK")).await.map(|_| ()),
-        }
-    })
-    .await;
-    if !matches!(done, Ok(Ok(()))) {
+    let rollback = RdbmsRequest::Query("ROLLBACK".into());
+    let done = tokio::time::timeout(ROLLBACK_TIMEOUT, db.run(&rollback)).await;
+    if !matches!(done, Ok(Ok(_))) {
         log::warn!(
             "rdbms {}: rollback of an abandoned transaction failed; dropping the connection",
             shared.target

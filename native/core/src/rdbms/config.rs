@@ -1,0 +1,324 @@
+//! The connection options of an `rdbms` pool (`outgoing_pools.rdbms.TAG.connection`).
+//!
+//! | key | form | default |
+//! |---|---|---|
+//! | `driver` | `"pgsql"` or `"mysql"` | required |
+//! | `host`, `database`, `username` | string | required |
+//! | `password` | string | none |
+//! | `port` | 1..65535 | 5432 / 3306 |
+//! | `keepalive_interval` | seconds | none: `SELECT 1` on idle connections at that interval |
+//! | `query_timeout` | milliseconds | `call_timeout` (the smaller of the two is used) |
+//! | `max_start_interval` | seconds | accepted, no effect (the engine's backoff applies) |
+//! | `tls` | `required` (pgsql only), `verify_peer`, `cacertfile`, `certfile`, `keyfile`, and the other options of [`read_tls`] (validated; sqlx applies the four above) | no TLS |
+//!
+//! The legacy form of seed 000, `{server, {Type, Host, [Port,] DB, User, Pass[, SSL]}}`,
+//! is read too, each element checked as strictly as its option (a port that
+//! is not an integer is refused, not taken for the database). `SSL` is
+//! `[{ssl, required | true | false}, {ssl_opts, Opts}]`, or for mysql `Opts`
+//! itself, with `Opts` among `verify` (`verify_peer`, `verify_none`),
+//! `cacertfile`, `certfile`, `keyfile` and `server_name_indication`
+//! (accepted; the certificate is checked against `Host`).
+
+use std::time::Duration;
+
+use crate::config::{Node, Secret};
+use crate::error::{Error, Result};
+use crate::term::Term;
+use crate::tls::read_tls;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Pgsql,
+    Mysql,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Pgsql => "pgsql",
+            Engine::Mysql => "mysql",
+        }
+    }
+
+    /// The engine of the driver named at `node`.
+    fn named(name: &str, node: &Node) -> Result<Engine> {
+        match name {
+            "pgsql" => Ok(Engine::Pgsql),
+            "mysql" => Ok(Engine::Mysql),
+            other => Err(Error::Config(format!(
+                "{}: driver {other} is not supported by mongoose_native yet",
+                node.path()
+            ))),
+        }
+    }
+
+    fn default_port(self) -> u16 {
+        match self {
+            Engine::Pgsql => 5432,
+            Engine::Mysql => 3306,
+        }
+    }
+}
+
+/// The TLS settings sqlx applies (the rest of the section is validated only).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RdbmsTls {
+    pub required: bool,
+    pub verify_peer: bool,
+    pub cacertfile: Option<String>,
+    pub certfile: Option<String>,
+    pub keyfile: Option<String>,
+}
+
+impl RdbmsTls {
+    /// Sets the certificate files with an engine's setters for the CA, the
+    /// client certificate and its key (in the certificate's file if unset).
+    pub(super) fn set_files<O>(&self, options: O, setters: [fn(O, &str) -> O; 3]) -> O {
+        let key = self.keyfile.as_ref().or(self.certfile.as_ref());
+        [self.cacertfile.as_ref(), self.certfile.as_ref(), key]
+            .into_iter()
+            .zip(setters)
+            .fold(options, |o, (file, set)| match file {
+                Some(f) => set(o, f),
+                None => o,
+            })
+    }
+}
+
+/// The validated connection options of an `rdbms` pool (the password prints
+/// as `<secret>`).
+#[derive(Debug, Clone)]
+pub struct RdbmsConfig {
+    pub engine: Engine,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub username: String,
+    pub password: Option<Secret>,
+    pub keepalive_interval: Option<Duration>,
+    pub query_timeout: Option<Duration>,
+    pub tls: Option<RdbmsTls>,
+}
+
+impl RdbmsConfig {
+    pub const OPTIONS: [&'static str; 11] = [
+        "driver",
+        "host",
+        "port",
+        "database",
+        "username",
+        "password",
+        "keepalive_interval",
+        "query_timeout",
+        "max_start_interval",
+        "tls",
+        "server",
+    ];
+
+    pub fn read(conn: &Node) -> Result<RdbmsConfig> {
+        conn.only_keys(&Self::OPTIONS)?;
+        let keepalive_interval = conn
+            .at("keepalive_interval")
+            .int(1, i64::from(u32::MAX))?
+            .map(|s| Duration::from_secs(s as u64));
+        let query_timeout = conn
+            .at("query_timeout")
+            .int(1, i64::from(u32::MAX))?
+            .map(|ms| Duration::from_millis(ms as u64));
+        conn.at("max_start_interval").int(1, i64::from(u32::MAX))?;
+        let server = conn.at("server");
+        if server.is_set() {
+            if conn.at("driver").is_set() {
+                return Err(Error::Config(format!(
+                    "{}: set either server (the legacy form) or driver, not both",
+                    server.path()
+                )));
+            }
+            return Ok(RdbmsConfig {
+                keepalive_interval,
+                query_timeout,
+                ..read_legacy_server(&server)?
+            });
+        }
+        let driver = conn.at("driver");
+        let engine = match driver.one_of(&["pgsql", "mysql", "odbc", "cockroachdb"])? {
+            None => return Err(driver.missing("\"pgsql\" or \"mysql\"")),
+            Some(name) => Engine::named(&name, &driver)?,
+        };
+        let tls = read_tls_section(&conn.at("tls"), engine)?;
+        Ok(RdbmsConfig {
+            engine,
+            host: conn.at("host").required_string()?,
+            port: conn
+                .at("port")
+                .int_or(1, 65535, i64::from(engine.default_port()))? as u16,
+            database: conn.at("database").required_string()?,
+            username: conn.at("username").required_string()?,
+            password: conn
+                .at("password")
+                .secret()?
+                .filter(|p| !p.expose().is_empty()),
+            keepalive_interval,
+            query_timeout,
+            tls,
+        })
+    }
+}
+
+fn read_tls_section(tls: &Node, engine: Engine) -> Result<Option<RdbmsTls>> {
+    let Some(term) = tls.term() else {
+        return Ok(None);
+    };
+    let required = tls.at("required").bool()?;
+    if required.is_some() && engine == Engine::Mysql {
+        return Err(Error::Config(format!(
+            "{}: the required option is not supported for MySQL",
+            tls.at("required").path()
+        )));
+    }
+    // Everything else is seed 002's TLS section, checked by the reader every
+    // driver uses. sqlx takes no rustls configuration, only the settings
+    // below, so the one read_tls builds serves as that check alone.
+    let rest = without_key(term, "required");
+    let rest_node = Node::new(tls.path().to_string(), &rest);
+    read_tls(&rest_node)?;
+    let verify_mode = rest_node.at("verify_mode").string()?;
+    let verify_peer =
+        rest_node.at("verify_peer").bool_or(false)? || verify_mode.as_deref() == Some("peer");
+    Ok(Some(RdbmsTls {
+        required: required.unwrap_or(false),
+        verify_peer,
+        ..tls_files(&rest_node)?
+    }))
+}
+
+/// The certificate files of a TLS section, each checked to exist.
+fn tls_files(tls: &Node) -> Result<RdbmsTls> {
+    let file = |key: &str| -> Result<Option<String>> {
+        let node = tls.at(key);
+        match node.string()? {
+            Some(f) if !std::path::Path::new(&f).is_file() => {
+                Err(Error::Config(format!("{}: cannot read {f:?}", node.path())))
+            }
+            other => Ok(other),
+        }
+    };
+    Ok(RdbmsTls {
+        cacertfile: file("cacertfile")?,
+        certfile: file("certfile")?,
+        keyfile: file("keyfile")?,
+        ..RdbmsTls::default()
+    })
+}
+
+fn without_key(term: &Term, key: &str) -> Term {
+    let named = |k: &Term| k.as_text().as_deref() == Some(key);
+    match term {
+        Term::Map(pairs) => Term::Map(pairs.iter().filter(|(k, _)| !named(k)).cloned().collect()),
+        Term::List(items) => Term::List(
+            items
+                .iter()
+                .filter(|i| !matches!(i, Term::Tuple(kv) if kv.len() == 2 && named(&kv[0])))
+                .cloned()
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// `{Type, Host, [Port,] DB, User, Pass[, SSL]}`, each element checked as
+/// strictly as the option it stands for, and named by its position.
+fn read_legacy_server(server: &Node) -> Result<RdbmsConfig> {
+    const FORM: &str = "{pgsql | mysql, Host, [Port,] Database, User, Password[, SSL]}";
+    let Some(Term::Tuple(items)) = server.term() else {
+        return Err(server.invalid(FORM));
+    };
+    let engine = match items.first().and_then(|t| t.as_atom()) {
+        Some(name) => Engine::named(name, server)?,
+        None => return Err(server.invalid(FORM)),
+    };
+    // Six elements hold a port and no SSL, unless the third is not an
+    // integer and the sixth is an option list: then SSL and no port.
+    let (host, port, [database, user, password], ssl) = match items.as_slice() {
+        [_, host, db, user, pass] => (host, None, [db, user, pass], None),
+        [_, host, port, db, user, pass]
+            if matches!(port, Term::Int(_)) || !is_option_list(pass) =>
+        {
+            (host, Some(port), [db, user, pass], None)
+        }
+        [_, host, db, user, pass, ssl] => (host, None, [db, user, pass], Some(ssl)),
+        [_, host, port, db, user, pass, ssl] => (host, Some(port), [db, user, pass], Some(ssl)),
+        _ => {
+            return Err(Error::Config(format!(
+                "{}: expected {FORM}, got a tuple of {} elements",
+                server.path(),
+                items.len()
+            )))
+        }
+    };
+    let element = |n: usize, what: &str, term| {
+        Node::new(format!("{}: element {n} ({what})", server.path()), term)
+    };
+    let shift = usize::from(port.is_some());
+    let host = element(2, "host", host).required_string()?;
+    let default_port = i64::from(engine.default_port());
+    let port = match port {
+        Some(p) => element(3, "port", p).int_or(1, 65535, default_port)?,
+        None => default_port,
+    };
+    Ok(RdbmsConfig {
+        engine,
+        host,
+        port: port as u16,
+        database: element(3 + shift, "database", database).required_string()?,
+        username: element(4 + shift, "user", user).required_string()?,
+        password: element(5 + shift, "password", password)
+            .secret()?
+            .filter(|p| !p.expose().is_empty()),
+        keepalive_interval: None,
+        query_timeout: None,
+        tls: match ssl {
+            Some(ssl) => legacy_ssl(&element(6 + shift, "ssl", ssl), engine)?,
+            None => None,
+        },
+    })
+}
+
+/// A non-empty list of tuples: SSL options, never a password.
+fn is_option_list(term: &Term) -> bool {
+    matches!(term, Term::List(items)
+        if !items.is_empty() && items.iter().all(|i| matches!(i, Term::Tuple(_))))
+}
+
+/// The SSL element: `[{ssl, false | true | required}, {ssl_opts, Opts}]`, or
+/// for mysql, as seed 000 writes it, `Opts` itself (TLS on).
+fn legacy_ssl(ssl: &Node, engine: Engine) -> Result<Option<RdbmsTls>> {
+    ssl.list()?;
+    let (mode, opts) =
+        if engine == Engine::Pgsql || ssl.at("ssl").is_set() || ssl.at("ssl_opts").is_set() {
+            ssl.only_keys(&["ssl", "ssl_opts"])?;
+            let mode = ssl.at("ssl").one_of(&["false", "true", "required"])?;
+            (mode, ssl.at("ssl_opts"))
+        } else {
+            (Some("true".to_string()), ssl.clone())
+        };
+    opts.only_keys(&[
+        "verify",
+        "cacertfile",
+        "certfile",
+        "keyfile",
+        "server_name_indication",
+    ])?;
+    let verify = opts.at("verify").one_of(&["verify_peer", "verify_none"])?;
+    // Accepted: the certificate's name is checked against Host either way.
+    opts.at("server_name_indication").string()?;
+    let files = tls_files(&opts)?;
+    Ok(match mode.as_deref() {
+        Some(mode @ ("true" | "required")) => Some(RdbmsTls {
+            required: mode == "required",
+            verify_peer: verify.as_deref() == Some("verify_peer"),
+            ..files
+        }),
+        _ => None,
+    })
+}

@@ -1,0 +1,56 @@
+//! What the two sqlx backends (pgsql, mysql) share: collecting a result
+//! stream, telling an SQL error from a broken connection, parameter bytes.
+
+use futures::stream::BoxStream;
+use futures::TryStreamExt;
+use sqlx::error::{DatabaseError, ErrorKind};
+use sqlx::Either;
+
+use super::backend::{answer, Failure, Item, Outcome};
+use crate::term::Term;
+
+/// The items of a sqlx result stream, rows decoded by `row`.
+pub(super) async fn collect<D, R>(
+    stream: BoxStream<'_, sqlx::Result<Either<D, R>>>,
+    affected: fn(&D) -> u64,
+    row: fn(&R) -> Term,
+    failure: fn(sqlx::Error) -> Failure,
+) -> Outcome<Vec<Item>> {
+    let items = stream.map_ok(|e| e.either(|d| Item::Done(affected(&d)), |r| Item::Row(row(&r))));
+    items.try_collect().await.map_err(failure)
+}
+
+pub(super) fn describe(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => db.message().to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// `fatal` tells whether a database error ended the connection; network and
+/// protocol errors always do. A unique-key violation is `{error, duplicate_key}`.
+pub(super) fn failure(e: sqlx::Error, fatal: fn(&dyn DatabaseError) -> bool) -> Failure {
+    match &e {
+        sqlx::Error::Database(db) if fatal(db.as_ref()) => Failure::Broken(describe(&e)),
+        sqlx::Error::Database(db) if db.kind() == ErrorKind::UniqueViolation => {
+            Failure::Answer(Term::error(Term::atom("duplicate_key")))
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed => Failure::Broken(describe(&e)),
+        _ => answer(&describe(&e)),
+    }
+}
+
+/// The bytes of a parameter given as iodata (a number as its text); an atom
+/// has none.
+pub(super) fn param_bytes(value: &Term) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    match value {
+        Term::Atom(_) => None,
+        v => v.to_iodata(&mut buf).then_some(buf),
+    }
+}

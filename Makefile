@@ -17,9 +17,10 @@ ct: build
 
 test: setup rust-test ct
 
-lint:
+lint: setup
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	rebar3 dialyzer
 
 demo: setup build
 	erlc -o _build/default/lib/mongoose_native/ebin examples/mongoose_native_demo*.erl

@@ -34,24 +34,22 @@
 %% `invalid_config', `check_host_failed', `pool_not_started', ...
 -spec start(term(), map() | list()) -> ok | {error, term()}.
 start(HostType, Opts) ->
-    Tag = make_ref(),
     Node = mod_global_distrib_adapter:node_name(),
     Hosts = mod_global_distrib_adapter:hosts(),
-    case mongoose_native_nif:gd_start(Opts, Hosts, Node, pool_resource(Opts), self(), Tag) of
-        ok ->
-            receive
-                {Tag, ok} ->
-                    persistent_term:put(?OPTS_KEY, #{global_host => bin_opt(global_host, Opts),
-                                                     local_host => bin_opt(local_host, Opts),
-                                                     host_type => HostType}),
-                    mod_global_distrib_adapter:add_hooks(hooks(HostType)),
-                    ok;
-                {Tag, {error, _} = Error} ->
-                    Error
-            after ?START_TIMEOUT ->
-                mongoose_native_nif:gd_stop(),
-                {error, {timeout, <<"mod_global_distrib_mapping did not start in time">>}}
-            end;
+    Pool = pool_resource(Opts),
+    Start = fun(Pid, Tag) -> mongoose_native_nif:gd_start(Opts, Hosts, Node, Pool, Pid, Tag) end,
+    case mongoose_native_nif:call(Start, ?START_TIMEOUT) of
+        {reply, ok} ->
+            persistent_term:put(?OPTS_KEY, #{global_host => bin_opt(global_host, Opts),
+                                             local_host => bin_opt(local_host, Opts),
+                                             host_type => HostType}),
+            mod_global_distrib_adapter:add_hooks(hooks(HostType)),
+            ok;
+        {reply, {error, _} = Error} ->
+            Error;
+        timeout ->
+            mongoose_native_nif:gd_stop(),
+            {error, {timeout, <<"mod_global_distrib_mapping did not start in time">>}};
         {error, _} = Error ->
             Error
     end.
@@ -287,17 +285,9 @@ failed(Op, Args, Reason) ->
                                            #{op => Op, args => Args, reason => Reason}).
 
 call(Op, Args) ->
-    Ref = make_ref(),
-    case mongoose_native_nif:gd_call(Op, Args, self(), Ref) of
-        {ok, Slot} ->
-            receive
-                {Ref, Result} -> Result
-            after ?CALL_TIMEOUT ->
-                case mongoose_native_nif:cancel(Slot) of
-                    cancelled -> {error, {timeout, <<"no answer from the mapping">>}};
-                    replied -> receive {Ref, Result} -> Result end
-                end
-            end;
-        {error, _} = Error ->
-            Error
+    Call = fun(Pid, Ref) -> mongoose_native_nif:gd_call(Op, Args, Pid, Ref) end,
+    case mongoose_native_nif:call(Call, ?CALL_TIMEOUT) of
+        {reply, Result} -> Result;
+        timeout -> {error, {timeout, <<"no answer from the mapping">>}};
+        {error, _} = Error -> Error
     end.

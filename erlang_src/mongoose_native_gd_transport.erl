@@ -8,6 +8,9 @@
 -export([start/3, stop/1, send/4, set_endpoints/3, set_endpoints/4, endpoints/2,
          disabled_endpoints/2, listening/1, metrics/1]).
 
+%% Reading the TLS files and binding the listeners.
+-define(START_TIMEOUT, 60000).
+
 -type t() :: #{res := reference(), id := term(), queue_time := map()}.
 %% `undecodable(Host)' is called when a stanza from Host does not decode
 %% safely; `retry' has it decoded once more.
@@ -29,12 +32,8 @@ start(Opts, Handler, Workers) when (is_function(Handler, 4) orelse is_map(Handle
              start => {mongoose_native_gd_worker, start_sup, [Handler, QueueTime, Workers, Id]}},
     {ok, Sup} = mongoose_native_sup:start_child(Spec),
     Pids = [Pid || {_, Pid, _, _} <- lists:keysort(1, supervisor:which_children(Sup))],
-    Tag = make_ref(),
-    Result = case mongoose_native_nif:gd_transport_start(Opts, Pids, self(), Tag) of
-                 ok -> receive {Tag, R} -> R end;
-                 {error, _} = E -> E
-             end,
-    case Result of
+    Start = fun(Pid, Tag) -> mongoose_native_nif:gd_transport_start(Opts, Pids, Pid, Tag) end,
+    case mongoose_native_nif:start(Start, ?START_TIMEOUT) of
         {ok, Res} ->
             ok = mongoose_native_gd_worker:attach(Id, Sup, Res),
             {ok, #{res => Res, id => Id, queue_time => QueueTime}};

@@ -1,7 +1,10 @@
 %% @doc Loads the Rust library and declares its functions. Every function
-%% returns in microseconds; anything that waits answers with a message.
+%% returns in microseconds; anything that waits answers `{ok, Slot}' and
+%% later a message, which `call/2' waits for.
 -module(mongoose_native_nif).
 -on_load(init/0).
+
+-export([call/2, start/2]).
 
 -export([pool_kind/1, pool_start/6, generic_start/5, submit/5, cast/3, cancel/1, stats/1, stop/1,
          parse_toml/1, check_toml/1, generic_executors/1, generic_attach/3, generic_done/2,
@@ -27,11 +30,44 @@ init() ->
             Hint = case Kind of
                        load_failed -> "build it with `rebar3 compile` (the NIF must be "
                                       "built for this Erlang/OTP release)";
+                       load -> "check that runtime_threads is a non-negative integer";
                        _ -> "rebuild it with `rebar3 compile`"
                    end,
             logger:error(#{what => mongoose_native_nif_not_loaded, path => Path ++ ".so",
                            reason => Kind, text => Text, hint => Hint}),
             {error, {mongoose_native_nif_not_loaded, Path ++ ".so", Kind, Text}}
+    end.
+
+%% @doc Runs `Submit(self(), Ref)', a NIF answering `{ok, Slot}' or `{error,
+%% Reason}', and waits up to `Timeout' for its `{Ref, Result}'. On timeout
+%% the slot is cancelled, so no late answer ever reaches the mailbox.
+-spec call(fun((pid(), reference()) -> {ok, reference()} | {error, term()}), timeout()) ->
+          {reply, term()} | {error, term()} | timeout.
+call(Submit, Timeout) ->
+    Ref = make_ref(),
+    case Submit(self(), Ref) of
+        {ok, Slot} ->
+            receive
+                {Ref, Result} -> {reply, Result}
+            after Timeout ->
+                case cancel(Slot) of
+                    cancelled -> timeout;
+                    replied -> receive {Ref, Result} -> {reply, Result} end
+                end
+            end;
+        {error, _} = Error ->
+            Error
+    end.
+
+%% @doc `call/2' for the NIFs that start something: their answer, their
+%% refusal, or `{error, {timeout, _}}'.
+-spec start(fun((pid(), reference()) -> {ok, reference()} | {error, term()}), timeout()) ->
+          term().
+start(Start, Timeout) ->
+    case call(Start, Timeout) of
+        {reply, Result} -> Result;
+        {error, _} = Error -> Error;
+        timeout -> {error, {timeout, <<"no answer in time">>}}
     end.
 
 priv_dir() ->

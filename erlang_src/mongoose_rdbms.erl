@@ -375,17 +375,14 @@ checkout(HostType, PoolTag) ->
         {error, _} = NotStarted ->
             NotStarted;
         {ok, #{res := Res, call_timeout := Timeout, atom_name := Name}} ->
-            Ref = make_ref(),
-            case mongoose_native_nif:rdbms_checkout(Res, -1, self(), Ref) of
-                {ok, Slot} ->
-                    case await(Ref, Slot, Timeout) of
-                        {ok, Tx, Engine} ->
-                            {ok, #{tx => Tx, engine => Engine, timeout => Timeout}};
-                        {error, _} = Error ->
-                            Error;
-                        timeout ->
-                            exit({timeout, {?MODULE, sql_transaction, [Name, Timeout]}})
-                    end;
+            Checkout = fun(Pid, Ref) -> mongoose_native_nif:rdbms_checkout(Res, -1, Pid, Ref) end,
+            case mongoose_native_nif:call(Checkout, Timeout) of
+                {reply, {ok, Tx, Engine}} ->
+                    {ok, #{tx => Tx, engine => Engine, timeout => Timeout}};
+                {reply, {error, _} = Error} ->
+                    Error;
+                timeout ->
+                    exit({timeout, {?MODULE, sql_transaction, [Name, Timeout]}});
                 {error, {no_available_workers, _}} ->
                     exit(no_available_workers);
                 {error, _} = Error ->
@@ -393,26 +390,13 @@ checkout(HostType, PoolTag) ->
             end
     end.
 
-await(Ref, Slot, Timeout) ->
-    receive
-        {Ref, Result} -> Result
-    after Timeout ->
-            case mongoose_native_nif:cancel(Slot) of
-                cancelled -> timeout;
-                replied -> receive {Ref, Result} -> Result end
-            end
-    end.
-
 tx_call(State = #{tx := Tx, timeout := Timeout}, Msg) ->
-    Ref = make_ref(),
-    case mongoose_native_nif:rdbms_tx_call(Tx, request(Msg, State), self(), Ref) of
-        {ok, Slot} ->
-            case await(Ref, Slot, Timeout) of
-                timeout -> exit({timeout, {?MODULE, sql_query, [Timeout]}});
-                Result -> Result
-            end;
-        {error, _} = Error ->
-            Error
+    Request = request(Msg, State),
+    Call = fun(Pid, Ref) -> mongoose_native_nif:rdbms_tx_call(Tx, Request, Pid, Ref) end,
+    case mongoose_native_nif:call(Call, Timeout) of
+        {reply, Result} -> Result;
+        timeout -> exit({timeout, {?MODULE, sql_query, [Timeout]}});
+        {error, _} = Error -> Error
     end.
 
 %%--------------------------------------------------------------------

@@ -27,36 +27,60 @@
                workers :: pos_integer(),
                res :: reference() | binary()}).
 
+%% Opening every connection of a pool takes at most its driver's connect timeout.
+-define(START_TIMEOUT, 60000).
+
 -type pool_type() :: redis | http | rdbms | cassandra | elastic | generic | rabbit | ldap | riak.
 -type tag() :: atom().
--type pool_name() :: {pool_type(), global | binary(), tag()}.
--export_type([pool_type/0, tag/0, pool_name/0]).
+-type host_type() :: global | binary().
+-type pool_name() :: {pool_type(), host_type(), tag()}.
+-type pool_opts() :: [{atom(), term()}] | #{atom() => term()}.
+-type conn_opts() :: map() | [{atom(), term()}].
+%% A pool as MongooseIM's config has it (`scope' `host_type' is expanded),
+%% or a legacy `{Type, Host, Tag, PoolOpts, ConnOpts}' tuple.
+-type pool_in() :: #{type := pool_type(), scope := host_type | host_type(), tag := tag(),
+                     opts := #{atom() => term()}, conn_opts := conn_opts()}
+                 | {pool_type(), host | global | binary() | string(), tag(), [{atom(), term()}],
+                    conn_opts()}.
+-type pool_map() :: #{type := pool_type(), host_type := host_type(), tag := tag(),
+                      opts := [{atom(), term()}], conn_opts := conn_opts()}.
+-type start_result() :: {ok, reference()} | {error, term()}.
+-export_type([pool_type/0, tag/0, pool_name/0, host_type/0]).
+
+%% gen_server's request ids are `[alias | Ref]'.
+-dialyzer({no_improper_lists, request_pool/3}).
 
 %%--------------------------------------------------------------------
 %% Lifecycle
 %%--------------------------------------------------------------------
 
+-spec ensure_started() -> ok.
 ensure_started() ->
     {ok, _} = application:ensure_all_started(mongoose_native),
     ok.
 
 %% @private Called by mongoose_native_sup, which owns the table.
+-spec create_table() -> atom().
 create_table() ->
     ets:new(?MODULE, [named_table, public, {read_concurrency, true}, {keypos, #pool.name}]).
 
+-spec start_configured_pools() -> [start_result()].
 start_configured_pools() ->
     start_configured_pools(mongoose_native_config:outgoing_pools()).
 
+-spec start_configured_pools([pool_in()]) -> [start_result()].
 start_configured_pools(PoolsIn) ->
     start_configured_pools(PoolsIn, mongoose_native_config:host_types()).
 
 %% Accepts MongooseIM's maps and the legacy `{Type, Host, Tag, PoolOpts,
 %% ConnOpts}' tuples, whose host-specific entries override `host' ones.
+-spec start_configured_pools([pool_in()], [binary()]) -> [start_result()].
 start_configured_pools(PoolsIn, HostTypes) ->
     Pools = [to_map(P) || P <- PoolsIn],
     {HostSpecific, Rest} = lists:partition(fun(#{scope := S}) -> is_binary(S) end, Pools),
     start_configured_pools(Rest, HostSpecific, HostTypes).
 
+-spec start_configured_pools([pool_in()], [pool_in()], [binary()]) -> [start_result()].
 start_configured_pools(PoolsIn, HostTypeSpecific, HostTypes) ->
     Pools = expand_pools([to_map(P) || P <- PoolsIn], [to_map(P) || P <- HostTypeSpecific],
                          HostTypes),
@@ -65,6 +89,7 @@ start_configured_pools(PoolsIn, HostTypeSpecific, HostTypes) ->
 %% MongooseIM 6.3's expansion: `host_type' scoped pools are started once per
 %% host type, except where a host-type specific pool with the same type and
 %% tag exists.
+-spec expand_pools([pool_in()], [pool_in()], [binary()]) -> [pool_map()].
 expand_pools(Pools, PerHostType, HostTypes) ->
     HostSpecific = [{Type, HT, Tag} || #{type := Type, scope := HT, tag := Tag} <- PerHostType],
     F = fun(M = #{type := PoolType, scope := host_type, tag := Tag}) ->
@@ -90,19 +115,24 @@ to_map({Type, Host, Tag, PoolOpts, ConnOpts}) ->
 to_map(Map = #{}) ->
     Map.
 
+-spec start(pool_map()) -> start_result().
 start(#{type := PoolType, host_type := HostType, tag := Tag, opts := PoolOpts,
         conn_opts := ConnOpts}) ->
     start(PoolType, HostType, Tag, PoolOpts, ConnOpts).
 
+-spec start(pool_type(), pool_opts()) -> start_result().
 start(PoolType, PoolOpts) ->
     start(PoolType, global, PoolOpts).
 
+-spec start(pool_type(), host_type(), pool_opts()) -> start_result().
 start(PoolType, HostType, PoolOpts) ->
     start(PoolType, HostType, default, PoolOpts).
 
+-spec start(pool_type(), host_type(), tag(), pool_opts()) -> start_result().
 start(PoolType, HostType, Tag, PoolOpts) ->
     start(PoolType, HostType, Tag, PoolOpts, #{}).
 
+-spec start(pool_type(), host_type(), tag(), pool_opts(), conn_opts()) -> start_result().
 start(PoolType, HostType, Tag, PoolOpts0, ConnOpts) ->
     ensure_started(),
     case {kind(PoolType), opts_list(PoolOpts0)} of
@@ -160,9 +190,10 @@ open(generic, Name, Kind, PoolOpts, _ConnOpts, Path) ->
     Executors = mongoose_native_nif:generic_executors(N),
     case mongoose_native_sup:start_executors(Name, Executors, N) of
         {ok, _Sup} ->
-            Tag = make_ref(),
-            Result = await_start(Tag, mongoose_native_nif:generic_start(
-                                        Executors, PoolOpts, Path, self(), Tag)),
+            Start = fun(Pid, Tag) ->
+                            mongoose_native_nif:generic_start(Executors, PoolOpts, Path, Pid, Tag)
+                    end,
+            Result = mongoose_native_nif:start(Start, ?START_TIMEOUT),
             case Result of
                 {ok, _} -> ok;
                 _ -> mongoose_native_sup:stop_executors(Name)
@@ -172,24 +203,25 @@ open(generic, Name, Kind, PoolOpts, _ConnOpts, Path) ->
             {error, {executors_not_started, Reason}}
     end;
 open(PoolType, _Name, _Kind, PoolOpts, ConnOpts, Path) ->
-    Tag = make_ref(),
-    await_start(Tag, mongoose_native_nif:pool_start(atom_to_binary(PoolType), PoolOpts,
-                                                     ConnOpts, Path, self(), Tag)).
+    Type = atom_to_binary(PoolType),
+    Start = fun(Pid, Tag) ->
+                    mongoose_native_nif:pool_start(Type, PoolOpts, ConnOpts, Path, Pid, Tag)
+            end,
+    mongoose_native_nif:start(Start, ?START_TIMEOUT).
 
-await_start(Tag, ok) ->
-    receive {Tag, Result} -> Result end;
-await_start(_Tag, {error, _} = Error) ->
-    Error.
-
+-spec stop() -> [ok].
 stop() ->
     [stop(Type, Host, Tag) || {Type, Host, Tag} <- get_pools()].
 
+-spec stop(pool_type()) -> ok.
 stop(PoolType) ->
     stop(PoolType, global).
 
+-spec stop(pool_type(), host_type()) -> ok.
 stop(PoolType, HostType) ->
     stop(PoolType, HostType, default).
 
+-spec stop(pool_type(), host_type(), tag()) -> ok.
 stop(PoolType, HostType, Tag) ->
     Name = {PoolType, HostType, Tag},
     case ets:lookup(?MODULE, Name) of
@@ -202,6 +234,7 @@ stop(PoolType, HostType, Tag) ->
             ok
     end.
 
+-spec is_configured(pool_type()) -> boolean().
 is_configured(PoolType) ->
     lists:any(fun(#{type := Type}) -> Type =:= PoolType;
                  (T) when is_tuple(T) -> element(1, T) =:= PoolType
@@ -211,70 +244,71 @@ is_configured(PoolType) ->
 %% Requests
 %%--------------------------------------------------------------------
 
+-spec call(pool_type(), term()) -> term().
 call(PoolType, Request) ->
     call(PoolType, global, Request).
 
+-spec call(pool_type(), host_type(), term()) -> term().
 call(PoolType, HostType, Request) ->
     call(PoolType, HostType, default, Request).
 
+-spec call(pool_type(), host_type(), tag(), term()) -> term().
 call(PoolType, HostType, Tag, Request) ->
     with_pool(PoolType, HostType, Tag,
               fun(P) -> call_pool(P, -1, Request, P#pool.call_timeout) end).
 
+-spec call(pool_type(), host_type(), tag(), term(), term()) -> term().
 call(PoolType, HostType, Tag, HashKey, Request) ->
     with_pool(PoolType, HostType, Tag,
               fun(P) -> call_pool(P, hash(P, HashKey), Request, P#pool.call_timeout) end).
 
 %% @doc A call with its own timeout instead of the pool's `call_timeout'.
+-spec call_with_timeout(pool_type(), host_type(), tag(), term(), timeout()) -> term().
 call_with_timeout(PoolType, HostType, Tag, Request, Timeout) ->
     with_pool(PoolType, HostType, Tag, fun(P) -> call_pool(P, -1, Request, Timeout) end).
 
+-spec send_request(pool_type(), term()) -> reference() | {error, term()}.
 send_request(PoolType, Request) ->
     send_request(PoolType, global, Request).
 
+-spec send_request(pool_type(), host_type(), term()) -> reference() | {error, term()}.
 send_request(PoolType, HostType, Request) ->
     send_request(PoolType, HostType, default, Request).
 
 %% @doc Returns a request id for gen_server:wait_response/2 and
 %% gen_server:receive_response/2.
+-spec send_request(pool_type(), host_type(), tag(), term()) -> reference() | {error, term()}.
 send_request(PoolType, HostType, Tag, Request) ->
     with_pool(PoolType, HostType, Tag, fun(P) -> request_pool(P, -1, Request) end).
 
+-spec send_request(pool_type(), host_type(), tag(), term(), term()) ->
+          reference() | {error, term()}.
 send_request(PoolType, HostType, Tag, HashKey, Request) ->
     with_pool(PoolType, HostType, Tag, fun(P) -> request_pool(P, hash(P, HashKey), Request) end).
 
+-spec cast(pool_type(), term()) -> ok | {error, term()}.
 cast(PoolType, Request) ->
     cast(PoolType, global, Request).
 
+-spec cast(pool_type(), host_type(), term()) -> ok | {error, term()}.
 cast(PoolType, HostType, Request) ->
     cast(PoolType, HostType, default, Request).
 
+-spec cast(pool_type(), host_type(), tag(), term()) -> ok | {error, term()}.
 cast(PoolType, HostType, Tag, Request) ->
     with_pool(PoolType, HostType, Tag, fun(P) -> cast_pool(P, -1, Request) end).
 
+-spec cast(pool_type(), host_type(), tag(), term(), term()) -> ok | {error, term()}.
 cast(PoolType, HostType, Tag, HashKey, Request) ->
     with_pool(PoolType, HostType, Tag, fun(P) -> cast_pool(P, hash(P, HashKey), Request) end).
 
 call_pool(P = #pool{res = Res}, Hash, Request, Timeout) ->
-    Ref = make_ref(),
-    case mongoose_native_nif:submit(Res, Hash, Request, self(), Ref) of
-        {ok, Slot} ->
-            receive
-                {Ref, {error, {worker_wait_timeout, _}}} -> exit_timeout(P, Timeout);
-                {Ref, Result} -> unwrap(P, Result)
-            after Timeout ->
-                case mongoose_native_nif:cancel(Slot) of
-                    cancelled ->
-                        exit_timeout(P, Timeout);
-                    replied ->
-                        receive
-                            {Ref, {error, {worker_wait_timeout, _}}} -> exit_timeout(P, Timeout);
-                            {Ref, Result} -> unwrap(P, Result)
-                        end
-                end
-            end;
-        {error, Reason} ->
-            refused(Reason)
+    Submit = fun(Pid, Ref) -> mongoose_native_nif:submit(Res, Hash, Request, Pid, Ref) end,
+    case mongoose_native_nif:call(Submit, Timeout) of
+        {reply, {error, {worker_wait_timeout, _}}} -> exit_timeout(P, Timeout);
+        {reply, Result} -> unwrap(P, Result);
+        timeout -> exit_timeout(P, Timeout);
+        {error, Reason} -> refused(Reason)
     end.
 
 %% The engine's own `available_worker' wait may end first; either way the
@@ -317,15 +351,19 @@ with_pool(PoolType, HostType, Tag, F) ->
 %% Introspection
 %%--------------------------------------------------------------------
 
+-spec get_worker(pool_type(), host_type()) -> {error, term()}.
 get_worker(PoolType, HostType) ->
     get_worker(PoolType, HostType, default).
 
 %% @doc Workers are NIF tasks, not processes; only generic pools have a
 %% process per worker, and only through `call/4' does work reach it.
+-spec get_worker(pool_type(), host_type(), tag()) -> {error, term()}.
 get_worker(PoolType, HostType, Tag) ->
     with_pool(PoolType, HostType, Tag,
               fun(_) -> {error, {no_worker_process, PoolType}} end).
 
+-spec get_pool_settings(pool_type(), host_type(), tag()) ->
+          {mongoose_wpool, pool_name(), atom(), atom(), pos_integer()} | undefined.
 get_pool_settings(PoolType, HostType, Tag) ->
     case get_pool(PoolType, HostType, Tag) of
         {ok, #pool{name = Name, atom_name = Atom, strategy = S, call_timeout = T}} ->
@@ -334,9 +372,11 @@ get_pool_settings(PoolType, HostType, Tag) ->
             undefined
     end.
 
+-spec get_pools() -> [pool_name()].
 get_pools() ->
     [Name || #pool{name = Name} <- ets:tab2list(?MODULE)].
 
+-spec stats(pool_type(), host_type(), tag()) -> [{atom(), term()}] | {error, term()}.
 stats(PoolType, HostType, Tag) ->
     case ets:lookup(?MODULE, {PoolType, HostType, Tag}) of
         [#pool{atom_name = Atom, res = Res}] ->
@@ -345,17 +385,17 @@ stats(PoolType, HostType, Tag) ->
             {error, {pool_not_started, {PoolType, HostType, Tag}}}
     end.
 
+-spec make_pool_name(pool_type(), atom() | binary(), tag()) -> atom().
 make_pool_name(PoolType, HostType, Tag) when is_atom(HostType) ->
     make_pool_name(PoolType, atom_to_binary(HostType, utf8), Tag);
 make_pool_name(PoolType, HostType, Tag) when is_binary(HostType) ->
     binary_to_atom(<<"mongoose_wpool$", (atom_to_binary(PoolType, utf8))/binary, $$,
                      HostType/binary, $$, (atom_to_binary(Tag, utf8))/binary>>, utf8).
 
-%% @doc The NIF resource of a running pool, for library code that shares it
-%% (mod_global_distrib's mapping uses its redis pool).
 %% @doc What library modules that talk to a pool's NIF resource directly
 %% need (mongoose_rdbms's transactions): the resource, the pool's name and
 %% call_timeout. Host types fall back to the global pool as calls do.
+-spec get_pool_handle(pool_type(), host_type(), tag()) -> {ok, map()} | {error, term()}.
 get_pool_handle(PoolType, HostType, Tag) ->
     case get_pool(PoolType, HostType, Tag) of
         {ok, #pool{name = Name, atom_name = Atom, call_timeout = T, res = Res}} ->
@@ -364,6 +404,9 @@ get_pool_handle(PoolType, HostType, Tag) ->
             Error
     end.
 
+%% @doc The NIF resource of a running pool, for library code that shares it
+%% (mod_global_distrib's mapping uses its redis pool).
+-spec get_pool_res(pool_type(), host_type(), tag()) -> {ok, reference()} | {error, term()}.
 get_pool_res(PoolType, HostType, Tag) ->
     case get_pool(PoolType, HostType, Tag) of
         {ok, #pool{res = Res}} -> {ok, Res};

@@ -52,7 +52,7 @@ have openssl || need_pkgs+=(openssl)
 have psql && have pg_lsclusters || need_pkgs+=(postgresql postgresql-client)
 have mariadb && [ -x /usr/sbin/mariadbd ] || need_pkgs+=(mariadb-server mariadb-client)
 for p in erlang-dev erlang-common-test erlang-eunit erlang-inets erlang-ssl erlang-crypto \
-         erlang-public-key erlang-tools erlang-runtime-tools erlang-syntax-tools; do
+         erlang-public-key erlang-tools erlang-dialyzer erlang-runtime-tools erlang-syntax-tools; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

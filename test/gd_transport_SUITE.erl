@@ -175,6 +175,12 @@ unknown_host_fails_fast(_Config) ->
     ?assertMatch({error, {invalid_config, <<"modules.mod_global_distrib.connections.endpoints[0]", _/binary>>}},
                  mongoose_native_gd_transport:start(#{local_host => <<"x">>, endpoints => [nope]},
                                                     fun(_, _, _, _) -> ok end, 1)),
+    %% The TLS files are read on the runtime; a missing one is still named.
+    NoFile = #{certfile => "/nonexistent/dc.pem", cacertfile => "/nonexistent/ca.pem"},
+    {error, {invalid_config, Missing}} =
+        mongoose_native_gd_transport:start(#{local_host => <<"x">>, endpoints => [], tls => NoFile},
+                                           fun(_, _, _, _) -> ok end, 1),
+    ?assertNotEqual(nomatch, binary:match(Missing, <<"/nonexistent/">>)),
     mongoose_native_gd_transport:stop(Dc1).
 
 tls_links_and_refuses_wrong_certificates(Config) ->

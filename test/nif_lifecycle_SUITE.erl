@@ -5,7 +5,26 @@
 -compile([export_all, nowarn_export_all]).
 -include_lib("stdlib/include/assert.hrl").
 
-all() -> [purge_and_reload].
+all() -> [pinned_from_the_start, purge_and_reload].
+
+%% In a fresh VM, a load refused right after the pin (a bad runtime_threads)
+%% leaves the library mapped. Without the pin the VM's dlclose unmaps it:
+%% no thread has run its code yet, so glibc has no reason of its own to keep
+%% it (once the runtime runs, its threads' TLS destructors keep it mapped
+%% anyway, which is why purge_and_reload alone cannot see the pin).
+pinned_from_the_start(_Config) ->
+    {ok, Peer, _} = peer:start_link(#{connection => standard_io}),
+    try
+        ok = peer:call(Peer, code, add_paths, [code:get_path()]),
+        ok = peer:call(Peer, application, load, [mongoose_native]),
+        ok = peer:call(Peer, application, set_env, [mongoose_native, runtime_threads, -1]),
+        ?assertEqual({error, on_load_failure},
+                     peer:call(Peer, code, load_file, [mongoose_native_nif])),
+        {ok, Maps} = peer:call(Peer, file, read_file, ["/proc/self/maps"]),
+        ?assertNotEqual(nomatch, binary:match(Maps, <<"mongoose_native_nif.so">>))
+    after
+        peer:stop(Peer)
+    end.
 
 purge_and_reload(_Config) ->
     ok = mongoose_wpool:ensure_started(),

@@ -1,4 +1,6 @@
-//! The one place that reads configuration.
+//! Reads configuration: pool options here; each connection section in its
+//! driver's module, mod_global_distrib's in `gd::config` and the
+//! transport's in the NIF's `gd_transport`.
 //!
 //! Every input (the maps MongooseIM's parser produces, a TOML file in seed
 //! 002's format, the legacy tuples of seed 000) ends up as a [`Term`] read

@@ -1,4 +1,5 @@
-//! The one error type of the library, encoded to `{Kind, Message}` in one place.
+//! The library's error type (global distribution wraps it in `GdError`),
+//! encoded to `{Kind, Message}` by [`Error::reason`].
 
 use crate::term::Term;
 

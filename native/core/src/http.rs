@@ -178,10 +178,6 @@ impl HttpDriver {
             })?;
         Ok(HttpDriver { client, config })
     }
-
-    pub fn config(&self) -> &HttpConfig {
-        &self.config
-    }
 }
 
 pub struct HttpRequest {

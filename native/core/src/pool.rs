@@ -60,7 +60,6 @@ pub trait Driver: Send + Sync + 'static {
 /// What the registry and the NIF see of a pool, whatever its driver.
 pub trait AnyPool: Send + Sync {
     fn submit(&self, choice: Choice, request: Term, reply: Reply) -> Result<()>;
-    fn size(&self) -> usize;
     fn stats(&self) -> Term;
     /// Closes every worker's queue; queued requests still get their answer.
     fn stop(&self);
@@ -123,7 +122,7 @@ impl<D: Driver> Pool<D> {
                     load: load.clone(),
                     idle: idle.clone(),
                 };
-                runtime::handle().spawn(async move { worker.run(rx, conn).await });
+                runtime::current().spawn(async move { worker.run(rx, conn).await });
                 Worker { tx, load }
             })
             .collect::<Vec<_>>();
@@ -173,7 +172,7 @@ impl<D: Driver> Pool<D> {
     fn wait_for_idle(self: &Arc<Self>, job: Job<D::Request>) {
         let pool = self.clone();
         let deadline = Instant::now() + Duration::from_millis(self.settings.call_timeout_ms);
-        runtime::handle().spawn(async move {
+        runtime::current().spawn(async move {
             let mut job = Some(job);
             loop {
                 let notified = pool.idle.notified();
@@ -287,10 +286,6 @@ impl<D: Driver> AnyPool for Arc<Pool<D>> {
                 }
             },
         }
-    }
-
-    fn size(&self) -> usize {
-        self.settings.workers
     }
 
     fn stats(&self) -> Term {
@@ -494,3 +489,7 @@ fn panic_error(panic: Box<dyn std::any::Any + Send>) -> Error {
     log::error!("a request panicked: {what}");
     Error::Internal(format!("the request panicked: {what}"))
 }
+
+#[cfg(test)]
+#[path = "pool_tests.rs"]
+mod tests;

@@ -1,5 +1,6 @@
-//! Seed 002's TLS options mapped onto a rustls client configuration: the
-//! one place every driver that speaks TLS takes its configuration from.
+//! Seed 002's TLS options mapped onto rustls configurations, for redis,
+//! http and the global-distribution transport. rdbms validates its `tls`
+//! section here too, but sqlx builds its own from the file paths.
 
 use std::io::BufReader;
 use std::sync::Arc;

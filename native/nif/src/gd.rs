@@ -4,8 +4,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use futures::FutureExt;
-
 use mongoose_native::gd::{Call, GdConfig, GdError, Mapping};
 use mongoose_native::pool::AnyPool;
 use mongoose_native::reply::Reply;
@@ -14,8 +12,8 @@ use mongoose_native::{runtime, Error, Term};
 use rustler::{Encoder, Env, LocalPid, ResourceArc};
 
 use crate::convert::{decode, encode};
-use crate::reply::{CallSlot, Later, SlotRef};
-use crate::{error, ok, PoolRes};
+use crate::reply::{error_term, slot, spawn_answer};
+use crate::{ok, PoolRes};
 
 static MAPPING: Mutex<Option<Arc<Mapping>>> = Mutex::new(None);
 
@@ -27,19 +25,12 @@ impl AnyPool for SharedPool {
     fn submit(&self, choice: Choice, request: Term, reply: Reply) -> Result<(), Error> {
         self.0.pool.submit(choice, request, reply)
     }
-    fn size(&self) -> usize {
-        self.0.pool.size()
-    }
     fn stats(&self) -> Term {
         self.0.pool.stats()
     }
     fn stop(&self) {
         self.0.pool.stop()
     }
-}
-
-fn gd_error<'a>(env: Env<'a>, e: &GdError) -> rustler::Term<'a> {
-    (error(), encode(env, &e.reason())).encode(env)
 }
 
 fn running() -> Option<Arc<Mapping>> {
@@ -75,34 +66,23 @@ fn gd_start<'a>(
         .and_then(|opts| GdConfig::read(&opts, &hosts));
     let config = match config {
         Ok(c) => c,
-        Err(e) => return gd_error(env, &e),
+        Err(e) => return error_term(env, e.reason()),
     };
     let pool = match pool.decode::<ResourceArc<PoolRes>>() {
         Ok(p) if !p.opaque_requests => p,
         _ => {
-            return gd_error(
-                env,
-                &GdError::PoolNotStarted(format!(
-                    "modules.mod_global_distrib.redis.pool: no redis pool {} is running",
-                    config.redis.pool
-                )),
-            )
+            let e = GdError::PoolNotStarted(format!(
+                "modules.mod_global_distrib.redis.pool: no redis pool {} is running",
+                config.redis.pool
+            ));
+            return error_term(env, e.reason());
         }
     };
     if running().is_some() {
-        return gd_error(env, &already_started());
+        return error_term(env, already_started().reason());
     }
-    let later = Later::new(pid, tag);
-    runtime::handle().spawn(async move {
-        let started =
-            std::panic::AssertUnwindSafe(Mapping::start(config, &node, Arc::new(SharedPool(pool))))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|_| {
-                    Err(GdError::Core(Error::Internal(
-                        "mod_global_distrib_mapping start panicked".into(),
-                    )))
-                });
+    spawn_answer(env, pid, tag, async move {
+        let started = Mapping::start(config, &node, Arc::new(SharedPool(pool))).await;
         let result = match started {
             Ok(mapping) => match MAPPING.lock() {
                 Ok(mut slot) if slot.is_none() => {
@@ -116,15 +96,11 @@ fn gd_start<'a>(
             },
             Err(e) => Err(e),
         };
-        if let Err(e) = &result {
+        result.map(|()| ok()).map_err(|e| {
             log::warn!("mod_global_distrib_mapping start failed: {e}");
-        }
-        later.answer(|env| match &result {
-            Ok(()) => ok().encode(env),
-            Err(e) => gd_error(env, e),
-        });
-    });
-    ok().encode(env)
+            e.reason()
+        })
+    })
 }
 
 /// Stops the refresher and forgets the mapping (its entries expire in Redis).
@@ -164,17 +140,13 @@ fn gd_call<'a>(
         });
     let call = match call {
         Ok(c) => c,
-        Err(e) => return gd_error(env, &GdError::Core(e)),
+        Err(e) => return error_term(env, e.reason()),
     };
     let Some(mapping) = running() else {
-        return gd_error(env, &not_started());
+        return error_term(env, not_started().reason());
     };
-    let slot = ResourceArc::new(CallSlot::new(pid, tag));
-    let reply = Reply::new(Arc::new(SlotRef(slot.clone())));
-    runtime::handle().spawn(async move {
-        let answer = mapping.run(call).await;
-        reply.send(answer);
-    });
+    let (slot, reply) = slot(pid, tag);
+    runtime::handle().spawn(async move { reply.send(mapping.run(call).await) });
     (ok(), slot).encode(env)
 }
 
@@ -183,6 +155,6 @@ fn gd_call<'a>(
 fn gd_metrics(env: Env) -> rustler::Term {
     match running() {
         Some(m) => (ok(), encode(env, &m.metrics.to_term())).encode(env),
-        None => gd_error(env, &not_started()),
+        None => error_term(env, not_started().reason()),
     }
 }

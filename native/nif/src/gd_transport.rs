@@ -15,13 +15,13 @@ use mongoose_native::transport::listener::{listen, now_us, Incoming, Listener, S
 use mongoose_native::transport::metrics::Metrics;
 use mongoose_native::transport::outgoing::Dialer;
 use mongoose_native::transport::Transport;
-use mongoose_native::{runtime, tls, Error, Term};
+use mongoose_native::{tls, Error, Term};
 use rustler::{Atom, Binary, Encoder, Env, LocalPid, NewBinary, OwnedEnv, ResourceArc};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::convert::{decode, encode};
-use crate::reply::Later;
-use crate::{error_term, ok};
+use crate::ok;
+use crate::reply::{error_term, spawn_answer};
 
 rustler::atoms! { gd_packets }
 
@@ -264,8 +264,9 @@ fn socket_addr(ep: &Node) -> Result<SocketAddr, Error> {
     Ok(SocketAddr::new(ip, port))
 }
 
-/// Binds the listeners on the runtime, then answers `{Tag, {ok, Transport}}`
-/// or `{Tag, {error, Reason}}`.
+/// Reads the options (and the TLS files they name) and binds the listeners
+/// on the runtime, then answers `{Tag, {ok, Transport}}` or `{Tag, {error,
+/// Reason}}`.
 #[rustler::nif]
 fn gd_transport_start<'a>(
     env: Env<'a>,
@@ -274,15 +275,15 @@ fn gd_transport_start<'a>(
     pid: LocalPid,
     tag: rustler::Term<'a>,
 ) -> rustler::Term<'a> {
-    let options = decode(opts)
-        .map_err(|e| Error::Config(format!("modules.mod_global_distrib.connections: {e}")))
-        .and_then(|t| read_options(&t));
-    let options = match options {
-        Ok(o) => o,
-        Err(e) => return error_term(env, &e),
+    let opts = match decode(opts) {
+        Ok(t) => t,
+        Err(e) => {
+            let e = Error::Config(format!("modules.mod_global_distrib.connections: {e}"));
+            return error_term(env, e.reason());
+        }
     };
-    let later = Later::new(pid, tag);
-    runtime::handle().spawn(async move {
+    spawn_answer(env, pid, tag, async move {
+        let options = read_options(&opts).map_err(|e| e.reason())?;
         let metrics = Arc::new(Metrics::default());
         let (acceptor, connector) = match options.tls {
             Some((a, c)) => (Some(a), Some(c)),
@@ -320,20 +321,18 @@ fn gd_transport_start<'a>(
             metrics,
             queue: options.queue,
         };
-        let started = match failed {
-            Some(e) => Err(e),
-            None => Ok(TransportRes {
-                transport: Transport::new(dialer, options.per_endpoint),
-                listeners: Mutex::new(listeners),
-                workers,
-            }),
-        };
-        later.answer(|env| match started {
-            Ok(res) => (ok(), ResourceArc::new(res)).encode(env),
-            Err(e) => error_term(env, &e),
-        });
-    });
-    ok().encode(env)
+        match failed {
+            Some(e) => Err(e.reason()),
+            None => Ok((
+                ok(),
+                ResourceArc::new(TransportRes {
+                    transport: Transport::new(dialer, options.per_endpoint),
+                    listeners: Mutex::new(listeners),
+                    workers,
+                }),
+            )),
+        }
+    })
 }
 
 /// Worker `index` (1-based) was restarted as `pid`: frames for its keys go
@@ -346,7 +345,10 @@ fn gd_transport_set_worker<'a>(
     pid: LocalPid,
 ) -> rustler::Term<'a> {
     let Some(worker) = index.checked_sub(1).and_then(|i| res.workers.0.get(i)) else {
-        return error_term(env, &Error::BadRequest(format!("no worker {index}")));
+        return error_term(
+            env,
+            Error::BadRequest(format!("no worker {index}")).reason(),
+        );
     };
     if let Ok(mut p) = worker.pid.write() {
         *p = pid;
@@ -376,7 +378,7 @@ fn gd_transport_send<'a>(
         .send(&host, affinity, key.as_slice(), term.as_slice())
     {
         Ok(()) => ok().encode(env),
-        Err(e) => error_term(env, &e),
+        Err(e) => error_term(env, e.reason()),
     }
 }
 
@@ -407,7 +409,7 @@ fn gd_transport_set_endpoints<'a>(
             res.transport.set_endpoints(&host, &enabled, &disabled);
             ok().encode(env)
         }
-        Err(e) => error_term(env, &e),
+        Err(e) => error_term(env, e.reason()),
     }
 }
 

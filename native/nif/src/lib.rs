@@ -10,8 +10,6 @@ mod pin;
 mod rdbms;
 mod reply;
 
-use std::sync::Arc;
-
 use mongoose_native::config::{pools_from_toml, Node, PoolSettings, PoolType};
 use mongoose_native::pool::{AnyPool, Pool};
 use mongoose_native::reply::Reply;
@@ -21,7 +19,7 @@ use rustler::{Atom, Encoder, Env, LocalPid, ResourceArc};
 
 use convert::{decode, decode_within, encode, DecodeError, Saved, SCHEDULER_BUDGET};
 use generic::{Done, Executors, GenericDriver};
-use reply::{CallSlot, Later, SlotRef};
+use reply::{error_term, spawn_answer, CallSlot};
 
 rustler::atoms! { ok, error, cancelled, replied, reschedule, threads, max_request_size }
 
@@ -34,17 +32,13 @@ pub struct PoolRes {
 #[rustler::resource_impl]
 impl rustler::Resource for PoolRes {}
 
-fn error_term<'a>(env: Env<'a>, e: &Error) -> rustler::Term<'a> {
-    (error(), encode(env, &e.reason())).encode(env)
-}
-
 fn bad_arg(what: &str, why: String) -> Error {
     Error::BadRequest(format!("{what}: {why}"))
 }
 
 /// Validates the pool options at once; the connection options are checked
 /// and the connections opened on the runtime, answering `{Tag, {ok, Pool}}`
-/// or `{Tag, {error, Reason}}`.
+/// or `{Tag, {error, Reason}}` (see `reply::spawn_answer`).
 #[rustler::nif]
 fn pool_start<'a>(
     env: Env<'a>,
@@ -61,14 +55,11 @@ fn pool_start<'a>(
     });
     let (settings, conn) = match prepared {
         Ok(p) => p,
-        Err(e) => return error_term(env, &e),
+        Err(e) => return error_term(env, e.reason()),
     };
-    let later = Later::new(pid, tag);
-    runtime::handle().spawn(async move {
-        let started = registry::start(settings, &conn, &path).await;
-        answer_start(later, started.map(|pool| (pool, false)));
-    });
-    ok().encode(env)
+    spawn_answer(env, pid, tag, async move {
+        started(registry::start(settings, &conn, &path).await, false)
+    })
 }
 
 /// Starts a generic pool whose workers run in the given executors.
@@ -81,23 +72,21 @@ fn generic_start<'a>(
     pid: LocalPid,
     tag: rustler::Term<'a>,
 ) -> rustler::Term<'a> {
-    let settings = match prepare("generic", opts, &path) {
-        Ok(s) if s.workers == executors.len() => s,
-        Ok(_) => {
-            return error_term(
-                env,
-                &Error::Config(format!("{path}: executor count differs from workers")),
-            )
-        }
-        Err(e) => return error_term(env, &e),
+    let settings =
+        prepare("generic", opts, &path).and_then(|s| match s.workers == executors.len() {
+            true => Ok(s),
+            false => Err(Error::Config(format!(
+                "{path}: executor count differs from workers"
+            ))),
+        });
+    let settings = match settings {
+        Ok(s) => s,
+        Err(e) => return error_term(env, e.reason()),
     };
-    let later = Later::new(pid, tag);
-    runtime::handle().spawn(async move {
-        let started = Pool::start(GenericDriver::new(executors), settings).await;
-        let started = started.map(|p| (Box::new(p) as Box<dyn AnyPool>, true));
-        answer_start(later, started);
-    });
-    ok().encode(env)
+    spawn_answer(env, pid, tag, async move {
+        let pool = Pool::start(GenericDriver::new(executors), settings).await;
+        started(pool.map(|p| Box::new(p) as Box<dyn AnyPool>), true)
+    })
 }
 
 /// A pool type's row of the kinds table, for the Erlang side:
@@ -105,7 +94,10 @@ fn generic_start<'a>(
 #[rustler::nif]
 fn pool_kind<'a>(env: Env<'a>, kind: String) -> rustler::Term<'a> {
     let Some(row) = PoolType::parse(&kind).map(PoolType::kind) else {
-        return error_term(env, &Error::Config(format!("unknown pool type {kind}")));
+        return error_term(
+            env,
+            Error::Config(format!("unknown pool type {kind}")).reason(),
+        );
     };
     let kv = |k: &str, v: Term| (Term::atom(k), v);
     let refused = row.refused.iter().map(|s| Term::atom(s.name())).collect();
@@ -126,21 +118,23 @@ fn prepare(kind: &str, opts: rustler::Term, path: &str) -> Result<PoolSettings, 
     PoolSettings::read(kind, &Node::new(path, &opts))
 }
 
-fn answer_start(later: Later, started: Result<(Box<dyn AnyPool>, bool), Error>) {
-    if let Err(e) = &started {
-        log::warn!("pool start failed: {e}");
-    }
-    later.answer(|env| match started {
-        Ok((pool, opaque_requests)) => (
+fn started(
+    pool: Result<Box<dyn AnyPool>, Error>,
+    opaque_requests: bool,
+) -> Result<(Atom, ResourceArc<PoolRes>), Term> {
+    match pool {
+        Ok(pool) => Ok((
             ok(),
             ResourceArc::new(PoolRes {
                 pool,
                 opaque_requests,
             }),
-        )
-            .encode(env),
-        Err(e) => error_term(env, &e),
-    });
+        )),
+        Err(e) => {
+            log::warn!("pool start failed: {e}");
+            Err(e.reason())
+        }
+    }
 }
 
 /// A request decoded within `budget`: `Ok(None)` when it is too large for
@@ -208,13 +202,12 @@ fn submit_within<'a>(
     let req = match request(&pool, req, budget) {
         Ok(Some(r)) => r,
         Ok(None) => return reschedule().encode(env),
-        Err(e) => return error_term(env, &e),
+        Err(e) => return error_term(env, e.reason()),
     };
-    let slot = ResourceArc::new(CallSlot::new(pid, tag));
-    let reply = Reply::new(Arc::new(SlotRef(slot.clone())));
+    let (slot, reply) = reply::slot(pid, tag);
     match pool.pool.submit(choice(hash), req, reply) {
         Ok(()) => (ok(), slot).encode(env),
-        Err(e) => error_term(env, &e),
+        Err(e) => error_term(env, e.reason()),
     }
 }
 
@@ -252,7 +245,7 @@ fn cast_within<'a>(
     match result {
         Ok(Some(())) => ok().encode(env),
         Ok(None) => reschedule().encode(env),
-        Err(e) => error_term(env, &e),
+        Err(e) => error_term(env, e.reason()),
     }
 }
 
@@ -283,7 +276,7 @@ fn parse_toml<'a>(env: Env<'a>, text: rustler::Binary<'a>) -> rustler::Term<'a> 
         .and_then(pools_from_toml);
     match parsed {
         Ok(pools) => (ok(), encode(env, &Term::List(pools))).encode(env),
-        Err(e) => error_term(env, &e),
+        Err(e) => error_term(env, e.reason()),
     }
 }
 
@@ -295,7 +288,7 @@ fn check_toml<'a>(env: Env<'a>, text: rustler::Binary<'a>) -> rustler::Term<'a> 
         .and_then(mongoose_native::toml_check::check_toml);
     match checked {
         Ok(n) => (ok(), n).encode(env),
-        Err(e) => error_term(env, &e),
+        Err(e) => error_term(env, e.reason()),
     }
 }
 
@@ -332,16 +325,23 @@ fn load(env: Env, info: rustler::Term) -> bool {
     if !pin::pin_library() {
         return false;
     }
-    logger::install();
-    let setting = |key: rustler::Atom| {
-        info.map_get(key.encode(env))
-            .ok()
-            .and_then(|t| t.decode::<usize>().ok())
+    // A bad `runtime_threads` refuses the load before any thread starts.
+    let threads = match info.map_get(threads().encode(env)) {
+        Ok(t) => match t.decode::<usize>() {
+            Ok(n) => n,
+            Err(_) => return false,
+        },
+        Err(_) => 0,
     };
-    if let Some(bytes) = setting(max_request_size()) {
+    logger::install();
+    if let Some(bytes) = info
+        .map_get(max_request_size().encode(env))
+        .ok()
+        .and_then(|t| t.decode::<usize>().ok())
+    {
         convert::set_max_request_size(bytes);
     }
-    runtime::start(setting(threads()).unwrap_or(0)).is_ok()
+    runtime::start(threads).is_ok()
 }
 
 rustler::init!("mongoose_native_nif", load = load);

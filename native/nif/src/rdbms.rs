@@ -18,13 +18,9 @@ use mongoose_native::strategy::Choice;
 use mongoose_native::{runtime, Error, Term};
 use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, ResourceArc};
 
-use crate::convert::{
-    decode_within, encode, max_request_size, DecodeError, Saved, SCHEDULER_BUDGET,
-};
-use crate::reply::{CallSlot, SlotRef};
-use crate::PoolRes;
-
-rustler::atoms! { ok, error, reschedule }
+use crate::convert::{decode_within, max_request_size, DecodeError, Saved, SCHEDULER_BUDGET};
+use crate::reply::{error_term, slot, CallSlot, SlotRef};
+use crate::{ok, reschedule, PoolRes};
 
 pub struct TxRes {
     tx: Arc<Transaction>,
@@ -39,10 +35,6 @@ fn wrap(tx: Arc<Transaction>) -> Term {
     Term::Opaque(saved)
 }
 
-fn error_term<'a>(env: Env<'a>, e: &Error) -> rustler::Term<'a> {
-    (error(), encode(env, &e.reason())).encode(env)
-}
-
 /// `{ok, Slot}`; the answer comes as `{Tag, {ok, Tx, Engine}}` or `{Tag,
 /// {error, Reason}}`, and `cancel(Slot)` stops it (a transaction that comes
 /// anyway is rolled back and released).
@@ -55,7 +47,7 @@ fn rdbms_checkout<'a>(
     tag: rustler::Term<'a>,
 ) -> rustler::Term<'a> {
     if pool.opaque_requests {
-        return error_term(env, &Error::BadRequest("not an rdbms pool".into()));
+        return error_term(env, Error::BadRequest("not an rdbms pool".into()).reason());
     }
     let slot = ResourceArc::new(CallSlot::new(pid, tag));
     let gate = Arc::new(Gate {
@@ -72,7 +64,7 @@ fn rdbms_checkout<'a>(
     gate.open(submitted.is_ok());
     match submitted {
         Ok(()) => (ok(), slot).encode(env),
-        Err(e) => error_term(env, &e),
+        Err(e) => error_term(env, e.reason()),
     }
 }
 
@@ -179,10 +171,9 @@ fn tx_call_within<'a>(
     };
     let parsed = match parsed {
         Ok(p) => p,
-        Err(e) => return error_term(env, &e),
+        Err(e) => return error_term(env, e.reason()),
     };
-    let slot = ResourceArc::new(CallSlot::new(pid, tag));
-    let reply = Reply::new(Arc::new(SlotRef(slot.clone())));
+    let (slot, reply) = slot(pid, tag);
     let tx = tx.tx.clone();
     runtime::handle().spawn(async move {
         let result = tx.run(parsed).await;

@@ -1,19 +1,25 @@
-//! Replies as messages `{Tag, Result}` to the caller's pid.
+//! Answers as messages `{Tag, Result}` to the caller's pid, through a slot
+//! the caller can cancel.
 //!
 //! The target sits behind a mutex that the sender holds while sending, so
-//! `cancel` has exactly two outcomes: the reply will never be sent, or it is
-//! already in the caller's mailbox. That is what keeps late replies out of a
-//! caller that gave up.
+//! `cancel` has exactly two outcomes: the answer will never be sent, or it
+//! is already in the caller's mailbox. That is what keeps late answers out
+//! of a caller that gave up.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use mongoose_native::reply::ReplySink;
-use mongoose_native::{runtime, Term};
+use futures::FutureExt;
+use mongoose_native::reply::{Reply, ReplySink};
+use mongoose_native::{runtime, Error, Term};
 use rustler::env::SavedTerm;
-use rustler::{Encoder, LocalPid, OwnedEnv};
+use rustler::{Encoder, Env, LocalPid, OwnedEnv, ResourceArc};
 
 use crate::convert::encode;
+
+rustler::atoms! { ok, error }
 
 struct Target {
     pid: LocalPid,
@@ -39,7 +45,7 @@ impl CallSlot {
         }
     }
 
-    /// `true`: no reply will ever be sent; `false`: it was sent already.
+    /// `true`: no answer will ever be sent; `false`: it was sent already.
     pub fn cancel(&self) -> bool {
         self.done.store(true, Ordering::Release);
         self.target
@@ -47,33 +53,34 @@ impl CallSlot {
             .map(|mut t| t.take().is_some())
             .unwrap_or(false)
     }
+
+    /// Sends `{Tag, answer(Env)}` unless cancelled, at most once; from a
+    /// runtime thread (a scheduler thread may not send).
+    fn answer<F>(&self, answer: F)
+    where
+        F: for<'a> FnOnce(Env<'a>) -> rustler::Term<'a>,
+    {
+        self.done.store(true, Ordering::Release);
+        let Ok(mut guard) = self.target.lock() else {
+            return;
+        };
+        if let Some(Target { pid, mut env, tag }) = guard.take() {
+            let _ = env.send_and_clear(&pid, |env| (tag.load(env), answer(env)).encode(env));
+        }
+    }
 }
 
-fn send(mut target: Target, result: &Term) {
-    let Target {
-        pid,
-        ref mut env,
-        ref tag,
-    } = target;
-    let _ = env.send_and_clear(&pid, |env| (tag.load(env), encode(env, result)).encode(env));
-}
-
-/// What the engine holds on to while the caller keeps the resource.
-pub struct SlotRef(pub rustler::ResourceArc<CallSlot>);
+/// What the engine holds on to while the caller keeps the slot.
+pub struct SlotRef(pub ResourceArc<CallSlot>);
 
 impl ReplySink for SlotRef {
     fn deliver(&self, result: Term) {
-        self.0.done.store(true, Ordering::Release);
-        let Ok(mut guard) = self.0.target.lock() else {
-            return;
-        };
-        let Some(target) = guard.take() else { return };
         if rustler::thread::is_scheduler_thread() {
             // Only a stray drop lands here; a runtime thread may send.
-            drop(guard);
-            runtime::handle().spawn(async move { send(target, &result) });
+            let slot = self.0.clone();
+            runtime::handle().spawn(async move { slot.answer(|env| encode(env, &result)) });
         } else {
-            send(target, &result);
+            self.0.answer(|env| encode(env, &result));
         }
     }
 
@@ -82,30 +89,47 @@ impl ReplySink for SlotRef {
     }
 }
 
-/// An answer that comes later, from the runtime: `{Tag, Result}` to `pid`.
-/// NIFs that start something slow (pools, listeners) return `ok` at once
-/// and answer through one of these.
-pub struct Later {
-    env: OwnedEnv,
-    pid: LocalPid,
-    tag: SavedTerm,
+/// A slot for the caller (it gets `{ok, Slot}`) and the [`Reply`] that
+/// answers through it.
+pub fn slot(pid: LocalPid, tag: rustler::Term) -> (ResourceArc<CallSlot>, Reply) {
+    let slot = ResourceArc::new(CallSlot::new(pid, tag));
+    let reply = Reply::new(Arc::new(SlotRef(slot.clone())));
+    (slot, reply)
 }
 
-impl Later {
-    pub fn new(pid: LocalPid, tag: rustler::Term) -> Later {
-        let env = OwnedEnv::new();
-        let tag = env.save(tag);
-        Later { env, pid, tag }
-    }
+/// `{error, Reason}`, `Reason` a library error's `{Kind, Message}`.
+pub fn error_term(env: Env, reason: Term) -> rustler::Term {
+    (error(), encode(env, &reason)).encode(env)
+}
 
-    /// Sends `{Tag, result(Env)}`; call it from a runtime thread.
-    pub fn answer<F>(mut self, result: F)
-    where
-        F: for<'a> FnOnce(rustler::Env<'a>) -> rustler::Term<'a>,
-    {
-        let Later { pid, ref tag, .. } = self;
-        let _ = self
-            .env
-            .send_and_clear(&pid, |env| (tag.load(env), result(env)).encode(env));
-    }
+/// For NIFs that start something slow: returns `{ok, Slot}` at once, runs
+/// `work` on the runtime and answers `{Tag, Value}` or `{Tag, {error,
+/// Reason}}` (a panic included) unless `cancel(Slot)` came first; a value
+/// never sent (a resource, say) is dropped.
+pub fn spawn_answer<'a, T, W>(
+    env: Env<'a>,
+    pid: LocalPid,
+    tag: rustler::Term<'a>,
+    work: W,
+) -> rustler::Term<'a>
+where
+    T: Encoder,
+    W: Future<Output = Result<T, Term>> + Send + 'static,
+{
+    let slot = ResourceArc::new(CallSlot::new(pid, tag));
+    let to = slot.clone();
+    runtime::handle().spawn(async move {
+        let outcome = AssertUnwindSafe(work)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                log::error!("a start task panicked");
+                Err(Error::Internal("the start panicked".into()).reason())
+            });
+        to.answer(|env| match outcome {
+            Ok(value) => value.encode(env),
+            Err(reason) => error_term(env, reason),
+        });
+    });
+    (ok(), slot).encode(env)
 }

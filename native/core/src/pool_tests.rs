@@ -1,0 +1,548 @@
+//! Tests of `pool`: the engine alone, with a fake driver on tokio's paused
+//! clock, so no server is needed and every wait is exact and instant.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::oneshot;
+use tokio::time::{sleep, Instant};
+
+use super::*;
+use crate::config::PoolType;
+use crate::reply::{self, ReplySink};
+
+/// What a fake request does on its connection.
+enum Op {
+    /// Answers `{Worker, ConnectionSerial}` after the delay.
+    Who(Duration),
+    /// Fails with the error after the delay.
+    Fail(Duration, Error),
+    Panic,
+}
+
+const PING_OK: usize = 0;
+const PING_FAILS: usize = 1;
+const PING_HANGS: usize = 2;
+
+/// A driver whose connections are numbered in the order they were opened.
+#[derive(Default)]
+struct Fake {
+    concurrency: usize,
+    keepalive: Option<Duration>,
+    /// Connects that fail before one succeeds again.
+    failing_connects: AtomicUsize,
+    /// When each connect was attempted, the ones at start included.
+    connects: Mutex<Vec<Instant>>,
+    /// Requests handed to `execute`.
+    executed: AtomicUsize,
+    pings: AtomicUsize,
+    ping: AtomicUsize,
+}
+
+impl Fake {
+    fn connects(&self) -> Vec<Instant> {
+        self.connects.lock().unwrap().clone()
+    }
+}
+
+impl Driver for Fake {
+    type Conn = (usize, usize);
+    type Request = Op;
+
+    fn concurrency(&self) -> usize {
+        self.concurrency.max(1)
+    }
+
+    /// `who`, `panic`, or `{who | lost | server_error, DelayMs}`.
+    fn parse(&self, request: Term) -> Result<Op> {
+        let bad = || Error::BadRequest(format!("not a fake request: {request:?}"));
+        let (name, ms) = match &request {
+            Term::Atom(name) => (name.as_str(), 0),
+            Term::Tuple(t) => match t.as_slice() {
+                [Term::Atom(name), Term::Int(ms)] => (name.as_str(), *ms),
+                _ => return Err(bad()),
+            },
+            _ => return Err(bad()),
+        };
+        let after = Duration::from_millis(u64::try_from(ms).map_err(|_| bad())?);
+        Ok(match name {
+            "who" => Op::Who(after),
+            "lost" => Op::Fail(after, Error::ConnectionLost("fake loss".into())),
+            "server_error" => Op::Fail(after, Error::Server("fake error".into())),
+            "panic" => Op::Panic,
+            _ => return Err(bad()),
+        })
+    }
+
+    fn connect(&self, worker: usize) -> BoxFuture<'static, Result<(usize, usize)>> {
+        let serial = {
+            let mut log = self.connects.lock().unwrap();
+            log.push(Instant::now());
+            log.len()
+        };
+        let fails = self
+            .failing_connects
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+        Box::pin(async move {
+            if fails {
+                Err(Error::Connect("fake refusal".into()))
+            } else {
+                Ok((worker, serial))
+            }
+        })
+    }
+
+    fn execute(
+        &self,
+        (worker, serial): (usize, usize),
+        op: Op,
+    ) -> BoxFuture<'static, Result<Term>> {
+        self.executed.fetch_add(1, Ordering::AcqRel);
+        Box::pin(async move {
+            match op {
+                Op::Who(after) => {
+                    sleep(after).await;
+                    Ok(Term::tuple(vec![
+                        Term::Int(worker as i64),
+                        Term::Int(serial as i64),
+                    ]))
+                }
+                Op::Fail(after, e) => {
+                    sleep(after).await;
+                    Err(e)
+                }
+                Op::Panic => panic!("boom"),
+            }
+        })
+    }
+
+    fn keepalive(&self) -> Option<Duration> {
+        self.keepalive
+    }
+
+    fn ping(&self, _conn: (usize, usize)) -> BoxFuture<'static, Result<()>> {
+        self.pings.fetch_add(1, Ordering::AcqRel);
+        let mode = self.ping.load(Ordering::Acquire);
+        Box::pin(async move {
+            match mode {
+                PING_OK => Ok(()),
+                PING_FAILS => Err(Error::ConnectionLost("fake ping failure".into())),
+                _ => std::future::pending().await,
+            }
+        })
+    }
+}
+
+fn settings(workers: usize, strategy: Strategy) -> PoolSettings {
+    PoolSettings {
+        kind: PoolType::Generic,
+        workers,
+        strategy,
+        call_timeout_ms: 1000,
+        max_worker_queue_len: None,
+    }
+}
+
+async fn start(fake: Fake, settings: PoolSettings) -> Arc<Pool<Fake>> {
+    Pool::start(fake, settings)
+        .await
+        .expect("the fake connects")
+}
+
+fn req(name: &str, ms: i64) -> Term {
+    Term::tuple(vec![Term::atom(name), Term::Int(ms)])
+}
+
+fn who_now() -> Term {
+    Term::atom("who")
+}
+
+fn submit_to(pool: &Arc<Pool<Fake>>, choice: Choice, request: Term) -> oneshot::Receiver<Term> {
+    let (reply, rx) = reply::oneshot();
+    pool.submit(choice, request, reply).expect("admitted");
+    rx
+}
+
+fn submit(pool: &Arc<Pool<Fake>>, request: Term) -> oneshot::Receiver<Term> {
+    submit_to(pool, Choice::Strategy, request)
+}
+
+async fn call(pool: &Arc<Pool<Fake>>, request: Term) -> Term {
+    submit(pool, request).await.expect("answered")
+}
+
+/// `(worker, connection serial)` of a `who` answer.
+async fn who(rx: oneshot::Receiver<Term>) -> (i64, i64) {
+    let answer = rx.await.expect("answered");
+    match &answer {
+        Term::Tuple(t) => match t.as_slice() {
+            [Term::Int(w), Term::Int(c)] => (*w, *c),
+            _ => panic!("not {{Worker, Conn}}: {answer:?}"),
+        },
+        _ => panic!("not {{Worker, Conn}}: {answer:?}"),
+    }
+}
+
+/// The `Kind` of an `{error, {Kind, Message}}` answer.
+fn error_kind(answer: &Term) -> Option<String> {
+    match answer {
+        Term::Tuple(t) => match t.as_slice() {
+            [Term::Atom(e), Term::Tuple(r)] if e == "error" => r.first()?.as_atom().map(Into::into),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn refused(
+    pool: &Arc<Pool<Fake>>,
+    choice: Choice,
+    request: Term,
+) -> (Error, oneshot::Receiver<Term>) {
+    let (reply, rx) = reply::oneshot();
+    let err = pool
+        .submit(choice, request, reply)
+        .expect_err("refused at admission");
+    (err, rx)
+}
+
+fn assert_between(elapsed: Duration, from_ms: u64, to_ms: u64) {
+    let ms = elapsed.as_millis() as u64;
+    assert!(
+        (from_ms..=to_ms).contains(&ms),
+        "{ms} ms, expected {from_ms}..={to_ms}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn best_worker_prefers_the_least_loaded() {
+    let pool = start(Fake::default(), settings(3, Strategy::Best)).await;
+    // A request counts against its worker from admission on, queued or running.
+    let long: Vec<_> = (0..4).map(|_| submit(&pool, req("who", 1000))).collect();
+    let short = submit(&pool, who_now());
+    let mut workers = vec![];
+    for rx in long {
+        workers.push(who(rx).await.0);
+    }
+    // Ties go to the first worker; loads were then 2, 1, 1.
+    assert_eq!(workers, [0, 1, 2, 0]);
+    assert_eq!(who(short).await.0, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn random_worker_reaches_every_worker() {
+    let pool = start(Fake::default(), settings(4, Strategy::Random)).await;
+    let mut seen = [0; 4];
+    for _ in 0..200 {
+        seen[who(submit(&pool, who_now())).await.0 as usize] += 1;
+    }
+    assert!(seen.iter().all(|&n| n > 0), "{seen:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn next_worker_is_round_robin_whatever_the_load() {
+    let pool = start(Fake::default(), settings(3, Strategy::Next)).await;
+    let rxs: Vec<_> = (0..6).map(|_| submit(&pool, req("who", 100))).collect();
+    let mut workers = vec![];
+    for rx in rxs {
+        workers.push(who(rx).await.0);
+    }
+    assert_eq!(workers, [0, 1, 2, 0, 1, 2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn available_worker_waits_for_an_idle_worker_up_to_call_timeout() {
+    let pool = start(Fake::default(), settings(1, Strategy::Available)).await;
+    let t0 = Instant::now();
+    let busy = submit(&pool, req("who", 300));
+    let waiting = submit(&pool, who_now());
+    assert_eq!(who(waiting).await, (0, 1));
+    assert_between(t0.elapsed(), 300, 305);
+    who(busy).await;
+
+    let busy = submit(&pool, req("who", 5000));
+    let t1 = Instant::now();
+    let waiting = submit(&pool, who_now());
+    assert_eq!(waiting.await.unwrap(), Error::WorkerWaitTimeout.to_term());
+    assert_between(t1.elapsed(), 1000, 1005);
+    who(busy).await;
+    // The request that timed out waiting never ran.
+    assert_eq!(pool.driver.executed.load(Ordering::Acquire), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn next_available_worker_fails_at_once_when_none_is_idle() {
+    let pool = start(Fake::default(), settings(2, Strategy::NextAvailable)).await;
+    // Idle workers are taken in turn.
+    let mut workers = vec![];
+    for _ in 0..4 {
+        workers.push(who(submit(&pool, who_now())).await.0);
+    }
+    assert_eq!(workers, [0, 1, 0, 1]);
+    let a = submit(&pool, req("who", 500));
+    let b = submit(&pool, req("who", 500));
+    let (err, rx) = refused(&pool, Choice::Strategy, who_now());
+    assert_eq!(err, Error::NoAvailableWorkers);
+    assert!(
+        rx.await.is_err(),
+        "a refused request is answered by submit only"
+    );
+    who(a).await;
+    who(b).await;
+    who(submit(&pool, who_now())).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn hash_picks_key_modulo_workers_whatever_the_strategy() {
+    let pool = start(Fake::default(), settings(3, Strategy::Next)).await;
+    let busy = submit_to(&pool, Choice::Hash(1), req("who", 1000));
+    for (key, worker) in [(4, 1), (2, 2), (4, 1), (3, 0), (7, 1)] {
+        assert_eq!(
+            who(submit_to(&pool, Choice::Hash(key), who_now())).await.0,
+            worker
+        );
+    }
+    assert_eq!(who(busy).await.0, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn admission_stops_at_the_queue_bound() {
+    for strategy in [Strategy::Best, Strategy::Next, Strategy::Random] {
+        for choice in [Choice::Strategy, Choice::Hash(0)] {
+            let mut s = settings(1, strategy);
+            s.max_worker_queue_len = Some(2);
+            let pool = start(Fake::default(), s).await;
+            let first = submit_to(&pool, choice, req("who", 100));
+            let second = submit_to(&pool, choice, req("who", 100));
+            let (err, rx) = refused(&pool, choice, who_now());
+            assert_eq!(err, Error::NoAvailableWorkers, "{strategy:?} {choice:?}");
+            assert!(rx.await.is_err());
+            who(first).await;
+            who(second).await;
+            // Room again once the queue drained.
+            who(submit_to(&pool, choice, who_now())).await;
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_broken_connection_is_reopened_with_capped_backoff() {
+    let pool = start(Fake::default(), settings(1, Strategy::Best)).await;
+    let fake = &pool.driver;
+    fake.failing_connects.store(7, Ordering::Release);
+    let answer = call(&pool, req("lost", 0)).await;
+    assert_eq!(answer, Error::ConnectionLost("fake loss".into()).to_term());
+    // While it reconnects, calls fail fast instead of waiting.
+    let t0 = Instant::now();
+    let down = call(&pool, who_now()).await;
+    assert_eq!(error_kind(&down).as_deref(), Some("no_connection"));
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+    assert_eq!(connected(&pool), [false]);
+
+    sleep(Duration::from_secs(20)).await;
+    let attempts = fake.connects();
+    assert_eq!(attempts.len(), 1 + 8);
+    let gaps: Vec<u64> = attempts[1..]
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis() as u64)
+        .collect();
+    for (gap, expected) in gaps.iter().zip([100, 200, 400, 800, 1600, 3200, 5000]) {
+        assert!((expected..expected + 5).contains(gap), "gaps {gaps:?}");
+    }
+    assert_eq!(who(submit(&pool, who_now())).await, (0, 9));
+    assert_eq!(connected(&pool), [true]);
+
+    // A success resets the backoff.
+    fake.failing_connects.store(1, Ordering::Release);
+    call(&pool, req("lost", 0)).await;
+    sleep(Duration::from_secs(1)).await;
+    let attempts = fake.connects();
+    assert_eq!(attempts.len(), 11);
+    assert_between(attempts[10] - attempts[9], 100, 105);
+
+    // A server error leaves the connection alone.
+    let answer = call(&pool, req("server_error", 0)).await;
+    assert_eq!(error_kind(&answer).as_deref(), Some("server_error"));
+    assert_eq!(who(submit(&pool, who_now())).await, (0, 11));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_failure_of_an_old_connection_spares_the_new_one() {
+    let fake = Fake {
+        concurrency: 2,
+        ..Fake::default()
+    };
+    let pool = start(fake, settings(1, Strategy::Best)).await;
+    let late = submit(&pool, req("lost", 500));
+    let early = submit(&pool, req("lost", 0));
+    assert_eq!(
+        error_kind(&early.await.unwrap()).as_deref(),
+        Some("connection_lost")
+    );
+    // Reopened at once; the first connection's second loss comes later.
+    assert_eq!(who(submit(&pool, who_now())).await, (0, 2));
+    assert_eq!(
+        error_kind(&late.await.unwrap()).as_deref(),
+        Some("connection_lost")
+    );
+    assert_eq!(who(submit(&pool, who_now())).await, (0, 2));
+    assert_eq!(pool.driver.connects().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keepalive_pings_idle_connections_and_replaces_a_failed_one() {
+    let fake = Fake {
+        keepalive: Some(Duration::from_secs(10)),
+        ..Fake::default()
+    };
+    let pool = start(fake, settings(1, Strategy::Best)).await;
+    let fake = &pool.driver;
+    sleep(Duration::from_secs(35)).await;
+    assert_eq!(fake.pings.load(Ordering::Acquire), 3);
+    // A request counts as activity: the next ping is 10 s after it.
+    who(submit(&pool, who_now())).await;
+    sleep(Duration::from_secs(9)).await;
+    assert_eq!(fake.pings.load(Ordering::Acquire), 3);
+    sleep(Duration::from_secs(2)).await;
+    assert_eq!(fake.pings.load(Ordering::Acquire), 4);
+
+    fake.ping.store(PING_FAILS, Ordering::Release);
+    sleep(Duration::from_secs(10)).await;
+    assert_eq!(fake.pings.load(Ordering::Acquire), 5);
+    assert_eq!(fake.connects().len(), 2);
+    fake.ping.store(PING_HANGS, Ordering::Release);
+    // A ping with no answer is given up after PING_TIMEOUT.
+    sleep(Duration::from_secs(10) + PING_TIMEOUT + Duration::from_millis(10)).await;
+    assert_eq!(fake.pings.load(Ordering::Acquire), 6);
+    assert_eq!(fake.connects().len(), 3);
+    fake.ping.store(PING_OK, Ordering::Release);
+    assert_eq!(who(submit(&pool, who_now())).await, (0, 3));
+}
+
+/// A caller that can give up, and records what reached it.
+#[derive(Default)]
+struct Caller {
+    gave_up: AtomicBool,
+    answers: Mutex<Vec<Term>>,
+}
+
+impl ReplySink for Caller {
+    fn deliver(&self, result: Term) {
+        self.answers.lock().unwrap().push(result);
+    }
+    fn is_cancelled(&self) -> bool {
+        self.gave_up.load(Ordering::Acquire)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_request_is_neither_run_nor_answered() {
+    for strategy in [Strategy::Best, Strategy::Available] {
+        let pool = start(Fake::default(), settings(1, strategy)).await;
+        let busy = submit(&pool, req("who", 100));
+        let caller = Arc::new(Caller::default());
+        pool.submit(Choice::Strategy, who_now(), Reply::new(caller.clone()))
+            .unwrap();
+        // It gave up while its request was queued (or waiting for a worker).
+        caller.gave_up.store(true, Ordering::Release);
+        who(busy).await;
+        sleep(Duration::from_secs(2)).await;
+        who(submit(&pool, who_now())).await;
+        assert_eq!(
+            pool.driver.executed.load(Ordering::Acquire),
+            2,
+            "{strategy:?}"
+        );
+        assert!(caller.answers.lock().unwrap().is_empty(), "{strategy:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_in_execute_is_an_error_and_the_worker_goes_on() {
+    let pool = start(Fake::default(), settings(1, Strategy::Best)).await;
+    let answer = call(&pool, Term::atom("panic")).await;
+    assert_eq!(
+        answer,
+        Error::Internal("the request panicked: boom".into()).to_term()
+    );
+    assert_eq!(who(submit(&pool, who_now())).await, (0, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bad_request_is_refused_by_submit() {
+    let pool = start(Fake::default(), settings(1, Strategy::Best)).await;
+    let (err, rx) = refused(&pool, Choice::Strategy, Term::atom("dance"));
+    assert!(matches!(err, Error::BadRequest(_)), "{err:?}");
+    assert!(rx.await.is_err());
+}
+
+fn kv(k: &str, v: Term) -> Term {
+    Term::tuple(vec![Term::atom(k), v])
+}
+
+/// Each worker's `connected` flag, from `stats`.
+fn connected(pool: &Arc<Pool<Fake>>) -> Vec<bool> {
+    let Some(Term::List(workers)) = pool.stats().get("workers").cloned() else {
+        panic!("no workers in the stats");
+    };
+    workers
+        .iter()
+        .map(|w| match w {
+            Term::Tuple(t) => t[1].get("connected") == Some(&Term::atom("true")),
+            _ => panic!("bad worker entry {w:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn stats_count_queued_and_running_requests() {
+    let pool = start(Fake::default(), settings(2, Strategy::Best)).await;
+    let rxs: Vec<_> = (0..3).map(|_| submit(&pool, req("who", 1000))).collect();
+    sleep(Duration::from_millis(1)).await;
+    let worker = |i: i64, queued: i64, running: i64| {
+        Term::tuple(vec![
+            Term::Int(i),
+            Term::List(vec![
+                kv("message_queue_len", Term::Int(queued)),
+                kv("in_flight", Term::Int(running)),
+                kv("connected", Term::atom("true")),
+            ]),
+        ])
+    };
+    let expected = |queued: i64, running: i64, workers: Vec<Term>| {
+        Term::List(vec![
+            kv("size", Term::Int(2)),
+            kv("strategy", Term::atom("best_worker")),
+            kv("next_worker", Term::Int(1)),
+            kv("total_message_queue_len", Term::Int(queued)),
+            kv("total_in_flight", Term::Int(running)),
+            kv("workers", Term::List(workers)),
+        ])
+    };
+    assert_eq!(
+        pool.stats(),
+        expected(1, 2, vec![worker(1, 1, 1), worker(2, 0, 1)])
+    );
+    for rx in rxs {
+        who(rx).await;
+    }
+    assert_eq!(
+        pool.stats(),
+        expected(0, 0, vec![worker(1, 0, 0), worker(2, 0, 0)])
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_refuses_new_requests_and_answers_queued_ones() {
+    let pool = start(Fake::default(), settings(1, Strategy::Best)).await;
+    let running = submit(&pool, req("who", 100));
+    let queued = submit(&pool, who_now());
+    pool.stop();
+    let (err, _) = refused(&pool, Choice::Strategy, who_now());
+    assert_eq!(err, Error::PoolStopped);
+    assert_eq!(who(running).await, (0, 1));
+    assert_eq!(who(queued).await, (0, 1));
+}

@@ -19,7 +19,7 @@ cases() ->
      abort_logs_rate_limited, delayed_retry, dirty,
      casts_and_requests, killed_connection_is_replaced, keepalive_replaces_killed_connection,
      query_timeout, legacy_server_form, legacy_server_bad_port, bad_config,
-     password_not_utf8, tls, refused_checkout].
+     password_not_utf8, refused_login_names_the_options, tls, refused_checkout].
 
 init_per_suite(Config) ->
     ok = mongoose_wpool:ensure_started(),
@@ -748,3 +748,30 @@ refused_checkout(Config) ->
     wait_until(fun() ->
                        {atomic, 1} =:= mongoose_rdbms:sql_transaction(global, nav, fun() -> 1 end)
                end).
+
+%% A server that refuses the login fails the start with an error naming the
+%% options to fix, never the password. PostgreSQL trusts loopback here, so
+%% only MariaDB, which checks passwords, can refuse one.
+refused_login_names_the_options(Config) ->
+    case ?config(engine, Config) of
+        pgsql -> {skip, "PostgreSQL trusts every loopback login on this machine"};
+        mysql ->
+            Create = <<"CREATE USER IF NOT EXISTS 'mn_login'@'127.0.0.1' IDENTIFIED BY 'right-one'">>,
+            {updated, _} = mongoose_rdbms:sql_query(global, Create),
+            {updated, _} = mongoose_rdbms:sql_query(
+                             global, <<"GRANT ALL ON test.* TO 'mn_login'@'127.0.0.1'">>),
+            try
+                Conn = (conn_opts(mysql))#{username => "mn_login"},
+                [begin
+                     {error, {connect_failed, Msg}} =
+                         mongoose_wpool:start(rdbms, global, login, [{workers, 1}], C),
+                     ?assertNotEqual(nomatch, binary:match(Msg, <<"connection.password">>)),
+                     ?assertEqual(nomatch, binary:match(Msg, <<"wrong-one">>))
+                 end || C <- [Conn#{password => "wrong-one"}, maps:remove(password, Conn)]],
+                {ok, _} = mongoose_wpool:start(rdbms, global, login, [{workers, 1}],
+                                               Conn#{password => "right-one"}),
+                ok = mongoose_wpool:stop(rdbms, global, login)
+            after
+                mongoose_rdbms:sql_query(global, <<"DROP USER IF EXISTS 'mn_login'@'127.0.0.1'">>)
+            end
+    end.

@@ -10,7 +10,7 @@ use sqlx::{Statement, TypeInfo, ValueRef};
 
 use super::backend::{answer, Backend, Failure, Item, Outcome};
 use super::shape::null;
-use super::sqlx_common::{collect, describe, param_bytes};
+use super::sqlx_common::{collect, connect_error, param_bytes};
 use super::{Engine, RdbmsConfig};
 use crate::term::Term;
 
@@ -62,7 +62,7 @@ impl Backend for Mysql {
 
     async fn connect(&self) -> Result<MySqlConnection, String> {
         let connected = MySqlConnection::connect_with(&self.options).await;
-        connected.map_err(|e| describe(&e))
+        connected.map_err(|e| connect_error(&e))
     }
 
     async fn query(conn: &mut MySqlConnection, sql: &str) -> Outcome<Vec<Item>> {

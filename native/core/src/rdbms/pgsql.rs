@@ -13,7 +13,7 @@ use sqlx::{TypeInfo, ValueRef};
 
 use super::backend::{answer, Backend, Failure, Item, Outcome};
 use super::shape::null;
-use super::sqlx_common::{collect, describe, param_bytes};
+use super::sqlx_common::{collect, connect_error, param_bytes};
 use super::{Engine, RdbmsConfig};
 use crate::term::Term;
 
@@ -81,7 +81,7 @@ impl Backend for Pgsql {
 
     async fn connect(&self) -> Result<PgConnection, String> {
         let connected = PgConnection::connect_with(&self.options).await;
-        connected.map_err(|e| describe(&e))
+        connected.map_err(|e| connect_error(&e))
     }
 
     async fn query(conn: &mut PgConnection, sql: &str) -> Outcome<Vec<Item>> {

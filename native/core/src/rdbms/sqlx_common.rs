@@ -27,6 +27,19 @@ pub(super) fn describe(e: &sqlx::Error) -> String {
     }
 }
 
+/// A failed connect: a refused login names the options to look at
+/// (SQLSTATE class 28: PostgreSQL's 28P01 and 28000, MySQL's 1045).
+pub(super) fn connect_error(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("28")) => format!(
+            "the server refused the login given in connection.username and \
+             connection.password: {}",
+            db.message()
+        ),
+        other => describe(other),
+    }
+}
+
 /// `fatal` tells whether a database error ended the connection; network and
 /// protocol errors always do. A unique-key violation is `{error, duplicate_key}`.
 pub(super) fn failure(e: sqlx::Error, fatal: fn(&dyn DatabaseError) -> bool) -> Failure {

@@ -126,7 +126,7 @@ impl Term {
     /// log line or a crash report, whatever the shape around it.
     pub fn describe(&self) -> String {
         let mut out = Bounded(String::new());
-        if describe_into(&mut out, self, true).is_err() {
+        if write_term(&mut out, self, Show::Top).is_err() {
             let cut = (0..=DESCRIBE_LIMIT)
                 .rev()
                 .find(|&i| out.0.is_char_boundary(i))
@@ -153,27 +153,42 @@ impl fmt::Write for Bounded {
     }
 }
 
-fn describe_into(out: &mut Bounded, t: &Term, top: bool) -> fmt::Result {
-    use fmt::Write;
-    let text = |out: &mut Bounded, s: &str, open: &str, close: &str| {
-        if top {
-            write!(out, "{open}{:?}{close}", without_credentials(s))
-        } else {
-            write!(out, "{open}\"...\"{close}")
-        }
+/// How much of a term a printout shows: everything (`Debug`), or what an
+/// error may show, at the top level or inside a list, tuple or map.
+#[derive(Clone, Copy, PartialEq)]
+enum Show {
+    All,
+    Top,
+    Inner,
+}
+
+/// The one walk over a term that both `Debug` and [`Term::describe`] use.
+fn write_term(out: &mut dyn fmt::Write, t: &Term, show: Show) -> fmt::Result {
+    let (inner, key) = match show {
+        Show::All => (Show::All, Show::All),
+        // A key is an option's name: shown as written.
+        Show::Top | Show::Inner => (Show::Inner, Show::Top),
     };
-    let seq = |out: &mut Bounded, open: &str, items: &[Term], close: &str| {
+    let text = |out: &mut dyn fmt::Write, s: &str, open: &str, close: &str| match show {
+        Show::All => write!(out, "{open}{s:?}{close}"),
+        Show::Top => write!(out, "{open}{:?}{close}", without_credentials(s)),
+        Show::Inner => write!(out, "{open}\"...\"{close}"),
+    };
+    let hidden = |k: &Term| show != Show::All && k.as_text().is_some_and(|k| is_secret_key(&k));
+    let seq = |out: &mut dyn fmt::Write, open: &str, items: &[Term], close: &str| {
         out.write_str(open)?;
         for (i, item) in items.iter().enumerate() {
             if i > 0 {
                 out.write_str(",")?;
             }
-            describe_into(out, item, false)?;
+            write_term(out, item, inner)?;
         }
         out.write_str(close)
     };
-    let secret_key = |k: &Term| k.as_text().is_some_and(|k| is_secret_key(&k));
     match t {
+        Term::Atom(a) => out.write_str(a),
+        Term::Int(i) => write!(out, "{i}"),
+        Term::Float(x) => write!(out, "{x}"),
         Term::Bin(b) => match std::str::from_utf8(b) {
             Ok(s) => text(out, s, "<<", ">>"),
             Err(_) => write!(out, "<<{} bytes>>", b.len()),
@@ -182,9 +197,9 @@ fn describe_into(out: &mut Bounded, t: &Term, top: bool) -> fmt::Result {
             Some(s) if !items.is_empty() => text(out, &s, "", ""),
             _ => seq(out, "[", items, "]"),
         },
-        Term::Tuple(kv) if kv.len() == 2 && secret_key(&kv[0]) => {
+        Term::Tuple(kv) if kv.len() == 2 && hidden(&kv[0]) => {
             out.write_str("{")?;
-            describe_into(out, &kv[0], false)?;
+            write_term(out, &kv[0], inner)?;
             out.write_str(",<secret>}")
         }
         Term::Tuple(items) => seq(out, "{", items, "}"),
@@ -194,18 +209,17 @@ fn describe_into(out: &mut Bounded, t: &Term, top: bool) -> fmt::Result {
                 if i > 0 {
                     out.write_str(",")?;
                 }
-                // A key is an option's name: shown as written.
-                describe_into(out, k, true)?;
+                write_term(out, k, key)?;
                 out.write_str(" => ")?;
-                if secret_key(k) {
+                if hidden(k) {
                     out.write_str("<secret>")?;
                 } else {
-                    describe_into(out, v, false)?;
+                    write_term(out, v, inner)?;
                 }
             }
             out.write_str("}")
         }
-        Term::Atom(_) | Term::Int(_) | Term::Float(_) | Term::Opaque(_) => write!(out, "{t:?}"),
+        Term::Opaque(_) => out.write_str("#opaque"),
     }
 }
 
@@ -251,41 +265,7 @@ impl PartialEq for Term {
 
 impl fmt::Debug for Term {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fn seq(f: &mut fmt::Formatter<'_>, open: &str, items: &[Term], close: &str) -> fmt::Result {
-            f.write_str(open)?;
-            for (i, t) in items.iter().enumerate() {
-                if i > 0 {
-                    f.write_str(",")?;
-                }
-                write!(f, "{t:?}")?;
-            }
-            f.write_str(close)
-        }
-        match self {
-            Term::Atom(a) => f.write_str(a),
-            Term::Int(i) => write!(f, "{i}"),
-            Term::Float(x) => write!(f, "{x}"),
-            Term::Bin(b) => match std::str::from_utf8(b) {
-                Ok(s) => write!(f, "<<{s:?}>>"),
-                Err(_) => write!(f, "<<{} bytes>>", b.len()),
-            },
-            Term::List(items) => match charlist(items) {
-                Some(s) if !items.is_empty() => write!(f, "{s:?}"),
-                _ => seq(f, "[", items, "]"),
-            },
-            Term::Tuple(items) => seq(f, "{", items, "}"),
-            Term::Map(pairs) => {
-                f.write_str("#{")?;
-                for (i, (k, v)) in pairs.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(",")?;
-                    }
-                    write!(f, "{k:?} => {v:?}")?;
-                }
-                f.write_str("}")
-            }
-            Term::Opaque(_) => f.write_str("#opaque"),
-        }
+        write_term(f, self, Show::All)
     }
 }
 

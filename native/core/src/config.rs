@@ -9,8 +9,8 @@
 
 use std::fmt;
 
+use crate::engine::strategy::Strategy;
 use crate::error::{Error, Result};
-use crate::strategy::Strategy;
 use crate::term::{is_secret_key, Term};
 
 /// The queue bound per worker when `max_worker_queue_len` is not set.

@@ -4,20 +4,15 @@
 //! terms into [`Term`]s, calls in, and sends results back as messages.
 
 pub mod config;
+pub mod drivers;
+pub mod engine;
 pub mod error;
 pub mod gd;
-pub mod http;
-pub mod pool;
-pub mod rdbms;
-pub mod redis;
 pub mod registry;
-pub mod reply;
 pub mod runtime;
-pub mod strategy;
 pub mod term;
 pub mod tls;
 pub mod toml_check;
-pub mod transport;
 
 pub use error::{Error, Result};
 pub use term::Term;

@@ -6,12 +6,12 @@
 use futures::future::BoxFuture;
 
 use crate::config::{Node, PoolSettings, PoolType};
+use crate::drivers::http::{HttpConfig, HttpDriver};
+use crate::drivers::rdbms::{RdbmsConfig, RdbmsDriver};
+use crate::drivers::redis::{RedisConfig, RedisDriver};
+use crate::engine::pool::{AnyPool, Pool};
+use crate::engine::strategy::Strategy;
 use crate::error::{Error, Result};
-use crate::http::{HttpConfig, HttpDriver};
-use crate::pool::{AnyPool, Pool};
-use crate::rdbms::{RdbmsConfig, RdbmsDriver};
-use crate::redis::{RedisConfig, RedisDriver};
-use crate::strategy::Strategy;
 use crate::term::Term;
 
 /// A pool being opened: every worker's connection, then the pool.
@@ -87,7 +87,7 @@ static KINDS: [PoolKind; 9] = [
     },
 ];
 
-fn opening<D: crate::pool::Driver>(driver: D, settings: PoolSettings) -> Opening {
+fn opening<D: crate::engine::pool::Driver>(driver: D, settings: PoolSettings) -> Opening {
     Box::pin(async move {
         let pool = Pool::start(driver, settings).await?;
         Ok(Box::new(pool) as Box<dyn AnyPool>)

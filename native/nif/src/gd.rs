@@ -4,10 +4,10 @@
 
 use std::sync::{Arc, Mutex};
 
+use mongoose_native::engine::pool::AnyPool;
+use mongoose_native::engine::reply::Reply;
+use mongoose_native::engine::strategy::Choice;
 use mongoose_native::gd::{Call, GdConfig, GdError, Mapping};
-use mongoose_native::pool::AnyPool;
-use mongoose_native::reply::Reply;
-use mongoose_native::strategy::Choice;
 use mongoose_native::{runtime, Error, Term};
 use rustler::{Encoder, Env, LocalPid, ResourceArc};
 

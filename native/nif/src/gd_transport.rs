@@ -9,12 +9,14 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use futures::future::BoxFuture;
 use mongoose_native::config::Node;
-use mongoose_native::transport::credit::Credit;
-use mongoose_native::transport::frame::DEFAULT_MAX_FRAME;
-use mongoose_native::transport::listener::{listen, now_us, Incoming, Listener, Sink, SinkFactory};
-use mongoose_native::transport::metrics::Metrics;
-use mongoose_native::transport::outgoing::Dialer;
-use mongoose_native::transport::Transport;
+use mongoose_native::gd::transport::credit::Credit;
+use mongoose_native::gd::transport::frame::DEFAULT_MAX_FRAME;
+use mongoose_native::gd::transport::listener::{
+    listen, now_us, Incoming, Listener, Sink, SinkFactory,
+};
+use mongoose_native::gd::transport::metrics::Metrics;
+use mongoose_native::gd::transport::outgoing::Dialer;
+use mongoose_native::gd::transport::Transport;
 use mongoose_native::{tls, Error, Term};
 use rustler::{Atom, Binary, Encoder, Env, LocalPid, NewBinary, OwnedEnv, ResourceArc};
 use tokio_rustls::{TlsAcceptor, TlsConnector};

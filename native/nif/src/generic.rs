@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
-use mongoose_native::pool::Driver;
+use mongoose_native::engine::pool::Driver;
 use mongoose_native::{Error, Result, Term};
 use rustler::{Encoder, LocalPid, OwnedEnv, ResourceArc};
 use tokio::sync::oneshot;

@@ -11,9 +11,9 @@ mod rdbms;
 mod reply;
 
 use mongoose_native::config::{pools_from_toml, Node, PoolSettings, PoolType};
-use mongoose_native::pool::{AnyPool, Pool};
-use mongoose_native::reply::Reply;
-use mongoose_native::strategy::Choice;
+use mongoose_native::engine::pool::{AnyPool, Pool};
+use mongoose_native::engine::reply::Reply;
+use mongoose_native::engine::strategy::Choice;
 use mongoose_native::{registry, runtime, Error, Term};
 use rustler::{Atom, Encoder, Env, LocalPid, ResourceArc};
 

@@ -12,9 +12,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use mongoose_native::rdbms::{Checkout, CheckoutCell, Transaction};
-use mongoose_native::reply::{Reply, ReplySink};
-use mongoose_native::strategy::Choice;
+use mongoose_native::drivers::rdbms::{Checkout, CheckoutCell, Transaction};
+use mongoose_native::engine::reply::{Reply, ReplySink};
+use mongoose_native::engine::strategy::Choice;
 use mongoose_native::{runtime, Error, Term};
 use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, ResourceArc};
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
-use mongoose_native::reply::{Reply, ReplySink};
+use mongoose_native::engine::reply::{Reply, ReplySink};
 use mongoose_native::{runtime, Error, Term};
 use rustler::env::SavedTerm;
 use rustler::{Encoder, Env, LocalPid, OwnedEnv, ResourceArc};

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::task::JoinHandle;
 
+use crate::engine::pool::AnyPool;
 use crate::error::{Error, Result};
 use crate::gd::cache::MappingCache;
 use crate::gd::config::GdConfig;
@@ -16,7 +17,6 @@ use crate::gd::jid::Jid;
 use crate::gd::metrics::Metrics;
 use crate::gd::store::{Owned, RefreshReport, Store};
 use crate::gd::GdError;
-use crate::pool::AnyPool;
 use crate::runtime;
 use crate::term::Term;
 

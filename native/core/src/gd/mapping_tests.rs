@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use super::*;
 use crate::config::{Node, PoolSettings, PoolType};
+use crate::drivers::redis::{RedisConfig, RedisDriver};
+use crate::engine::pool::Pool;
 use crate::gd::config::CacheOptions;
 use crate::gd::store::{node_key, nodes_key, REFRESH_BATCH};
-use crate::pool::Pool;
-use crate::redis::{RedisConfig, RedisDriver};
 
 const DB: i64 = 9;
 const NODE: &str = "mongooseim@gdtest";

@@ -2,7 +2,7 @@
 //! CONTRACTS.md section 3), the local cache in front of it, the periodic
 //! refresher and the mapping metrics.
 //!
-//! [`Mapping`] is plain async Rust over any [`AnyPool`](crate::pool::AnyPool)
+//! [`Mapping`] is plain async Rust over any [`AnyPool`](crate::engine::pool::AnyPool)
 //! that speaks the redis driver's `{q, Args}` / `{qp, [Args]}` requests
 //! (in the VM: the redis pool `mongoose_wpool` started under `redis.pool`,
 //! shared, not copied), so `cargo test` drives it against a real Redis
@@ -28,6 +28,7 @@ pub mod jid;
 pub mod mapping;
 pub mod metrics;
 pub mod store;
+pub mod transport;
 
 pub use config::GdConfig;
 pub use jid::Jid;

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 
+use crate::engine::pool::AnyPool;
+use crate::engine::reply;
+use crate::engine::strategy::Choice;
 use crate::error::{Error, Result};
-use crate::pool::AnyPool;
-use crate::reply;
-use crate::strategy::Choice;
 use crate::term::Term;
 
 /// Commands per pipelined request when refreshing sessions.

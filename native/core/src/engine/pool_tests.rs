@@ -11,7 +11,7 @@ use tokio::time::{sleep, Instant};
 
 use super::*;
 use crate::config::PoolType;
-use crate::reply::{self, ReplySink};
+use crate::engine::reply::{self, ReplySink};
 
 /// What a fake request does on its connection.
 enum Op {

@@ -48,8 +48,8 @@ use reqwest::{Client, Method, Url};
 use rustls::ClientConfig;
 
 use crate::config::Node;
+use crate::engine::pool::Driver;
 use crate::error::{Error, Result};
-use crate::pool::Driver;
 use crate::term::Term;
 use crate::tls::read_tls;
 

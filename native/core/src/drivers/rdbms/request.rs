@@ -14,8 +14,8 @@
 
 use std::sync::Arc;
 
+use crate::engine::reply::Reply;
 use crate::error::{Error, Result};
-use crate::reply::Reply;
 use crate::term::Term;
 
 use super::Transaction;

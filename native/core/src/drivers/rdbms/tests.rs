@@ -4,7 +4,7 @@
 use super::pgsql::{numeric_from_int, numeric_to_term, pg_placeholders};
 use super::*;
 use crate::config::Node;
-use crate::reply::Reply;
+use crate::engine::reply::Reply;
 
 fn kv(k: &str, v: Term) -> (Term, Term) {
     (Term::atom(k), v)
@@ -683,9 +683,9 @@ fn keep(tx: Arc<Transaction>) -> Term {
 #[tokio::test]
 async fn checkout_keeps_the_worker_busy_until_release() {
     use crate::config::{PoolSettings, PoolType};
-    use crate::pool::{AnyPool, Pool};
-    use crate::reply::testing::capture;
-    use crate::strategy::{Choice, Strategy};
+    use crate::engine::pool::{AnyPool, Pool};
+    use crate::engine::reply::testing::capture;
+    use crate::engine::strategy::{Choice, Strategy};
 
     let driver = RdbmsDriver::new(read(&pg_conf()).unwrap(), 5000).unwrap();
     let settings = PoolSettings {

@@ -15,10 +15,10 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
 use crate::config::PoolSettings;
+use crate::engine::reply::Reply;
+use crate::engine::strategy::{least_loaded, Choice, Strategy};
 use crate::error::{Error, Result};
-use crate::reply::Reply;
 use crate::runtime;
-use crate::strategy::{least_loaded, Choice, Strategy};
 use crate::term::Term;
 
 /// One backend: how to open a connection and carry a request over it.

@@ -2,9 +2,9 @@
 
 use super::*;
 use crate::config::{PoolSettings, PoolType};
-use crate::pool::{AnyPool, Pool};
-use crate::reply::testing::capture;
-use crate::strategy::Choice;
+use crate::engine::pool::{AnyPool, Pool};
+use crate::engine::reply::testing::capture;
+use crate::engine::strategy::Choice;
 
 fn q(args: &[&str]) -> Term {
     Term::tuple(vec![

@@ -14,8 +14,8 @@ use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Node, Secret};
+use crate::engine::pool::Driver;
 use crate::error::{Error, Result};
-use crate::pool::Driver;
 use crate::runtime;
 use crate::term::Term;
 use crate::tls::read_tls;

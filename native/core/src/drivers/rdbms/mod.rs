@@ -42,8 +42,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::sync::Mutex;
 
+use crate::engine::pool::Driver;
 use crate::error::{Error, Result};
-use crate::pool::Driver;
 use crate::term::Term;
 
 mod backend;

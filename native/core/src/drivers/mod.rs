@@ -1,0 +1,6 @@
+//! One module per pool type, each a [`Driver`](crate::engine::pool::Driver)
+//! for the engine; the table in `registry` says which type opens which.
+
+pub mod http;
+pub mod rdbms;
+pub mod redis;

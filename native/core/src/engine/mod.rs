@@ -1,0 +1,6 @@
+//! The pool engine, the same for every pool type: workers and their
+//! queues, strategies, reconnection, and the reply path back to the caller.
+
+pub mod pool;
+pub mod reply;
+pub mod strategy;

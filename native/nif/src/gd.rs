@@ -27,6 +27,9 @@ impl AnyPool for SharedPool {
     fn submit(&self, choice: Choice, request: Term, reply: Reply) -> Result<(), Error> {
         self.0.pool.submit(choice, request, reply)
     }
+    fn stream(&self, choice: Choice, request: Term, reply: Reply) -> Result<(), Error> {
+        self.0.pool.stream(choice, request, reply)
+    }
     fn lease(&self, choice: Choice, wrap: WrapLease, reply: Reply) -> Result<(), Error> {
         self.0.pool.lease(choice, wrap, reply)
     }

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
 use super::lease::{self, guarded, WrapLease};
-use super::reply::Reply;
+use super::reply::{Parts, Reply};
 use super::strategy::{least_loaded, Choice, Strategy};
 use crate::config::PoolSettings;
 use crate::error::{Error, Result};
@@ -40,6 +40,20 @@ pub trait Driver: Send + Sync + 'static {
     /// Carries one request: the caller's answer and, apart from it, the
     /// connection's verdict; only the engine reconnects.
     fn execute(&self, conn: Self::Conn, request: Self::Request) -> BoxFuture<'static, Outcome>;
+
+    /// Carries a request answered in parts (paging, streamed results): each
+    /// part goes out through `parts`, which waits until the caller asks for
+    /// the next and says when it stopped listening; the outcome is the final
+    /// answer. Types without such requests keep this refusal.
+    fn stream(
+        &self,
+        _conn: Self::Conn,
+        _request: Self::Request,
+        _parts: Parts,
+    ) -> BoxFuture<'static, Outcome> {
+        let refused = Error::BadRequest("this pool type answers in one part".into());
+        Box::pin(std::future::ready(Outcome::failed(refused)))
+    }
 
     /// `Some(interval)`: `ping` idle connections at that interval (rdbms keepalive).
     fn keepalive(&self) -> Option<Duration> {
@@ -100,6 +114,8 @@ impl From<Result<Term>> for Outcome {
 /// What the registry and the NIF see of a pool, whatever its driver.
 pub trait AnyPool: Send + Sync {
     fn submit(&self, choice: Choice, request: Term, reply: Reply) -> Result<()>;
+    /// Submits a request answered in parts (`Driver::stream`).
+    fn stream(&self, choice: Choice, request: Term, reply: Reply) -> Result<()>;
     /// Asks for an exclusive lease on one worker's connection (see
     /// [`lease`](super::lease)); `reply` gets `wrap(Lease)` or an error.
     fn lease(&self, choice: Choice, wrap: WrapLease, reply: Reply) -> Result<()>;
@@ -110,6 +126,7 @@ pub trait AnyPool: Send + Sync {
 
 enum Work<R> {
     Run(R),
+    Stream(R),
     Lease(WrapLease),
 }
 
@@ -272,6 +289,26 @@ impl<D: Driver> Pool<D> {
 }
 
 impl<D: Driver> Pool<D> {
+    /// Parses the request on the caller's thread, then routes it.
+    fn admit(
+        self: &Arc<Self>,
+        choice: Choice,
+        request: Term,
+        reply: Reply,
+        work: fn(D::Request) -> Work<D::Request>,
+    ) -> Result<()> {
+        match self.driver.parse(request) {
+            Ok(request) => {
+                let work = work(request);
+                self.route(choice, Job { work, reply })
+            }
+            Err(e) => {
+                reply.disarm();
+                Err(e)
+            }
+        }
+    }
+
     /// Hands the job to a worker by `choice` and the pool's strategy.
     fn route(self: &Arc<Self>, choice: Choice, job: Job<D::Request>) -> Result<()> {
         let guard = self.workers.read().map_err(|_| Error::PoolStopped);
@@ -332,19 +369,11 @@ impl<D: Driver> Pool<D> {
 
 impl<D: Driver> AnyPool for Arc<Pool<D>> {
     fn submit(&self, choice: Choice, request: Term, reply: Reply) -> Result<()> {
-        match self.driver.parse(request) {
-            Ok(request) => self.route(
-                choice,
-                Job {
-                    work: Work::Run(request),
-                    reply,
-                },
-            ),
-            Err(e) => {
-                reply.disarm();
-                Err(e)
-            }
-        }
+        self.admit(choice, request, reply, Work::Run)
+    }
+
+    fn stream(&self, choice: Choice, request: Term, reply: Reply) -> Result<()> {
+        self.admit(choice, request, reply, Work::Stream)
     }
 
     fn lease(&self, choice: Choice, wrap: WrapLease, reply: Reply) -> Result<()> {
@@ -570,19 +599,26 @@ impl<D: Driver> WorkerState<D> {
                         self.finish();
                         continue;
                     }
-                    match (&link.conn, job.work) {
-                        (_, Work::Lease(wrap)) => waiting_lease = Some((wrap, job.reply)),
-                        (None, Work::Run(_)) => self.refuse_down(job.reply),
-                        (Some(c), Work::Run(request)) => {
-                            let fut = self.driver.execute(c.clone(), request);
-                            let reply = Some(job.reply);
-                            let generation = link.generation;
-                            running.push(Box::pin(async move {
-                                let outcome = guarded(fut).await.unwrap_or_else(Outcome::failed);
-                                Finished { outcome, reply, generation }
-                            }));
+                    let fut = match (job.work, &link.conn) {
+                        (Work::Lease(wrap), _) => {
+                            waiting_lease = Some((wrap, job.reply));
+                            continue;
                         }
-                    }
+                        (_, None) => {
+                            self.refuse_down(job.reply);
+                            continue;
+                        }
+                        (Work::Run(request), Some(c)) => self.driver.execute(c.clone(), request),
+                        (Work::Stream(request), Some(c)) => {
+                            self.driver.stream(c.clone(), request, job.reply.parts())
+                        }
+                    };
+                    let reply = Some(job.reply);
+                    let generation = link.generation;
+                    running.push(Box::pin(async move {
+                        let outcome = guarded(fut).await.unwrap_or_else(Outcome::failed);
+                        Finished { outcome, reply, generation }
+                    }));
                 }
                 _ = &mut link.closed, if link.conn.is_some() => {
                     link.lost(&self.load, "closed by the server");

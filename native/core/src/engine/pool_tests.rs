@@ -21,6 +21,8 @@ enum Op {
     Fail(Duration, Error),
     /// Answers `ok` but says the connection broke (a verdict apart from the answer).
     Broken,
+    /// Streams the parts 1..=N, then answers `done`.
+    Count(i64),
     Panic,
 }
 
@@ -45,6 +47,8 @@ struct Fake {
     connect_delay: Duration,
     resets: AtomicUsize,
     reset_fails: AtomicBool,
+    /// Parts a stream produced.
+    parts: Arc<AtomicUsize>,
 }
 
 impl Fake {
@@ -78,6 +82,7 @@ impl Driver for Fake {
             "lost" => Op::Fail(after, Error::ConnectionLost("fake loss".into())),
             "server_error" => Op::Fail(after, Error::Server("fake error".into())),
             "broken" => Op::Broken,
+            "count" => Op::Count(ms),
             "panic" => Op::Panic,
             _ => return Err(bad()),
         })
@@ -124,7 +129,26 @@ impl Driver for Fake {
                     broken: Some(Error::ConnectionLost("fake verdict".into())),
                 },
                 Op::Panic => panic!("boom"),
+                Op::Count(_) => Outcome::answer(Term::atom("streams only")),
             }
+        })
+    }
+
+    fn stream(&self, _conn: (usize, usize), op: Op, parts: Parts) -> BoxFuture<'static, Outcome> {
+        let Op::Count(n) = op else {
+            return Box::pin(std::future::ready(Outcome::answer(Term::atom(
+                "not a count",
+            ))));
+        };
+        let sent = self.parts.clone();
+        Box::pin(async move {
+            for i in 1..=n {
+                sent.fetch_add(1, Ordering::AcqRel);
+                if !parts.send(Term::Int(i)).await {
+                    return Outcome::answer(Term::atom("stopped"));
+                }
+            }
+            Outcome::answer(Term::atom("done"))
         })
     }
 
@@ -685,4 +709,105 @@ async fn leases_queue_and_count_like_requests() {
 
 fn tuple2(a: i64, b: i64) -> Term {
     Term::tuple(vec![Term::Int(a), Term::Int(b)])
+}
+
+/// A caller of a streamed request: it keeps the parts, and asks for the
+/// next one with `more`.
+struct Streamed {
+    parts: Mutex<Vec<Term>>,
+    answer: Mutex<Option<Term>>,
+    credit: Arc<tokio::sync::Semaphore>,
+    gone: AtomicBool,
+}
+
+impl Streamed {
+    fn new() -> Streamed {
+        Streamed {
+            parts: Mutex::default(),
+            answer: Mutex::default(),
+            credit: Arc::new(tokio::sync::Semaphore::new(0)),
+            gone: AtomicBool::new(false),
+        }
+    }
+    fn more(&self) {
+        self.credit.add_permits(1);
+    }
+    fn leave(&self) {
+        self.gone.store(true, Ordering::Release);
+        self.credit.close();
+    }
+    fn parts(&self) -> Vec<Term> {
+        self.parts.lock().unwrap().clone()
+    }
+    fn answer(&self) -> Option<Term> {
+        self.answer.lock().unwrap().clone()
+    }
+}
+
+impl ReplySink for Streamed {
+    fn deliver(&self, result: Term) {
+        *self.answer.lock().unwrap() = Some(result);
+    }
+    fn is_cancelled(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
+    }
+    fn part(&self, part: Term) -> BoxFuture<'static, bool> {
+        self.parts.lock().unwrap().push(part);
+        let credit = self.credit.clone();
+        Box::pin(async move { credit.acquire().await.map(|p| p.forget()).is_ok() })
+    }
+}
+
+fn stream(pool: &Arc<Pool<Fake>>, n: i64) -> Arc<Streamed> {
+    let caller = Arc::new(Streamed::new());
+    let reply = Reply::new(caller.clone());
+    pool.stream(Choice::Strategy, req("count", n), reply)
+        .expect("admitted");
+    caller
+}
+
+#[tokio::test(start_paused = true)]
+async fn parts_are_produced_as_the_caller_asks_for_them() {
+    let pool = start(Fake::default(), settings(1, Strategy::Best)).await;
+    let caller = stream(&pool, 3);
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(caller.parts(), [Term::Int(1)]);
+    assert_eq!(pool.driver.parts.load(Ordering::Acquire), 1);
+    caller.more();
+    sleep(Duration::from_millis(1)).await;
+    assert_eq!(caller.parts(), [Term::Int(1), Term::Int(2)]);
+    assert_eq!(caller.answer(), None);
+    caller.more();
+    caller.more();
+    sleep(Duration::from_millis(1)).await;
+    assert_eq!(caller.parts().len(), 3);
+    assert_eq!(caller.answer(), Some(Term::atom("done")));
+    // The worker is free again.
+    assert_eq!(who(submit(&pool, who_now())).await, (0, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_that_leaves_stops_the_stream() {
+    let pool = start(Fake::default(), settings(1, Strategy::Best)).await;
+    let caller = stream(&pool, 1000);
+    sleep(Duration::from_millis(1)).await;
+    caller.more();
+    sleep(Duration::from_millis(1)).await;
+    caller.leave();
+    assert_eq!(who(submit(&pool, who_now())).await, (0, 1));
+    assert_eq!(pool.driver.parts.load(Ordering::Acquire), 2);
+    assert_eq!(caller.answer(), Some(Term::atom("stopped")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_that_cannot_take_parts_stops_the_stream_at_once() {
+    let pool = start(Fake::default(), settings(1, Strategy::Best)).await;
+    let answer = {
+        let (reply, rx) = reply::oneshot();
+        pool.stream(Choice::Strategy, req("count", 5), reply)
+            .unwrap();
+        rx.await.unwrap()
+    };
+    assert_eq!(answer, Term::atom("stopped"));
+    assert_eq!(pool.driver.parts.load(Ordering::Acquire), 1);
 }

@@ -1,4 +1,5 @@
-//! One reply per request, or none once the caller gave up.
+//! One reply per request, or none once the caller gave up; before it, for
+//! requests answered in parts, as many parts as the caller asks for.
 //!
 //! The NIF glue implements [`ReplySink`] on top of the caller's pid and
 //! reference; the engine only ever sees a [`Reply`]. A `Reply` that is
@@ -7,6 +8,8 @@
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+
 use crate::term::Term;
 
 pub trait ReplySink: Send + Sync {
@@ -14,6 +17,26 @@ pub trait ReplySink: Send + Sync {
     fn deliver(&self, result: Term);
     /// The caller stopped waiting: work for it may be skipped.
     fn is_cancelled(&self) -> bool;
+    /// Sends one part of a streamed answer ahead of the final one and
+    /// resolves once the caller asks for the next (`true`) or gave up
+    /// (`false`). A sink that cannot stream refuses every part.
+    fn part(&self, _part: Term) -> BoxFuture<'static, bool> {
+        Box::pin(std::future::ready(false))
+    }
+}
+
+/// Where a request answered in parts sends them (see `Driver::stream`).
+#[derive(Clone)]
+pub struct Parts(Option<Arc<dyn ReplySink>>);
+
+impl Parts {
+    /// `false`: the caller stopped listening; produce no more parts.
+    pub async fn send(&self, part: Term) -> bool {
+        match &self.0 {
+            Some(sink) => sink.part(part).await,
+            None => false,
+        }
+    }
 }
 
 pub struct Reply {
@@ -38,6 +61,11 @@ impl Reply {
 
     pub fn is_cancelled(&self) -> bool {
         self.sink.as_ref().is_some_and(|s| s.is_cancelled())
+    }
+
+    /// The way to this reply's caller for the parts before the final answer.
+    pub fn parts(&self) -> Parts {
+        Parts(self.sink.clone())
     }
 
     /// The caller was answered another way (the submit itself failed).

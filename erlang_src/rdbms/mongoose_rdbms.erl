@@ -62,6 +62,12 @@
 -define(ENGINES, mongoose_rdbms_engines).
 -define(DEFAULT_CALL_TIMEOUT, 60000).
 
+-type host_type() :: mongoose_wpool:host_type().
+-type tag() :: mongoose_wpool:tag().
+-type request_id() :: reference() | {error, term()}.
+-type cast_result() :: ok | {error, term()}.
+-type transaction() :: fun(() -> term()) | [iodata()].
+-type wrapper() :: fun((fun(() -> query_result())) -> term()).
 -type query_name() :: atom().
 -type query_params() :: [term()].
 -type query_result() :: {selected, [tuple()]} | {updated, non_neg_integer()}
@@ -96,6 +102,7 @@ prepared(Name) ->
     ensure_tables(),
     ets:member(?STATEMENTS, Name).
 
+-spec execute(host_type(), query_name(), query_params()) -> query_result().
 execute(HostType, Name, Parameters) ->
     execute(HostType, ?DEFAULT_POOL_TAG, Name, Parameters).
 
@@ -103,6 +110,7 @@ execute(HostType, PoolTag, Name, Parameters)
   when is_atom(PoolTag), is_atom(Name), is_list(Parameters) ->
     sql_call(HostType, PoolTag, {sql_execute, Name, Parameters}).
 
+-spec execute_cast(host_type(), query_name(), query_params()) -> cast_result().
 execute_cast(HostType, Name, Parameters) ->
     execute_cast(HostType, ?DEFAULT_POOL_TAG, Name, Parameters).
 
@@ -110,6 +118,7 @@ execute_cast(HostType, PoolTag, Name, Parameters)
   when is_atom(PoolTag), is_atom(Name), is_list(Parameters) ->
     sql_cast(HostType, PoolTag, {sql_execute, Name, Parameters}).
 
+-spec execute_request(host_type(), query_name(), query_params()) -> request_id().
 execute_request(HostType, Name, Parameters) ->
     execute_request(HostType, ?DEFAULT_POOL_TAG, Name, Parameters).
 
@@ -117,9 +126,13 @@ execute_request(HostType, PoolTag, Name, Parameters)
   when is_atom(PoolTag), is_atom(Name), is_list(Parameters) ->
     sql_request(HostType, PoolTag, {sql_execute, Name, Parameters}).
 
+-spec execute_wrapped_request(host_type(), query_name(), query_params(), wrapper()) ->
+          request_id().
 execute_wrapped_request(HostType, Name, Parameters, Wrapper) ->
     execute_wrapped_request(HostType, ?DEFAULT_POOL_TAG, Name, Parameters, Wrapper).
 
+-spec execute_wrapped_request(host_type(), tag(), query_name(), query_params(),
+                              wrapper()) -> request_id().
 %% The wrapper runs around the execute in a process of its own, whose answer
 %% `gen_server:receive_response/2' and `wait_response/2' take.
 execute_wrapped_request(HostType, PoolTag, Name, Parameters, Wrapper)
@@ -139,6 +152,8 @@ execute_wrapped_request(HostType, PoolTag, Name, Parameters, Wrapper)
             Wrapper(Run)
     end.
 
+-spec execute_successfully(host_type(), query_name(), query_params()) ->
+          {selected, [tuple()]} | {updated, non_neg_integer()}.
 execute_successfully(HostType, Name, Parameters) ->
     execute_successfully(HostType, ?DEFAULT_POOL_TAG, Name, Parameters).
 
@@ -165,24 +180,28 @@ execute_successfully(HostType, PoolTag, Name, Parameters) ->
 %% Queries
 %%--------------------------------------------------------------------
 
+-spec sql_query(host_type(), iodata()) -> query_result().
 sql_query(HostType, Query) ->
     sql_query(HostType, ?DEFAULT_POOL_TAG, Query).
 
 sql_query(HostType, PoolTag, Query) ->
     sql_call(HostType, PoolTag, {sql_query, Query}).
 
+-spec sql_query_request(host_type(), iodata()) -> request_id().
 sql_query_request(HostType, Query) ->
     sql_query_request(HostType, ?DEFAULT_POOL_TAG, Query).
 
 sql_query_request(HostType, PoolTag, Query) ->
     sql_request(HostType, PoolTag, {sql_query, Query}).
 
+-spec sql_query_cast(host_type(), iodata()) -> cast_result().
 sql_query_cast(HostType, Query) ->
     sql_query_cast(HostType, ?DEFAULT_POOL_TAG, Query).
 
 sql_query_cast(HostType, PoolTag, Query) ->
     sql_cast(HostType, PoolTag, {sql_query, Query}).
 
+-spec sql_query_t(iodata()) -> query_result().
 %% Inside a transaction: an SQL error aborts it (the transaction is rerun).
 sql_query_t(Query) ->
     State = case get_state() of
@@ -206,6 +225,7 @@ sql_query_t(Query) ->
 %% Transactions
 %%--------------------------------------------------------------------
 
+-spec sql_transaction(host_type(), transaction()) -> transaction_result().
 sql_transaction(HostType, F) ->
     sql_transaction(HostType, ?DEFAULT_POOL_TAG, F).
 
@@ -217,6 +237,7 @@ sql_transaction(HostType, PoolTag, F) when is_atom(PoolTag), is_function(F, 0) -
         _State -> inner_transaction(F)
     end.
 
+-spec sql_transaction_request(host_type(), transaction()) -> request_id().
 sql_transaction_request(HostType, Queries) ->
     sql_transaction_request(HostType, ?DEFAULT_POOL_TAG, Queries).
 
@@ -228,6 +249,9 @@ sql_transaction_request(HostType, PoolTag, Queries) when is_atom(PoolTag) ->
         _State -> sql_transaction(HostType, PoolTag, Queries)
     end.
 
+-spec transaction_with_delayed_retry(host_type(), fun(() -> term()),
+                                     #{retries := non_neg_integer(), delay := non_neg_integer(),
+                                       atom() => term()}) -> {atomic, term()}.
 %% Reruns an aborted transaction `retries' times, `delay' ms apart.
 transaction_with_delayed_retry(HostType, F, Info) ->
     Retries = maps:get(retries, Info),
@@ -252,6 +276,7 @@ delayed_retry(HostType, F, Retries, Delay, Info) ->
             erlang:error(Err)
     end.
 
+-spec sql_dirty(host_type(), fun(() -> T)) -> T.
 sql_dirty(HostType, F) ->
     sql_dirty(HostType, ?DEFAULT_POOL_TAG, F).
 
@@ -520,20 +545,24 @@ escape_prepared_like_char($_) -> <<"$_">>;
 escape_prepared_like_char($$) -> <<"$$">>;
 escape_prepared_like_char(C) -> <<C>>.
 
+-spec escape_like(binary() | string()) -> escaped_value().
 %% A LIKE pattern matching S anywhere.
 escape_like(S) ->
     {escaped_like, [$', $%, escape_like_internal(S), $%, $']}.
 
+-spec escape_like_prefix(binary() | string()) -> escaped_value().
 %% A LIKE pattern matching what starts with S.
 escape_like_prefix(S) ->
     {escaped_like, [$', escape_like_internal(S), $%, $']}.
 
+-spec escape_binary(host_type(), binary()) -> escaped_value().
 escape_binary(HostType, Bin) when is_binary(Bin) ->
     case db_engine(HostType) of
         mysql -> {escaped_binary, [<<"X'">>, binary:encode_hex(Bin), <<"'">>]};
         _ -> {escaped_binary, [<<"decode('">>, base64:encode(Bin), <<"','base64')">>]}
     end.
 
+-spec unescape_binary(host_type(), binary()) -> binary().
 %% pgsql's text protocol gives bytea as `\x' followed by hex.
 unescape_binary(HostType, Bin) when is_binary(Bin) ->
     case {db_engine(HostType), Bin} of
@@ -542,39 +571,50 @@ unescape_binary(HostType, Bin) when is_binary(Bin) ->
         _ -> Bin
     end.
 
+-spec escape_string(binary() | string()) -> escaped_value().
 %% A quoted string literal (backslash escapes: pgsql connections run with
 %% standard_conforming_strings off, as MongooseIM's do).
 escape_string(S) ->
     {escaped_string, [$', escape_characters(S), $']}.
 
+-spec escape_integer(integer()) -> escaped_value().
 escape_integer(I) when is_integer(I) ->
     {escaped_integer, integer_to_binary(I)}.
 
+-spec escape_boolean(boolean()) -> escaped_value().
 %% Quoted, so that pgsql takes it for a boolean column.
 escape_boolean(true) -> {escaped_boolean, "'1'"};
 escape_boolean(false) -> {escaped_boolean, "'0'"}.
 
+-spec escape_null() -> escaped_value().
 escape_null() ->
     {escaped_null, "null"}.
 
+-spec use_escaped_string(escaped_value()) -> iodata().
 use_escaped_string({escaped_string, S}) -> S;
 use_escaped_string(X) -> escape_failure(use_escaped_string, X).
 
+-spec use_escaped_binary(escaped_value()) -> iodata().
 use_escaped_binary({escaped_binary, S}) -> S;
 use_escaped_binary(X) -> escape_failure(use_escaped_binary, X).
 
+-spec use_escaped_like(escaped_value()) -> iodata().
 use_escaped_like({escaped_like, S}) -> S;
 use_escaped_like(X) -> escape_failure(use_escaped_like, X).
 
+-spec use_escaped_integer(escaped_value()) -> iodata().
 use_escaped_integer({escaped_integer, S}) -> S;
 use_escaped_integer(X) -> escape_failure(use_escaped_integer, X).
 
+-spec use_escaped_boolean(escaped_value()) -> iodata().
 use_escaped_boolean({escaped_boolean, S}) -> S;
 use_escaped_boolean(X) -> escape_failure(use_escaped_boolean, X).
 
+-spec use_escaped_null(escaped_value()) -> iodata().
 use_escaped_null({escaped_null, S}) -> S;
 use_escaped_null(X) -> escape_failure(use_escaped_null, X).
 
+-spec use_escaped(escaped_value()) -> iodata().
 %% Any escaped value but a LIKE pattern.
 use_escaped({escaped_string, _} = X) -> use_escaped_string(X);
 use_escaped({escaped_binary, _} = X) -> use_escaped_binary(X);
@@ -620,9 +660,11 @@ escape_character(C) -> C.
 result_to_integer(Int) when is_integer(Int) -> Int;
 result_to_integer(Bin) when is_binary(Bin) -> binary_to_integer(Bin).
 
+-spec selected_to_integer({selected, [{binary() | integer()}]}) -> integer().
 selected_to_integer({selected, [{Value}]}) ->
     result_to_integer(Value).
 
+-spec character_to_integer(binary() | integer()) -> integer().
 %% A CHAR(1) column's value as an integer.
 character_to_integer(<<X>>) -> X;
 character_to_integer(X) when is_integer(X) -> X.
@@ -645,6 +687,7 @@ get_state() -> get(?STATE_KEY).
 put_state(State) -> put(?STATE_KEY, State).
 erase_state() -> erase(?STATE_KEY).
 
+-spec ensure_tables() -> ok.
 %% The prepared statement and engine tables, owned by a process of their
 %% own so that they outlive whoever registered the first statement.
 ensure_tables() ->

@@ -287,6 +287,18 @@ lookup_recipients_host({<<>>, LServer, _}, _LocalHost, _GlobalHost) ->
 lookup_recipients_host({_, LServer, _} = To, LocalHost, GlobalHost) ->
     case LServer of
         LocalHost -> {ok, LocalHost};
-        GlobalHost -> mod_global_distrib_mapping:for_jid(To);
+        GlobalHost -> local_only_with_session(mod_global_distrib_mapping:for_jid(To), To, LocalHost);
         _ -> mod_global_distrib_mapping:for_domain(LServer)
     end.
+
+%% The table names this datacenter but the user has no session here: the
+%% entry is stale or about to change (a session that just closed, a move
+%% in progress). Unknown, so the stanza waits in the bounce store for the
+%% entry to settle instead of being answered with an error.
+local_only_with_session({ok, LocalHost}, To, LocalHost) ->
+    case mod_global_distrib_adapter:has_session(To) of
+        true -> {ok, LocalHost};
+        false -> error
+    end;
+local_only_with_session(Found, _To, _LocalHost) ->
+    Found.

@@ -10,7 +10,7 @@
 %% Routing, accumulators, hooks, JIDs (mod_global_distrib and its submodules).
 -export([route/4, route_error_reply/4, new_acc/3, acc_for_transfer/1, acc_after_transfer/1, find_metadata/2, put_metadata/3,
          remove_metadata/2, run_fold/4, known_recipient/4, unknown_recipient/2,
-         make_jid/3, jid_to_binary/1, new_id/0, log_info/2]).
+         make_jid/3, jid_to_binary/1, new_id/0, log_info/2, has_session/1]).
 %% The standalone session registry (used only without MongooseIM).
 -export([register_session/2, unregister_session/1, sessions/0, start_registry/0,
          registry_loop/0, register_component/3, unregister_component/1]).
@@ -286,6 +286,18 @@ deliver(From, To, Acc, Packet) ->
             Acc;
         [] ->
             route_error_reply(From, To, Acc, Packet)
+    end.
+
+%% @doc Whether the user of `LJid' (`{LUser, LServer, LResource}') has a
+%% session on this datacenter: MongooseIM's session manager, or the
+%% standalone registry.
+-spec has_session({binary(), binary(), binary()}) -> boolean().
+has_session({LU, LS, _}) ->
+    case has(ejabberd_sm, get_user_resources, 1) of
+        true -> ejabberd_sm:get_user_resources(make_jid(LU, LS, <<>>)) =/= [];
+        false ->
+            ets:whereis(?SESSIONS) =/= undefined
+                andalso ets:match(?SESSIONS, {{LU, LS, '_'}, '_'}, 1) =/= '$end_of_table'
     end.
 
 %% @doc Registers a local session for `Jid' (a `jid' record): stanzas for it

@@ -2,8 +2,7 @@
 //! table, the set of entries this node owns, and the refresher that keeps
 //! them alive.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -25,7 +24,8 @@ const MIN_REFRESH_PAUSE: Duration = Duration::from_millis(100);
 
 #[derive(Default)]
 struct Local {
-    jids: HashSet<Vec<u8>>,
+    /// Session keys of this node and the stamps they were written with.
+    jids: HashMap<Vec<u8>, Option<u64>>,
     domains: HashSet<Vec<u8>>,
     public_domains: HashSet<Vec<u8>>,
 }
@@ -38,11 +38,6 @@ pub struct Mapping {
     local: Mutex<Local>,
     endpoints: Vec<Vec<u8>>,
     refresher: Mutex<Option<JoinHandle<()>>>,
-    /// Refreshes in flight, and the session keys deleted meanwhile: a
-    /// refresh that read its keys before such a delete may write one back,
-    /// so it deletes them again when it ends.
-    refreshing: AtomicUsize,
-    deleted_meanwhile: Mutex<Vec<Vec<u8>>>,
 }
 
 fn now_secs() -> u64 {
@@ -72,8 +67,6 @@ impl Mapping {
             local: Mutex::new(Local::default()),
             endpoints,
             refresher: Mutex::new(None),
-            refreshing: AtomicUsize::new(0),
-            deleted_meanwhile: Mutex::new(vec![]),
         }
     }
 
@@ -141,7 +134,7 @@ impl Mapping {
             v
         };
         Owned {
-            jids: local.jids.iter().cloned().collect(),
+            jids: local.jids.iter().map(|(k, s)| (k.clone(), *s)).collect(),
             domains: sorted(&local.domains),
             public_domains: sorted(&local.public_domains),
             endpoints: self.endpoints.clone(),
@@ -151,33 +144,33 @@ impl Mapping {
     /// Takes `keys` as sessions of this node without writing them (the
     /// next refresh does); for tests and benchmarks.
     pub fn adopt(&self, keys: impl IntoIterator<Item = Vec<u8>>) {
-        self.with_local(|l| l.jids.extend(keys));
+        self.with_local(|l| l.jids.extend(keys.into_iter().map(|k| (k, None))));
     }
 
     pub fn owned_jids(&self) -> usize {
         self.local.lock().map(|l| l.jids.len()).unwrap_or(0)
     }
 
+    /// One refresh of what this node owns. Sessions it claimed get their
+    /// stamps; a session that closed while the refresh was writing (and
+    /// whose owner record another close replaced) is deleted again.
     pub async fn refresh(&self) -> Result<RefreshReport> {
-        self.refreshing.fetch_add(1, Ordering::AcqRel);
-        let result = self.store.refresh(&self.owned(), now_secs()).await;
-        let last = self.refreshing.fetch_sub(1, Ordering::AcqRel) == 1;
-        let deleted = match self.deleted_meanwhile.lock() {
-            Ok(mut d) if last => std::mem::take(&mut *d),
-            Ok(d) => d.clone(),
-            Err(_) => vec![],
-        };
-        let gone: Vec<Vec<u8>> = match self.local.lock() {
-            Ok(l) => deleted
-                .into_iter()
-                .filter(|k| !l.jids.contains(k))
-                .collect(),
-            Err(_) => vec![],
-        };
-        if !gone.is_empty() {
-            self.store.delete_if_ours(&gone).await?;
+        let mut report = self.store.refresh(&self.owned(), now_secs()).await?;
+        let mut gone = vec![];
+        if let Ok(mut l) = self.local.lock() {
+            for (key, stamp) in &report.written {
+                match l.jids.get_mut(key) {
+                    Some(slot @ None) => *slot = Some(*stamp),
+                    Some(Some(s)) if s == stamp => {}
+                    _ => gone.push((key.clone(), *stamp)),
+                }
+            }
         }
-        result
+        if !gone.is_empty() {
+            self.store.delete_sessions(&gone).await?;
+        }
+        report.written.clear();
+        Ok(report)
     }
 
     fn with_local(&self, f: impl FnOnce(&mut Local)) {
@@ -203,14 +196,27 @@ impl Mapping {
         .await
     }
 
+    /// This datacenter's own host is cached only for a session of this
+    /// node: an entry naming it otherwise is stale or about to change, and
+    /// a cached copy would outlive the change.
     async fn lookup_jid(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if let Some(hit) = self.cache.jid(key).await {
             return Ok(hit);
         }
         self.metrics.miss();
         let found = self.store.get(key).await?;
-        self.cache.store_jid(key, found.clone()).await;
+        let ours = found.as_deref() == Some(self.local_host());
+        if !ours || self.has_session(key) {
+            self.cache.store_jid(key, found.clone()).await;
+        }
         Ok(found)
+    }
+
+    fn has_session(&self, key: &[u8]) -> bool {
+        self.local
+            .lock()
+            .map(|l| l.jids.contains_key(key))
+            .unwrap_or(false)
     }
 
     pub async fn for_domain(&self, domain: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -238,15 +244,22 @@ impl Mapping {
 
     // ---- writes ----------------------------------------------------------
 
-    /// A session opened here: full and bare JID point at this datacenter.
+    /// A session opened here: full and bare JID point at this datacenter,
+    /// as the newest session of the JID. When Redis fails, the refresher
+    /// claims the keys later.
     pub async fn insert_for_jid(&self, jid: &Jid) -> Result<()> {
         let keys = jid.keys();
         let host = self.local_host().to_vec();
-        self.with_local(|l| l.jids.extend(keys.iter().cloned()));
+        let claimed = self.store.claim_new(&keys).await;
+        let stamps = match &claimed {
+            Ok(stamps) => stamps.iter().map(|s| Some(*s)).collect(),
+            Err(_) => vec![None; keys.len()],
+        };
+        self.with_local(|l| l.jids.extend(keys.iter().cloned().zip(stamps)));
         for k in &keys {
             self.cache.store_jid(k, Some(host.clone())).await;
         }
-        self.store.put(&keys).await
+        claimed.map(drop)
     }
 
     /// Only the local cache learns where `jid` is (no table write).
@@ -256,19 +269,18 @@ impl Mapping {
         }
     }
 
+    /// A session closed here: its entries go unless a newer session
+    /// (stamp 0: one never written) owns them.
     pub async fn delete_for_jid(&self, jid: &Jid) -> Result<()> {
         let keys = jid.keys();
+        let mut sessions = vec![];
         self.with_local(|l| {
             for k in &keys {
-                l.jids.remove(k);
+                let stamp = l.jids.remove(k).flatten().unwrap_or(0);
+                sessions.push((k.clone(), stamp));
             }
         });
-        if self.refreshing.load(Ordering::Acquire) > 0 {
-            if let Ok(mut d) = self.deleted_meanwhile.lock() {
-                d.extend(keys.iter().cloned());
-            }
-        }
-        let result = self.store.delete_if_ours(&keys).await;
+        let result = self.store.delete_sessions(&sessions).await;
         for k in &keys {
             self.cache.remove_jid(k).await;
         }

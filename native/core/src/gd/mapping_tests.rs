@@ -10,7 +10,7 @@ use crate::config::{Node, PoolSettings, PoolType};
 use crate::drivers::redis::{RedisConfig, RedisDriver};
 use crate::engine::pool::Pool;
 use crate::gd::config::CacheOptions;
-use crate::gd::store::{node_key, nodes_key, REFRESH_BATCH};
+use crate::gd::store::{node_key, nodes_key, owner_key, REFRESH_BATCH};
 
 const DB: i64 = 9;
 const NODE: &str = "mongooseim@gdtest";
@@ -504,26 +504,129 @@ async fn gd_refresh_is_pipelined() {
     dc.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gd_delete_during_refresh_stays_deleted() {
-    let dc = dc("racing").await;
-    let jids: Vec<Jid> = (0..3 * REFRESH_BATCH)
-        .map(|i| dc.jid(&format!("q{i}"), ""))
-        .collect();
-    dc.m.adopt(jids.iter().map(|j| j.to_binary()));
-    let last = jids[jids.len() - 1].clone();
-    dc.m.insert_for_jid(&last).await.unwrap();
-    let m = dc.m.clone();
-    let refresh = tokio::spawn(async move { m.refresh().await });
-    // Wait until the refresh has read its keys, then close the session.
-    while dc.m.refreshing.load(Ordering::Acquire) == 0 {
-        tokio::task::yield_now().await;
+/// Another datacenter on the same global host and Redis.
+async fn peer_of(dc: &Dc, name: &str) -> Dc {
+    let local = format!("{name}-{}", dc.local);
+    let m = Mapping::start(
+        config(&dc.global, &local, CacheOptions::default(), 120),
+        NODE,
+        pool().await,
+    )
+    .await
+    .unwrap();
+    Dc {
+        m,
+        global: dc.global.clone(),
+        local,
     }
-    dc.m.delete_for_jid(&last).await.unwrap();
-    refresh.await.unwrap().unwrap();
-    assert_eq!(dc.q(&[b"EXISTS", &last.to_binary()]).await, bin("0"));
-    assert_eq!(dc.q(&[b"GET", &jids[0].to_binary()]).await, bin(&dc.local));
+}
+
+/// The owner record beside `key`: (stamp, host).
+async fn owner(dc: &Dc, key: &[u8]) -> Option<(u64, String)> {
+    match dc.q(&[b"GET", &owner_key(key)]).await {
+        Term::Bin(b) => {
+            let text = String::from_utf8(b).unwrap();
+            let (stamp, host) = text.split_once(' ').unwrap();
+            Some((stamp.parse().unwrap(), host.to_string()))
+        }
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn gd_owner_record_beside_the_entry() {
+    let dc = dc("owner").await;
+    let jid = dc.jid("olive", "r");
+    dc.m.insert_for_jid(&jid).await.unwrap();
+    let bare = jid.bare().to_binary();
+    let owner_key_bytes = owner_key(&bare);
+    assert_eq!(owner_key_bytes, [b"{", &bare[..], b"}#owner"].concat());
+    assert_eq!(owner_key(b"a{tag}b"), b"a{tag}b#owner".to_vec());
+    let (stamp, host) = owner(&dc, &bare).await.unwrap();
+    assert_eq!(host, dc.local);
+    assert!(
+        stamp.abs_diff(now_secs() * 1_000_000) < 5_000_000,
+        "{stamp}"
+    );
+    assert!((118..=120).contains(&dc.ttl(&owner_key_bytes).await));
+    // A second session of the user is newer still.
+    dc.m.insert_for_jid(&dc.jid("olive", "s")).await.unwrap();
+    assert!(owner(&dc, &bare).await.unwrap().0 > stamp);
+    dc.m.delete_for_jid(&jid).await.unwrap();
     dc.finish().await;
+}
+
+/// Hole 1 of issue 23, step by step: a refresh that read its sessions
+/// before a close writes after it; the closed session stays deleted.
+#[tokio::test]
+async fn gd_refresh_in_flight_never_resurrects() {
+    let dc = dc("inflight").await;
+    let jid = dc.jid("paula", "r");
+    dc.m.insert_for_jid(&jid).await.unwrap();
+    let in_flight = dc.m.owned();
+    dc.m.delete_for_jid(&jid).await.unwrap();
+    let report = dc.m.store().refresh(&in_flight, now_secs()).await.unwrap();
+    assert_eq!((report.jids, report.skipped), (0, 2));
+    for k in jid.keys() {
+        assert_eq!(dc.q(&[b"EXISTS", &k]).await, bin("0"));
+    }
+    // The user logs in here again: the new session takes the entry.
+    dc.m.insert_for_jid(&jid).await.unwrap();
+    dc.m.refresh().await.unwrap();
+    assert_eq!(dc.q(&[b"GET", &jid.to_binary()]).await, bin(&dc.local));
+    dc.m.delete_for_jid(&jid).await.unwrap();
+    dc.finish().await;
+}
+
+/// The stale datacenter's refresh and late delete never touch the newer
+/// session's entry, in either order.
+#[tokio::test]
+async fn gd_stale_refresh_and_delete_leave_the_newer_session() {
+    let old = dc("move-old").await;
+    let new = peer_of(&old, "new").await;
+    let bare = old.jid("quinn", "");
+    let on_old = old.jid("quinn", "a");
+    let on_new = new.jid("quinn", "b");
+    old.m.insert_for_jid(&on_old).await.unwrap();
+    let in_flight = old.m.owned();
+    new.m.insert_for_jid(&on_new).await.unwrap();
+    let report = old.m.refresh().await.unwrap();
+    assert_eq!(report.skipped, 1);
+    old.m.store().refresh(&in_flight, now_secs()).await.unwrap();
+    old.m.delete_for_jid(&on_old).await.unwrap();
+    old.m.store().refresh(&in_flight, now_secs()).await.unwrap();
+    assert_eq!(old.q(&[b"GET", &bare.to_binary()]).await, bin(&new.local));
+    assert_eq!(old.q(&[b"EXISTS", &on_old.to_binary()]).await, bin("0"));
+    new.m.delete_for_jid(&on_new).await.unwrap();
+    new.finish().await;
+    old.finish().await;
+}
+
+/// Hole 2 of issue 23: the entries vanish mid-move (expiry, an empty
+/// Redis); the stale datacenter refreshes first and writes itself; the
+/// newer session's refresh takes the entry back.
+#[tokio::test]
+async fn gd_newer_session_reclaims_an_entry_written_while_empty() {
+    let old = dc("vanish-old").await;
+    let new = peer_of(&old, "new").await;
+    let bare = old.jid("rosa", "").to_binary();
+    old.m.insert_for_jid(&old.jid("rosa", "a")).await.unwrap();
+    new.m.insert_for_jid(&new.jid("rosa", "b")).await.unwrap();
+    old.q(&[b"DEL", &bare, &owner_key(&bare)]).await;
+    old.m.refresh().await.unwrap();
+    assert_eq!(old.q(&[b"GET", &bare]).await, bin(&old.local));
+    new.m.refresh().await.unwrap();
+    assert_eq!(old.q(&[b"GET", &bare]).await, bin(&new.local));
+    old.m.refresh().await.unwrap();
+    assert_eq!(old.q(&[b"GET", &bare]).await, bin(&new.local));
+    // A stock datacenter's plain SET (no owner record of its own) is left
+    // alone by both.
+    old.q(&[b"SET", &bare, b"stock.test"]).await;
+    old.m.refresh().await.unwrap();
+    new.m.refresh().await.unwrap();
+    assert_eq!(old.q(&[b"GET", &bare]).await, bin("stock.test"));
+    new.finish().await;
+    old.finish().await;
 }
 
 #[tokio::test]

@@ -22,15 +22,78 @@ const REFRESH_PARALLEL: usize = 4;
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const BATCH_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Deletes KEYS[1] only while it holds ARGV[1] (this datacenter's host).
+/// Deletes KEYS[1] only while it holds ARGV[1] (this datacenter's host);
+/// for component domains.
 const DELETE_IF_OURS: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
-/// The refresh: re-writes KEYS[1] with ARGV[1] and a fresh TTL, unless
-/// another datacenter wrote its own host there since (the user moved), so
-/// a periodic refresh never overwrites a newer mapping.
+/// A domain's refresh: re-writes KEYS[1] with ARGV[1] and a fresh TTL,
+/// unless another datacenter wrote its own host there since.
 const REFRESH_IF_OURS: &str = "local v = redis.call('GET', KEYS[1]) \
 if v == false or v == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end \
 return 0";
+
+/// Reads a session's owner record (`STAMP HOST`; HOST empty once that
+/// session was deleted) into `cs`, `ch`.
+const OWNER: &str = "local v = redis.call('GET', KEYS[1]) \
+local c = redis.call('GET', KEYS[2]) local cs, ch \
+if c then local sp = string.find(c, ' ', 1, true) \
+if sp then cs = tonumber(string.sub(c, 1, sp - 1)) ch = string.sub(c, sp + 1) end end ";
+
+/// A session's entry KEYS[1] and owner record KEYS[2], for host ARGV[1]
+/// with TTL ARGV[2]. ARGV[3] `new`: a session opened now takes the entry
+/// with a stamp newer than any before (Redis' clock, in microseconds).
+/// ARGV[3] a stamp: the refresh of that session writes unless a newer one
+/// owns the entry, that very session was deleted (its refresh was in
+/// flight), or a writer without a record (stock MongooseIM) holds it.
+/// Answers the stamp written, or 0.
+fn claim_script() -> String {
+    format!(
+        "{OWNER}local s \
+if ARGV[3] == 'new' then local t = redis.call('TIME') \
+s = tonumber(t[1]) * 1000000 + tonumber(t[2]) \
+if cs and cs >= s then s = cs + 1 end \
+else s = tonumber(ARGV[3]) \
+if cs and ch == '' then if cs == s then return 0 end cs = nil end \
+if cs and cs > s then return 0 end \
+if v and v ~= ARGV[1] and not (cs and ch == v) then return 0 end end \
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) \
+redis.call('SET', KEYS[2], string.format('%d %s', s, ARGV[1]), 'EX', ARGV[2]) \
+return s"
+    )
+}
+
+/// The end of session ARGV[3]: unless a newer session owns the entry, the
+/// entry goes if it holds this host, and the owner record remembers the
+/// deletion for `expire_after` (a refresh of it in flight then skips).
+fn delete_script() -> String {
+    format!(
+        "{OWNER}local s = tonumber(ARGV[3]) \
+if cs and ch ~= '' and cs > s then return 0 end \
+if v == ARGV[1] then redis.call('DEL', KEYS[1]) end \
+redis.call('SET', KEYS[2], string.format('%d ', s), 'EX', ARGV[2]) \
+return 1"
+    )
+}
+
+/// The owner record beside session entry `key`, in the same cluster slot:
+/// `{KEY}#owner`, or `KEY#owner` when the key has a hash tag of its own.
+pub fn owner_key(key: &[u8]) -> Vec<u8> {
+    let tagged = key.iter().position(|&b| b == b'{').is_some_and(|open| {
+        key[open + 1..]
+            .iter()
+            .position(|&b| b == b'}')
+            .is_some_and(|len| len > 0)
+    });
+    if tagged || key.contains(&b'}') {
+        [key, b"#owner"].concat()
+    } else {
+        [b"{", key, b"}#owner"].concat()
+    }
+}
+
+/// A session key and the stamp it was written with (`None`: not written
+/// yet, the next refresh claims it as a session opened now).
+pub type Session = (Vec<u8>, Option<u64>);
 
 pub type Cmd = Vec<Vec<u8>>;
 
@@ -63,12 +126,14 @@ pub struct RefreshReport {
     pub round_trips: usize,
     /// Sessions skipped because another datacenter holds them now.
     pub skipped: usize,
+    /// Every session written, with its stamp.
+    pub written: Vec<(Vec<u8>, u64)>,
 }
 
 /// The data this node owns and keeps alive in the table.
 #[derive(Debug, Clone, Default)]
 pub struct Owned {
-    pub jids: Vec<Vec<u8>>,
+    pub jids: Vec<Session>,
     pub domains: Vec<Vec<u8>>,
     pub public_domains: Vec<Vec<u8>>,
     pub endpoints: Vec<Vec<u8>>,
@@ -160,11 +225,40 @@ impl Store {
         cmd(&[b"SET", key, &self.local_host, b"EX", &self.expire()])
     }
 
-    /// `SET K LOCALHOST EX expire_after` for every key, in one round trip.
-    pub async fn put(&self, keys: &[Vec<u8>]) -> Result<()> {
-        self.qp_all(keys.iter().map(|k| self.set_cmd(k)).collect())
-            .await
-            .map(drop)
+    /// `EVAL SCRIPT` or `EVALSHA SHA` on a session's entry and owner record.
+    fn session_cmd(&self, verb: &[u8], script: &[u8], key: &[u8], stamp: &[u8]) -> Cmd {
+        let owner = owner_key(key);
+        cmd(&[
+            verb,
+            script,
+            b"2",
+            key,
+            &owner,
+            &self.local_host,
+            &self.expire(),
+            stamp,
+        ])
+    }
+
+    /// Sessions opened here: each key takes this datacenter's host with a
+    /// stamp newer than any before, in one round trip; the stamps.
+    pub async fn claim_new(&self, keys: &[Vec<u8>]) -> Result<Vec<u64>> {
+        let script = claim_script();
+        let cmds = keys
+            .iter()
+            .map(|k| self.session_cmd(b"EVAL", script.as_bytes(), k, b"new"))
+            .collect();
+        self.qp_all(cmds).await?.into_iter().map(stamp).collect()
+    }
+
+    /// Sessions closed here: see [`delete_script`].
+    pub async fn delete_sessions(&self, sessions: &[(Vec<u8>, u64)]) -> Result<()> {
+        let script = delete_script();
+        let cmds = sessions
+            .iter()
+            .map(|(k, s)| self.session_cmd(b"EVAL", script.as_bytes(), k, s.to_string().as_bytes()))
+            .collect();
+        self.qp_all(cmds).await.map(drop)
     }
 
     /// Removes each key only while its value is this datacenter's host.
@@ -273,6 +367,7 @@ impl Store {
             cmd(&[b"SADD", HOSTS_KEY, &self.local_host]),
             cmd(&[b"HGETALL", &nodes]),
             cmd(&[b"SCRIPT", b"LOAD", REFRESH_IF_OURS.as_bytes()]),
+            cmd(&[b"SCRIPT", b"LOAD", claim_script().as_bytes()]),
         ];
         for (key, _) in &sets {
             first.push(cmd(&[b"PERSIST", key]));
@@ -297,13 +392,11 @@ impl Store {
             &self.node,
             now.to_string().as_bytes(),
         ]));
-        let sha = match &answers[2] {
-            Term::Bin(b) => b.clone(),
-            other => return Err(Error::Server(format!("SCRIPT LOAD answered {other:?}"))),
-        };
+        let sha = script_sha(&answers[2])?;
+        let claim_sha = script_sha(&answers[3])?;
         for (i, (key, members)) in sets.iter().enumerate() {
             let wanted: BTreeSet<&Vec<u8>> = members.iter().collect();
-            let existing = binaries(answers[4 + 2 * i].clone())?;
+            let existing = binaries(answers[5 + 2 * i].clone())?;
             let stale: Vec<Vec<u8>> = existing
                 .into_iter()
                 .filter(|m| !wanted.contains(m))
@@ -327,25 +420,31 @@ impl Store {
         self.qp_all(second).await?;
         report.round_trips += 1;
 
+        let claim = |(k, s): &Session| {
+            let stamp = s.map_or_else(|| b"new".to_vec(), |s| s.to_string().into_bytes());
+            self.session_cmd(b"EVALSHA", &claim_sha, k, &stamp)
+        };
         let batches: Vec<Vec<Cmd>> = owned
             .jids
             .chunks(REFRESH_BATCH)
-            .map(|chunk| chunk.iter().map(|k| refresh(k)).collect())
+            .map(|chunk| chunk.iter().map(claim).collect())
             .collect();
         report.round_trips += batches.len();
+        // In order, to pair the answers with the sessions.
         let results: Vec<Result<Vec<Result<Term>>>> = stream::iter(batches)
             .map(|b| self.qp_with(b, BATCH_TIMEOUT))
-            .buffer_unordered(REFRESH_PARALLEL)
+            .buffered(REFRESH_PARALLEL)
             .collect()
             .await;
-        for batch in results {
-            for answer in batch? {
-                match answer? {
-                    Term::Bin(b) if b == b"OK" => report.jids += 1,
-                    _ => report.skipped += 1,
+        for (sessions, answers) in owned.jids.chunks(REFRESH_BATCH).zip(results) {
+            for ((key, _), answer) in sessions.iter().zip(answers?) {
+                match stamp(answer?)? {
+                    0 => report.skipped += 1,
+                    s => report.written.push((key.clone(), s)),
                 }
             }
         }
+        report.jids = report.written.len();
         Ok(report)
     }
 }
@@ -369,6 +468,25 @@ fn expired_nodes(hgetall: &Term, now: u64, expire_after: u64, me: &[u8]) -> Resu
         }
     }
     Ok(out)
+}
+
+fn script_sha(t: &Term) -> Result<Vec<u8>> {
+    match t {
+        Term::Bin(b) => Ok(b.clone()),
+        other => Err(Error::Server(format!("SCRIPT LOAD answered {other:?}"))),
+    }
+}
+
+/// A session script's answer: the stamp written, or 0.
+fn stamp(t: Term) -> Result<u64> {
+    match t {
+        Term::Int(n) => Ok(n.max(0) as u64),
+        Term::Bin(b) => std::str::from_utf8(&b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Error::Internal(format!("a stamp, not {b:?}"))),
+        other => Err(Error::Internal(format!("a stamp, not {other:?}"))),
+    }
 }
 
 /// `{ok, Value}` → the value; `{error, Msg}` and `{error, {Kind, Msg}}` → an error.

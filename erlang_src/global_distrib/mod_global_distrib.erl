@@ -47,7 +47,7 @@ do_start(HostType, Opts) ->
         false ->
             case mod_global_distrib_mapping:start(HostType, Opts) of
                 ok ->
-                    Result = try start_rest(Opts)
+                    Result = try start_rest()
                              catch Class:Reason:Stack ->
                                      mod_global_distrib_adapter:log_warning(
                                        gd_start_failed, #{class => Class, reason => Reason,
@@ -73,17 +73,16 @@ is_global_host(HostType, Opts) ->
     not (is_binary(HostType) orelse is_list(HostType)) orelse Global =:= undefined
         orelse unicode:characters_to_binary(HostType) =:= unicode:characters_to_binary(Global).
 
-start_rest(Opts0) ->
-    Opts = mod_global_distrib_utils:set_opts(Opts0),
+start_rest() ->
+    Opts = mod_global_distrib_utils:set_opts(mod_global_distrib_mapping:opts()),
     #{local_host := LocalHost, global_host := GlobalHost, message_ttl := Ttl} = Opts,
     ok = mod_global_distrib_utils:metrics_init(Ttl),
     Listen = mod_global_distrib_utils:resolve_endpoints(maps:get(endpoints, Opts)),
     TOpts0 = #{local_host => LocalHost, endpoints => Listen,
-               connections_per_endpoint => max(1, maps:get(connections_per_endpoint, Opts))},
+               connections_per_endpoint => maps:get(connections_per_endpoint, Opts)},
     TOpts = case maps:get(tls, Opts) of
-                Tls when is_map(Tls) ->
-                    TOpts0#{tls => maps:with([certfile, cacertfile, ciphers, dhfile], Tls)};
-                _ -> TOpts0
+                Tls when is_map(Tls) -> TOpts0#{tls => Tls};
+                undefined -> TOpts0
             end,
     Handler = #{handle => fun mod_global_distrib_receiver:handle/4,
                 undecodable => fun mod_global_distrib_hosts_refresher:learn_nodes_of/1},

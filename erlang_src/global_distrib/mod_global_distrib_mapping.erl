@@ -15,7 +15,7 @@
 -export([register_subhost/3, unregister_subhost/3, packet_to_component/3,
          session_opened/3, session_closed/3]).
 -export([endpoints/1, hosts/0, nodes/1]).
--export([metrics/0, refresh/0, cache_sizes/0]).
+-export([metrics/0, refresh/0, cache_sizes/0, opts/0]).
 
 -define(OPTS_KEY, {?MODULE, opts}).
 -define(CALL_TIMEOUT, 10000).
@@ -36,13 +36,11 @@
 start(HostType, Opts) ->
     Node = mod_global_distrib_adapter:node_name(),
     Hosts = mod_global_distrib_adapter:hosts(),
-    Pool = pool_resource(Opts),
-    Start = fun(Pid, Tag) -> mongoose_native_nif:gd_start(Opts, Hosts, Node, Pool, Pid, Tag) end,
+    Pools = mongoose_wpool:get_pool_resources(redis, global),
+    Start = fun(Pid, Tag) -> mongoose_native_nif:gd_start(Opts, Hosts, Node, Pools, Pid, Tag) end,
     case mongoose_native_nif:call(Start, ?START_TIMEOUT) of
-        {reply, ok} ->
-            persistent_term:put(?OPTS_KEY, #{global_host => bin_opt(global_host, Opts),
-                                             local_host => bin_opt(local_host, Opts),
-                                             host_type => HostType}),
+        {reply, {ok, Validated}} ->
+            persistent_term:put(?OPTS_KEY, Validated#{host_type => HostType}),
             mod_global_distrib_adapter:add_hooks(hooks(HostType)),
             ok;
         {reply, {error, _} = Error} ->
@@ -231,26 +229,11 @@ with_origin(Acc, F) ->
 opt(Key) ->
     maps:get(Key, persistent_term:get(?OPTS_KEY, #{}), undefined).
 
-%% The redis pool named by `redis.pool' (default `global_distrib'), or
-%% `undefined' for the NIF to report.
-pool_resource(Opts) ->
-    Tag = case get_opt(pool, get_opt(redis, Opts, #{}), global_distrib) of
-              T when is_atom(T) -> T;
-              T -> try binary_to_existing_atom(unicode:characters_to_binary(T), utf8)
-                   catch _:_ -> undefined
-                   end
-          end,
-    case is_atom(Tag) andalso mongoose_wpool:get_pool_res(redis, global, Tag) of
-        {ok, Res} -> Res;
-        _ -> undefined
-    end.
-
-get_opt(Key, Opts, Default) when is_map(Opts) -> maps:get(Key, Opts, Default);
-get_opt(Key, Opts, Default) when is_list(Opts) -> proplists:get_value(Key, Opts, Default);
-get_opt(_, _, Default) -> Default.
-
-bin_opt(Key, Opts) ->
-    unicode:characters_to_binary(get_opt(Key, Opts, <<>>)).
+%% @doc The module's options as the NIF validated them, every default filled
+%% in (see `mod_global_distrib_utils:opts/0').
+-spec opts() -> map().
+opts() ->
+    persistent_term:get(?OPTS_KEY).
 
 endpoint(Addr, Port) ->
     Text = binary_to_list(Addr),

@@ -18,30 +18,12 @@
 %% Options
 %%--------------------------------------------------------------------
 
-%% @doc Every option of seed 004 with its default (the values were validated
-%% by mod_global_distrib_mapping:start/2 already).
-set_opts(Opts0) ->
-    Opts = to_map(Opts0),
-    Conns = to_map(maps:get(connections, Opts, #{})),
-    Bounce = to_map(maps:get(bounce, Opts, #{})),
-    LocalHost = bin(maps:get(local_host, Opts)),
-    Endpoints = maps:get(endpoints, Conns, [{binary_to_list(LocalHost), 5555}]),
-    Full = #{global_host => bin(maps:get(global_host, Opts)),
-             local_host => LocalHost,
-             message_ttl => maps:get(message_ttl, Opts, 4),
-             hosts_refresh_interval => maps:get(hosts_refresh_interval, Opts, 3000),
-             endpoints => [endpoint(E) || E <- Endpoints],
-             connections_per_endpoint => maps:get(connections_per_endpoint, Conns, 1),
-             endpoint_refresh_interval => maps:get(endpoint_refresh_interval, Conns, 60),
-             endpoint_refresh_interval_when_empty =>
-                 maps:get(endpoint_refresh_interval_when_empty, Conns, 3),
-             disabled_gc_interval => maps:get(disabled_gc_interval, Conns, 60),
-             tls => maps:get(tls, Conns, undefined),
-             bounce => #{enabled => maps:get(enabled, Bounce, true),
-                         resend_after_ms => maps:get(resend_after_ms, Bounce, 200),
-                         max_retries => maps:get(max_retries, Bounce, 4)}},
-    persistent_term:put(?OPTS, Full),
-    Full.
+%% @doc Keeps the options that mod_global_distrib_mapping:start/2 had the
+%% NIF validate, every default filled in, for the submodules to read.
+-spec set_opts(map()) -> map().
+set_opts(Opts) ->
+    persistent_term:put(?OPTS, Opts),
+    Opts.
 
 erase_opts() ->
     _ = persistent_term:erase(?OPTS),
@@ -59,14 +41,6 @@ opt(Key) ->
 %% @doc A nested option: `opt(bounce, max_retries)'.
 opt(Section, Key) ->
     maps:get(Key, maps:get(Section, opts())).
-
-to_map(M) when is_map(M) -> M;
-to_map(L) when is_list(L) -> maps:from_list(L).
-
-bin(B) -> unicode:characters_to_binary(B).
-
-endpoint({Host, Port}) -> {Host, Port};
-endpoint(#{host := Host, port := Port}) -> {Host, Port}.
 
 %%--------------------------------------------------------------------
 %% Routing helpers

@@ -133,7 +133,7 @@ gd_transport_metrics(_Transport) -> ?NOT_LOADED.
 gd_transport_stop(_Transport) -> ?NOT_LOADED.
 gd_transport_ack(_Credit, _Count) -> ?NOT_LOADED.
 gd_transport_set_worker(_Transport, _Index, _Pid) -> ?NOT_LOADED.
-gd_start(_Opts, _Hosts, _Node, _Pool, _Pid, _Tag) -> ?NOT_LOADED.
+gd_start(_Opts, _Hosts, _Node, _Pools, _Pid, _Tag) -> ?NOT_LOADED.
 gd_stop() -> ?NOT_LOADED.
 gd_call(_Op, _Args, _Pid, _Tag) -> ?NOT_LOADED.
 gd_metrics() -> ?NOT_LOADED.

@@ -18,7 +18,7 @@
 -export([start_configured_pools/0, start_configured_pools/1,
          start_configured_pools/2, start_configured_pools/3]).
 -export([is_configured/1, make_pool_name/3, expand_pools/3, is_supported_strategy/2]).
--export([create_table/0, call_with_timeout/5, get_pool_res/3, get_pool_handle/3]).
+-export([create_table/0, call_with_timeout/5, get_pool_resources/2, get_pool_handle/3]).
 
 -record(pool, {name :: {atom(), term(), atom()},
                atom_name :: atom(),
@@ -404,14 +404,16 @@ get_pool_handle(PoolType, HostType, Tag) ->
             Error
     end.
 
-%% @doc The NIF resource of a running pool, for library code that shares it
-%% (mod_global_distrib's mapping uses its redis pool).
--spec get_pool_res(pool_type(), host_type(), tag()) -> {ok, reference()} | {error, term()}.
-get_pool_res(PoolType, HostType, Tag) ->
-    case get_pool(PoolType, HostType, Tag) of
-        {ok, #pool{res = Res}} -> {ok, Res};
-        Error -> Error
-    end.
+%% @doc The NIF resources of the running pools of a type and host type, by
+%% tag, for library code that shares one (mod_global_distrib's mapping uses
+%% the redis pool its options name).
+-spec get_pool_resources(pool_type(), host_type()) -> #{tag() => reference()}.
+get_pool_resources(PoolType, HostType) ->
+    Pools = case ets:whereis(?MODULE) of
+                undefined -> [];
+                _ -> ets:match_object(?MODULE, #pool{name = {PoolType, HostType, '_'}, _ = '_'})
+            end,
+    maps:from_list([{Tag, Res} || #pool{name = {_, _, Tag}, res = Res} <- Pools]).
 
 %%--------------------------------------------------------------------
 %% Helpers

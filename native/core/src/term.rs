@@ -33,6 +33,20 @@ impl Term {
         Term::Tuple(items)
     }
 
+    /// A string as Erlang's string type: a list of code points.
+    pub fn charlist(s: &str) -> Term {
+        Term::List(
+            s.chars()
+                .map(|c| Term::Int(i64::from(u32::from(c))))
+                .collect(),
+        )
+    }
+
+    /// A map with atom keys.
+    pub fn map_of(pairs: Vec<(&str, Term)>) -> Term {
+        Term::Map(pairs.into_iter().map(|(k, v)| (Term::atom(k), v)).collect())
+    }
+
     pub fn ok(value: Term) -> Term {
         Term::Tuple(vec![Term::atom("ok"), value])
     }

@@ -65,7 +65,8 @@ enum NameCheck {
 ///   names the way `"https"` does (wildcards in the leftmost label).
 /// - `ciphers`: a `:`-separated list of suite names (OpenSSL or IANA
 ///   spelling) among those rustls implements; it restricts TLS 1.3 suites too.
-///   Keywords such as `HIGH` or `!aNULL` are refused.
+///   `TLSv1.2` and `TLSv1.3` stand for every suite of that version, as in
+///   OpenSSL; other keywords such as `HIGH` or `!aNULL` are refused.
 /// - `versions`: `"tlsv1.2"`, `"tlsv1.3"`; `"tlsv1"` and `"tlsv1.1"` are
 ///   accepted and ignored (rustls implements neither).
 /// - `dhfile` is accepted and has no effect: rustls uses ECDHE only.
@@ -282,12 +283,30 @@ fn read_ciphers(node: &Node) -> Result<Option<Vec<SupportedCipherSuite>>> {
     let all = rustls::crypto::ring::ALL_CIPHER_SUITES;
     let mut chosen: Vec<SupportedCipherSuite> = vec![];
     for name in text.split(':').map(str::trim).filter(|n| !n.is_empty()) {
+        // OpenSSL's version keywords (MongooseIM's default "TLSv1.2:TLSv1.3"):
+        // every suite of that version.
+        let version = match name {
+            "TLSv1.2" => Some(rustls::ProtocolVersion::TLSv1_2),
+            "TLSv1.3" => Some(rustls::ProtocolVersion::TLSv1_3),
+            _ => None,
+        };
+        if let Some(version) = version {
+            for suite in all.iter().filter(|s| s.version().version == version) {
+                if !chosen.iter().any(|c| c.suite() == suite.suite()) {
+                    chosen.push(*suite);
+                }
+            }
+            continue;
+        }
         let iana = OPENSSL_SUITE_NAMES
             .iter()
             .find(|(openssl, _)| *openssl == name)
             .map_or(name, |(_, iana)| iana);
         let Some(suite) = all.iter().find(|s| suite_name(s) == iana) else {
-            let known: Vec<_> = OPENSSL_SUITE_NAMES.iter().map(|(o, _)| *o).collect();
+            let versions = ["TLSv1.2", "TLSv1.3"].into_iter();
+            let known: Vec<_> = versions
+                .chain(OPENSSL_SUITE_NAMES.iter().map(|(o, _)| *o))
+                .collect();
             return Err(Error::Config(format!(
                 "{}: rustls cannot honour the cipher {name:?}; list suites among {}",
                 node.path(),

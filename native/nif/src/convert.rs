@@ -137,6 +137,15 @@ fn decode_at(term: rustler::Term, depth: usize, left: &mut usize) -> Result<Term
     })
 }
 
+/// A library term that rustler can encode (for `spawn_answer`'s values).
+pub struct Encoded(pub Term);
+
+impl rustler::Encoder for Encoded {
+    fn encode<'a>(&self, env: Env<'a>) -> rustler::Term<'a> {
+        encode(env, &self.0)
+    }
+}
+
 pub fn encode<'a>(env: Env<'a>, term: &Term) -> rustler::Term<'a> {
     match term {
         Term::Atom(a) => match Atom::from_str(env, a) {

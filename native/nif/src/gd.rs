@@ -13,7 +13,7 @@ use mongoose_native::gd::{Call, GdConfig, GdError, Mapping};
 use mongoose_native::{runtime, Error, Term};
 use rustler::{Encoder, Env, LocalPid, ResourceArc};
 
-use crate::convert::{decode, encode};
+use crate::convert::{decode, encode, Encoded};
 use crate::reply::{error_term, slot, spawn_answer};
 use crate::{ok, PoolRes};
 
@@ -65,7 +65,7 @@ fn gd_start<'a>(
     opts: rustler::Term<'a>,
     hosts: Vec<String>,
     node: String,
-    pool: rustler::Term<'a>,
+    pools: rustler::Term<'a>,
     pid: LocalPid,
     tag: rustler::Term<'a>,
 ) -> rustler::Term<'a> {
@@ -76,8 +76,14 @@ fn gd_start<'a>(
         Ok(c) => c,
         Err(e) => return error_term(env, e.reason()),
     };
-    let pool = match pool.decode::<ResourceArc<PoolRes>>() {
-        Ok(p) if p.kind == PoolType::Redis => p,
+    // `pools`: the running global redis pools by tag; the options name one.
+    let named = rustler::types::map::MapIterator::new(pools)
+        .and_then(|mut it| {
+            it.find(|(tag, _)| tag.atom_to_string().is_ok_and(|t| t == config.redis.pool))
+        })
+        .and_then(|(_, pool)| pool.decode::<ResourceArc<PoolRes>>().ok());
+    let pool = match named {
+        Some(p) if p.kind == PoolType::Redis => p,
         _ => {
             let e = GdError::PoolNotStarted(format!(
                 "modules.mod_global_distrib.redis.pool: no redis pool {} is running",
@@ -89,6 +95,7 @@ fn gd_start<'a>(
     if running().is_some() {
         return error_term(env, already_started().reason());
     }
+    let validated = Encoded(Term::ok(config.to_term()));
     spawn_answer(env, pid, tag, async move {
         let started = Mapping::start(config, &node, Arc::new(SharedPool(pool))).await;
         let result = match started {
@@ -104,7 +111,7 @@ fn gd_start<'a>(
             },
             Err(e) => Err(e),
         };
-        result.map(|()| ok()).map_err(|e| {
+        result.map(|()| validated).map_err(|e| {
             log::warn!("mod_global_distrib_mapping start failed: {e}");
             e.reason()
         })

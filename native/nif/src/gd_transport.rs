@@ -4,11 +4,12 @@
 //! the worker acknowledges with `gd_transport_ack/2` once handled.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 
 use futures::future::BoxFuture;
 use mongoose_native::config::Node;
+use mongoose_native::gd::config::{socket_addr, CONNECTIONS_PER_ENDPOINT};
 use mongoose_native::gd::transport::credit::Credit;
 use mongoose_native::gd::transport::frame::DEFAULT_MAX_FRAME;
 use mongoose_native::gd::transport::listener::{
@@ -217,7 +218,11 @@ fn read_options(opts: &Term) -> Result<Options, Error> {
     Ok(Options {
         local_host,
         listen,
-        per_endpoint: node.at("connections_per_endpoint").int_or(1, 1000, 1)? as usize,
+        per_endpoint: node.at("connections_per_endpoint").int_or(
+            1,
+            CONNECTIONS_PER_ENDPOINT.1,
+            1,
+        )? as usize,
         max_frame: node.at("max_frame_size").int_or(
             16,
             i64::from(u32::MAX),
@@ -226,44 +231,6 @@ fn read_options(opts: &Term) -> Result<Options, Error> {
         queue: node.at("queue_len").int_or(1, 10_000_000, 100_000)? as usize,
         tls,
     })
-}
-
-/// `{Ip, Port}` with the address as a string, a binary or an inet tuple.
-fn socket_addr(ep: &Node) -> Result<SocketAddr, Error> {
-    let expected = "{Address, Port} with an IPv4/IPv6 address";
-    let Some(Term::Tuple(parts)) = ep.term() else {
-        return Err(ep.invalid(expected));
-    };
-    let [addr, Term::Int(port)] = parts.as_slice() else {
-        return Err(ep.invalid(expected));
-    };
-    let port = u16::try_from(*port).map_err(|_| ep.invalid(expected))?;
-    let ip: IpAddr = match addr {
-        Term::Tuple(octets) if octets.len() == 4 || octets.len() == 8 => {
-            let nums: Option<Vec<u16>> = octets
-                .iter()
-                .map(|t| match t {
-                    Term::Int(i) => u16::try_from(*i).ok(),
-                    _ => None,
-                })
-                .collect();
-            let nums = nums.ok_or_else(|| ep.invalid(expected))?;
-            if nums.len() == 4 {
-                let b: Option<Vec<u8>> = nums.iter().map(|n| u8::try_from(*n).ok()).collect();
-                let b = b.ok_or_else(|| ep.invalid(expected))?;
-                IpAddr::from([b[0], b[1], b[2], b[3]])
-            } else {
-                IpAddr::from([
-                    nums[0], nums[1], nums[2], nums[3], nums[4], nums[5], nums[6], nums[7],
-                ])
-            }
-        }
-        other => other
-            .as_text()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| ep.invalid(expected))?,
-    };
-    Ok(SocketAddr::new(ip, port))
 }
 
 /// Reads the options (and the TLS files they name) and binds the listeners

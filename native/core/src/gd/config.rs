@@ -120,6 +120,9 @@ const CACHE: [&str; 4] = [
 ];
 const BOUNCE: [&str; 3] = ["enabled", "resend_after_ms", "max_retries"];
 
+/// Connections to one endpoint: 0 counts as 1, as in MongooseIM; the
+/// transport takes 1 to this many.
+pub const CONNECTIONS_PER_ENDPOINT: (i64, i64) = (0, 1000);
 const NON_NEG: (i64, i64) = (0, i64::MAX);
 const POS: (i64, i64) = (1, i64::MAX);
 
@@ -187,7 +190,12 @@ impl GdConfig {
         let connections = Connections {
             endpoints,
             advertised_endpoints,
-            connections_per_endpoint: int(&c.at("connections_per_endpoint"), NON_NEG, 1)?,
+            connections_per_endpoint: int(
+                &c.at("connections_per_endpoint"),
+                CONNECTIONS_PER_ENDPOINT,
+                1,
+            )?
+            .max(1),
             endpoint_refresh_interval: int(&c.at("endpoint_refresh_interval"), POS, 60)?,
             endpoint_refresh_interval_when_empty: int(
                 &c.at("endpoint_refresh_interval_when_empty"),
@@ -237,6 +245,102 @@ impl GdConfig {
             cache,
             bounce,
         })
+    }
+}
+
+impl GdConfig {
+    /// The validated options with every default, for the Erlang side
+    /// (`mod_global_distrib_utils:opts/0`): the connections section's
+    /// options at the top, as MongooseIM's submodules read them.
+    pub fn to_term(&self) -> Term {
+        let c = &self.connections;
+        let int = |n: u64| Term::Int(n as i64);
+        let endpoints = |eps: &[Endpoint]| {
+            let eps = eps
+                .iter()
+                .map(|e| Term::tuple(vec![Term::charlist(&e.host), Term::Int(i64::from(e.port))]));
+            Term::List(eps.collect())
+        };
+        let tls = match &c.tls {
+            None => Term::atom("undefined"),
+            Some(t) => {
+                let mut kv = vec![
+                    ("certfile", Term::charlist(&t.certfile)),
+                    ("cacertfile", Term::charlist(&t.cacertfile)),
+                    ("ciphers", Term::charlist(&t.ciphers)),
+                ];
+                kv.extend(t.dhfile.as_deref().map(|d| ("dhfile", Term::charlist(d))));
+                Term::map_of(kv)
+            }
+        };
+        Term::map_of(vec![
+            ("global_host", Term::from(self.global_host.as_str())),
+            ("local_host", Term::from(self.local_host.as_str())),
+            ("message_ttl", int(self.message_ttl)),
+            ("hosts_refresh_interval", int(self.hosts_refresh_interval)),
+            ("endpoints", endpoints(&c.endpoints)),
+            ("advertised_endpoints", endpoints(&c.advertised_endpoints)),
+            ("connections_per_endpoint", int(c.connections_per_endpoint)),
+            (
+                "endpoint_refresh_interval",
+                int(c.endpoint_refresh_interval),
+            ),
+            (
+                "endpoint_refresh_interval_when_empty",
+                int(c.endpoint_refresh_interval_when_empty),
+            ),
+            ("disabled_gc_interval", int(c.disabled_gc_interval)),
+            ("tls", tls),
+            (
+                "redis",
+                Term::map_of(vec![
+                    ("pool", Term::atom(&self.redis.pool)),
+                    ("expire_after", int(self.redis.expire_after)),
+                    ("refresh_after", int(self.redis.refresh_after)),
+                ]),
+            ),
+            (
+                "cache",
+                Term::map_of(vec![
+                    ("cache_missed", Term::from(self.cache.cache_missed)),
+                    (
+                        "domain_lifetime_seconds",
+                        int(self.cache.domain_lifetime_seconds),
+                    ),
+                    ("jid_lifetime_seconds", int(self.cache.jid_lifetime_seconds)),
+                    ("max_jids", int(self.cache.max_jids)),
+                ]),
+            ),
+            (
+                "bounce",
+                Term::map_of(vec![
+                    ("enabled", Term::from(self.bounce.enabled)),
+                    ("resend_after_ms", int(self.bounce.resend_after_ms)),
+                    ("max_retries", int(self.bounce.max_retries)),
+                ]),
+            ),
+        ])
+    }
+}
+
+/// `{Address, Port}` with the address an IP (a string, a binary or an inet
+/// tuple): a transport's listen or peer address.
+pub fn socket_addr(node: &Node) -> Result<std::net::SocketAddr> {
+    let expected = "{Address, Port} with an IPv4/IPv6 address";
+    let Some(Term::Tuple(parts)) = node.term() else {
+        return Err(node.invalid(expected));
+    };
+    let [addr, port] = parts.as_slice() else {
+        return Err(node.invalid(expected));
+    };
+    let ip = endpoint_host(&Node::new(node.path(), addr))
+        .ok()
+        .and_then(|host| host.parse::<std::net::IpAddr>().ok());
+    // Port 0: a listener on any free port.
+    let port = Node::new(node.path(), port).int(0, 65535).ok().flatten();
+    match (ip, port) {
+        (Some(ip), Some(port)) => Ok(std::net::SocketAddr::new(ip, port as u16)),
+        _ => Err(node.invalid(expected)),
     }
 }
 

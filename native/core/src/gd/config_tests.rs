@@ -188,3 +188,58 @@ fn hosts_must_be_served() {
     assert_eq!(e.kind(), "check_host_failed");
     assert!(e.to_string().contains("global_host"), "{e}");
 }
+
+#[test]
+fn the_erlang_side_gets_the_validated_options_with_defaults() {
+    let c = GdConfig::read(&base(vec![]), &served()).unwrap();
+    let Term::Map(pairs) = c.to_term() else {
+        panic!("not a map")
+    };
+    let get = |k: &str| pairs.iter().find(|(key, _)| *key == a(k)).map(|(_, v)| v.clone());
+    assert_eq!(get("local_host"), Some(Term::from("dc1.test")));
+    assert_eq!(get("message_ttl"), Some(Term::Int(4)));
+    let endpoint = Term::tuple(vec![Term::charlist("dc1.test"), Term::Int(5555)]);
+    assert_eq!(get("endpoints"), Some(Term::List(vec![endpoint])));
+    assert_eq!(get("tls"), Some(a("undefined")));
+    let bounce = map(vec![
+        ("enabled", a("true")),
+        ("resend_after_ms", Term::Int(200)),
+        ("max_retries", Term::Int(4)),
+    ]);
+    assert_eq!(get("bounce"), Some(bounce));
+    // 0 connections per endpoint means one, as in MongooseIM.
+    let zero = base(vec![(
+        "connections",
+        map(vec![("connections_per_endpoint", Term::Int(0))]),
+    )]);
+    let c = GdConfig::read(&zero, &served()).unwrap();
+    assert_eq!(c.connections.connections_per_endpoint, 1);
+    let many = base(vec![(
+        "connections",
+        map(vec![("connections_per_endpoint", Term::Int(1001))]),
+    )]);
+    assert!(err(many).contains("connections.connections_per_endpoint"));
+}
+
+#[test]
+fn socket_addresses_are_ips_in_any_erlang_form() {
+    let addr = |t: Term| socket_addr(&Node::new("endpoints[1]", &t));
+    let ip4 = Term::tuple(vec![Term::Int(127), Term::Int(0), Term::Int(0), Term::Int(1)]);
+    for (host, port) in [
+        (ip4, 0),
+        (Term::from("::1"), 5555),
+        (Term::charlist("10.0.0.2"), 65535),
+    ] {
+        let parsed = addr(Term::tuple(vec![host.clone(), Term::Int(port)]));
+        assert_eq!(parsed.map(|a| a.port()), Ok(port as u16), "{host:?}");
+    }
+    for bad in [
+        Term::tuple(vec![Term::from("example.com"), Term::Int(1)]),
+        Term::tuple(vec![Term::from("127.0.0.1"), Term::Int(70000)]),
+        Term::tuple(vec![Term::tuple(vec![Term::Int(256)]), Term::Int(1)]),
+        Term::from("127.0.0.1"),
+    ] {
+        let e = addr(bad.clone()).unwrap_err().to_string();
+        assert!(e.starts_with("endpoints[1]"), "{bad:?}: {e}");
+    }
+}

@@ -411,9 +411,10 @@ get_pool_handle(PoolType, HostType, Tag) ->
 get_pool_resources(PoolType, HostType) ->
     Pools = case ets:whereis(?MODULE) of
                 undefined -> [];
-                _ -> ets:match_object(?MODULE, #pool{name = {PoolType, HostType, '_'}, _ = '_'})
+                _ -> ets:tab2list(?MODULE)
             end,
-    maps:from_list([{Tag, Res} || #pool{name = {_, _, Tag}, res = Res} <- Pools]).
+    maps:from_list([{Tag, Res} || #pool{name = {T, H, Tag}, res = Res} <- Pools,
+                                  T =:= PoolType, H =:= HostType]).
 
 %%--------------------------------------------------------------------
 %% Helpers

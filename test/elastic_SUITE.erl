@@ -23,7 +23,7 @@ groups() ->
      {failures, [], [malformed_json_is_an_error, dropped_connection_then_recovery,
                      stall_times_out_within_call_timeout, bad_requests_are_refused,
                      server_down, not_elasticsearch_fails_the_start, basic_auth,
-                     config_errors]}].
+                     config_errors, callback_module]}].
 
 init_per_suite(Config) ->
     ok = mongoose_wpool:ensure_started(),
@@ -345,3 +345,13 @@ config_errors(Config) ->
     Legacy = {elastic, global, default, [], [{host, "127.0.0.1"}, {port, port_of(Config)}]},
     [{ok, _}] = mongoose_wpool:start_configured_pools([Legacy], []),
     ?assertMatch({ok, _}, mongoose_elasticsearch:health()).
+
+callback_module(Config) ->
+    mongoose_wpool:stop(),
+    ok = mongoose_wpool_elastic:init(),
+    ?assert(mongoose_wpool_elastic:is_supported_strategy(available_worker)),
+    {ok, _} = mongoose_wpool_elastic:start(global, default, [{workers, 1}],
+                                           #{host => "127.0.0.1", port => port_of(Config)}),
+    ?assertMatch({ok, _}, mongoose_elasticsearch:health()),
+    ok = mongoose_wpool_elastic:stop(global, default),
+    ?assertMatch({error, {pool_not_started, _}}, mongoose_elasticsearch:health()).

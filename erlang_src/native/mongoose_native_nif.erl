@@ -14,7 +14,7 @@
          gd_transport_stop/1, gd_transport_ack/2, gd_transport_set_worker/3]).
 -export([gd_start/6, gd_stop/0, gd_call/4, gd_metrics/0]).
 
--export([rdbms_checkout/4, rdbms_tx_call/4, rdbms_tx_release/2]).
+-export([lease/4, lease_call/4, lease_release/2]).
 
 -define(NOT_LOADED, erlang:nif_error({not_loaded, ?MODULE})).
 
@@ -99,11 +99,12 @@ cast(Pool, Hash, Request) ->
         Result -> Result
     end.
 
--spec rdbms_tx_call(reference(), term(), pid(), term()) ->
+%% @doc A request on a lease (see `lease/4'), run after the ones before it.
+-spec lease_call(reference(), term(), pid(), term()) ->
           {ok, reference()} | {error, {atom(), binary()}}.
-rdbms_tx_call(Tx, Request, Pid, Tag) ->
-    case rdbms_tx_call_nif(Tx, Request, Pid, Tag) of
-        reschedule -> rdbms_tx_call_dirty(Tx, Request, Pid, Tag);
+lease_call(Lease, Request, Pid, Tag) ->
+    case lease_call_nif(Lease, Request, Pid, Tag) of
+        reschedule -> lease_call_dirty(Lease, Request, Pid, Tag);
         Result -> Result
     end.
 
@@ -111,8 +112,8 @@ submit_nif(_Pool, _Hash, _Request, _Pid, _Tag) -> ?NOT_LOADED.
 submit_dirty(_Pool, _Hash, _Request, _Pid, _Tag) -> ?NOT_LOADED.
 cast_nif(_Pool, _Hash, _Request) -> ?NOT_LOADED.
 cast_dirty(_Pool, _Hash, _Request) -> ?NOT_LOADED.
-rdbms_tx_call_nif(_Tx, _Request, _Pid, _Tag) -> ?NOT_LOADED.
-rdbms_tx_call_dirty(_Tx, _Request, _Pid, _Tag) -> ?NOT_LOADED.
+lease_call_nif(_Lease, _Request, _Pid, _Tag) -> ?NOT_LOADED.
+lease_call_dirty(_Lease, _Request, _Pid, _Tag) -> ?NOT_LOADED.
 cancel(_Slot) -> ?NOT_LOADED.
 stats(_Pool) -> ?NOT_LOADED.
 stop(_Pool) -> ?NOT_LOADED.
@@ -136,5 +137,8 @@ gd_start(_Opts, _Hosts, _Node, _Pool, _Pid, _Tag) -> ?NOT_LOADED.
 gd_stop() -> ?NOT_LOADED.
 gd_call(_Op, _Args, _Pid, _Tag) -> ?NOT_LOADED.
 gd_metrics() -> ?NOT_LOADED.
-rdbms_checkout(_Pool, _Hash, _Pid, _Tag) -> ?NOT_LOADED.
-rdbms_tx_release(_Tx, _Rollback) -> ?NOT_LOADED.
+%% @doc Asks for one worker's connection for the caller alone; the answer is
+%% `{Tag, {ok, Lease}}'. The lease goes back on `lease_release/2' or when
+%% its last reference goes (then reset: an open transaction rolled back).
+lease(_Pool, _Hash, _Pid, _Tag) -> ?NOT_LOADED.
+lease_release(_Lease, _Reset) -> ?NOT_LOADED.

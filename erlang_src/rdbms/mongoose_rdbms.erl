@@ -287,10 +287,10 @@ with_checkout(HostType, PoolTag, Fun, OnError, RollbackAtEnd) ->
             put_state(State),
             try Fun(State) of
                 Result ->
-                    mongoose_native_nif:rdbms_tx_release(Tx, RollbackAtEnd),
+                    mongoose_native_nif:lease_release(Tx, RollbackAtEnd),
                     Result
             catch Class:Reason:Stacktrace ->
-                    mongoose_native_nif:rdbms_tx_release(Tx, true),
+                    mongoose_native_nif:lease_release(Tx, true),
                     erlang:raise(Class, Reason, Stacktrace)
             after
                 erase_state()
@@ -375,9 +375,11 @@ checkout(HostType, PoolTag) ->
         {error, _} = NotStarted ->
             NotStarted;
         {ok, #{res := Res, call_timeout := Timeout, atom_name := Name}} ->
-            Checkout = fun(Pid, Ref) -> mongoose_native_nif:rdbms_checkout(Res, -1, Pid, Ref) end,
+            %% Asked before the lease: a one-worker pool could not answer it after.
+            Engine = pool_engine(HostType, PoolTag),
+            Checkout = fun(Pid, Ref) -> mongoose_native_nif:lease(Res, -1, Pid, Ref) end,
             case mongoose_native_nif:call(Checkout, Timeout) of
-                {reply, {ok, Tx, Engine}} ->
+                {reply, {ok, Tx}} ->
                     {ok, #{tx => Tx, engine => Engine, timeout => Timeout}};
                 {reply, {error, _} = Error} ->
                     Error;
@@ -392,7 +394,7 @@ checkout(HostType, PoolTag) ->
 
 tx_call(State = #{tx := Tx, timeout := Timeout}, Msg) ->
     Request = request(Msg, State),
-    Call = fun(Pid, Ref) -> mongoose_native_nif:rdbms_tx_call(Tx, Request, Pid, Ref) end,
+    Call = fun(Pid, Ref) -> mongoose_native_nif:lease_call(Tx, Request, Pid, Ref) end,
     case mongoose_native_nif:call(Call, Timeout) of
         {reply, Result} -> Result;
         timeout -> exit({timeout, {?MODULE, sql_query, [Timeout]}});

@@ -4,6 +4,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use mongoose_native::config::PoolType;
+use mongoose_native::engine::lease::WrapLease;
 use mongoose_native::engine::pool::AnyPool;
 use mongoose_native::engine::reply::Reply;
 use mongoose_native::engine::strategy::Choice;
@@ -24,6 +26,9 @@ struct SharedPool(ResourceArc<PoolRes>);
 impl AnyPool for SharedPool {
     fn submit(&self, choice: Choice, request: Term, reply: Reply) -> Result<(), Error> {
         self.0.pool.submit(choice, request, reply)
+    }
+    fn lease(&self, choice: Choice, wrap: WrapLease, reply: Reply) -> Result<(), Error> {
+        self.0.pool.lease(choice, wrap, reply)
     }
     fn stats(&self) -> Term {
         self.0.pool.stats()
@@ -69,7 +74,7 @@ fn gd_start<'a>(
         Err(e) => return error_term(env, e.reason()),
     };
     let pool = match pool.decode::<ResourceArc<PoolRes>>() {
-        Ok(p) if !p.opaque_requests => p,
+        Ok(p) if p.kind == PoolType::Redis => p,
         _ => {
             let e = GdError::PoolNotStarted(format!(
                 "modules.mod_global_distrib.redis.pool: no redis pool {} is running",

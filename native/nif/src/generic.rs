@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
-use mongoose_native::engine::pool::Driver;
+use mongoose_native::engine::pool::{Driver, Outcome};
 use mongoose_native::{Error, Result, Term};
 use rustler::{Encoder, LocalPid, OwnedEnv, ResourceArc};
 use tokio::sync::oneshot;
@@ -107,26 +107,29 @@ impl Driver for GenericDriver {
         })
     }
 
-    fn execute(&self, worker: usize, mfa: Arc<Saved>) -> BoxFuture<'static, Result<Term>> {
+    fn execute(&self, worker: usize, mfa: Arc<Saved>) -> BoxFuture<'static, Outcome> {
         let pid = self.executors.pid(worker);
-        Box::pin(async move {
-            let pid =
-                pid.ok_or_else(|| Error::ConnectionLost("generic executor is gone".into()))?;
-            let (tx, rx) = oneshot::channel();
-            let done = ResourceArc::new(Done {
-                tx: Mutex::new(Some(tx)),
-            });
-            let mut env = OwnedEnv::new();
-            env.send_and_clear(&pid, |env| {
-                (mongoose_native_run(), done, mfa.load(env)).encode(env)
-            })
-            .map_err(|_| Error::ConnectionLost("generic executor is gone".into()))?;
-            match rx.await {
-                Ok(result) => Ok(Term::Opaque(result)),
-                Err(_) => Err(Error::ConnectionLost(
-                    "generic executor died while running the call".into(),
-                )),
-            }
-        })
+        Box::pin(async move { run(pid, mfa).await.into() })
+    }
+}
+
+/// Hands `{M, F, A}` to the worker's executor and waits for its result; a
+/// missing or dead executor breaks the worker, which waits for its restart.
+async fn run(pid: Option<LocalPid>, mfa: Arc<Saved>) -> Result<Term> {
+    let pid = pid.ok_or_else(|| Error::ConnectionLost("generic executor is gone".into()))?;
+    let (tx, rx) = oneshot::channel();
+    let done = ResourceArc::new(Done {
+        tx: Mutex::new(Some(tx)),
+    });
+    let mut env = OwnedEnv::new();
+    env.send_and_clear(&pid, |env| {
+        (mongoose_native_run(), done, mfa.load(env)).encode(env)
+    })
+    .map_err(|_| Error::ConnectionLost("generic executor is gone".into()))?;
+    match rx.await {
+        Ok(result) => Ok(Term::Opaque(result)),
+        Err(_) => Err(Error::ConnectionLost(
+            "generic executor died while running the call".into(),
+        )),
     }
 }

@@ -5,9 +5,9 @@ mod convert;
 mod gd;
 mod gd_transport;
 mod generic;
+mod lease;
 mod logger;
 mod pin;
-mod rdbms;
 mod reply;
 
 use mongoose_native::config::{pools_from_toml, Node, PoolSettings, PoolType};
@@ -25,8 +25,9 @@ rustler::atoms! { ok, error, cancelled, replied, reschedule, threads, max_reques
 
 pub struct PoolRes {
     pool: Box<dyn AnyPool>,
-    /// Generic pools carry their requests as opaque terms.
-    opaque_requests: bool,
+    /// What NIFs for one kind check (generic pools carry opaque requests,
+    /// global distribution needs a redis pool).
+    kind: PoolType,
 }
 
 #[rustler::resource_impl]
@@ -57,8 +58,9 @@ fn pool_start<'a>(
         Ok(p) => p,
         Err(e) => return error_term(env, e.reason()),
     };
+    let kind = settings.kind;
     spawn_answer(env, pid, tag, async move {
-        started(registry::start(settings, &conn, &path).await, false)
+        started(registry::start(settings, &conn, &path).await, kind)
     })
 }
 
@@ -85,7 +87,10 @@ fn generic_start<'a>(
     };
     spawn_answer(env, pid, tag, async move {
         let pool = Pool::start(GenericDriver::new(executors), settings).await;
-        started(pool.map(|p| Box::new(p) as Box<dyn AnyPool>), true)
+        started(
+            pool.map(|p| Box::new(p) as Box<dyn AnyPool>),
+            PoolType::Generic,
+        )
     })
 }
 
@@ -120,16 +125,10 @@ fn prepare(kind: &str, opts: rustler::Term, path: &str) -> Result<PoolSettings, 
 
 fn started(
     pool: Result<Box<dyn AnyPool>, Error>,
-    opaque_requests: bool,
+    kind: PoolType,
 ) -> Result<(Atom, ResourceArc<PoolRes>), Term> {
     match pool {
-        Ok(pool) => Ok((
-            ok(),
-            ResourceArc::new(PoolRes {
-                pool,
-                opaque_requests,
-            }),
-        )),
+        Ok(pool) => Ok((ok(), ResourceArc::new(PoolRes { pool, kind }))),
         Err(e) => {
             log::warn!("pool start failed: {e}");
             Err(e.reason())
@@ -140,9 +139,13 @@ fn started(
 /// A request decoded within `budget`: `Ok(None)` when it is too large for
 /// a normal scheduler, so the caller retries on a dirty one.
 fn request(pool: &PoolRes, request: rustler::Term, budget: usize) -> Result<Option<Term>, Error> {
-    if pool.opaque_requests {
-        return Ok(Some(Term::Opaque(Saved::new(request))));
+    match pool.kind {
+        PoolType::Generic => Ok(Some(Term::Opaque(Saved::new(request)))),
+        _ => request_term(request, budget),
     }
+}
+
+fn request_term(request: rustler::Term, budget: usize) -> Result<Option<Term>, Error> {
     match decode_within(request, budget) {
         Ok(t) => Ok(Some(t)),
         Err(DecodeError::TooLarge) if budget == SCHEDULER_BUDGET => Ok(None),

@@ -53,7 +53,8 @@ use serde_json::Value;
 use crate::config::{Node, PoolSettings, Secret};
 use crate::drivers::http::shape;
 use crate::drivers::http_client::{build_client, failure, failure_parts, reason, timed_out};
-use crate::engine::pool::{AnyPool, Driver, Pool};
+use crate::engine::lease::WrapLease;
+use crate::engine::pool::{AnyPool, Driver, Outcome, Pool};
 use crate::engine::reply::Reply;
 use crate::engine::strategy::Choice;
 use crate::error::{Error, Result};
@@ -256,6 +257,10 @@ struct ElasticPool {
 impl AnyPool for ElasticPool {
     fn submit(&self, choice: Choice, request: Term, reply: Reply) -> Result<()> {
         self.pool.submit(choice, request, reply)
+    }
+
+    fn lease(&self, choice: Choice, wrap: WrapLease, reply: Reply) -> Result<()> {
+        self.pool.lease(choice, wrap, reply)
     }
 
     fn stats(&self) -> Term {
@@ -501,17 +506,19 @@ impl Driver for ElasticDriver {
         Box::pin(async move { Ok(client) })
     }
 
-    fn execute(&self, client: Client, request: ElasticRequest) -> BoxFuture<'static, Result<Term>> {
+    fn execute(&self, client: Client, request: ElasticRequest) -> BoxFuture<'static, Outcome> {
         let builder = authorized(
             client.request(request.method.clone(), request.url.clone()),
             &self.config,
         );
-        Box::pin(call(builder, request, self.timeout))
+        let timeout = self.timeout;
+        Box::pin(async move { call(builder, request, timeout).await.into() })
     }
 }
 
 /// One request. Failures are answers, never `Err`: the client is shared
-/// and replaces its broken connections itself, so no worker needs a new one.
+/// and replaces its broken connections itself, so the verdict on the
+/// worker's "connection" is always that it is fine.
 async fn call(
     builder: reqwest::RequestBuilder,
     request: ElasticRequest,

@@ -48,7 +48,7 @@ use rustls::ClientConfig;
 
 use crate::config::Node;
 use crate::drivers::http_client::{build_client, failure, timed_out};
-use crate::engine::pool::Driver;
+use crate::engine::pool::{Driver, Outcome};
 use crate::error::{Error, Result};
 use crate::term::Term;
 use crate::tls::read_tls;
@@ -288,7 +288,9 @@ impl Driver for HttpDriver {
         Box::pin(async move { Ok(client) })
     }
 
-    fn execute(&self, client: Client, request: HttpRequest) -> BoxFuture<'static, Result<Term>> {
+    /// reqwest's client keeps its own connections, so every failure is an
+    /// answer and no verdict breaks the worker.
+    fn execute(&self, client: Client, request: HttpRequest) -> BoxFuture<'static, Outcome> {
         let timeout = self.config.request_timeout;
         Box::pin(async move {
             let what = request.describe();
@@ -319,7 +321,7 @@ impl Driver for HttpDriver {
                     Term::bin(body.to_vec()),
                 ]))
             };
-            Ok(match tokio::time::timeout(timeout, exchange).await {
+            Outcome::answer(match tokio::time::timeout(timeout, exchange).await {
                 Ok(Ok(answer)) => Term::ok(answer),
                 Ok(Err(reason)) => Term::error(reason),
                 Err(_) => Term::error(timed_out(&what, timeout)),

@@ -3,7 +3,7 @@
 use super::*;
 use crate::config::{PoolSettings, PoolType};
 use crate::engine::pool::{AnyPool, Pool};
-use crate::engine::reply::testing::capture;
+use crate::engine::reply::oneshot;
 use crate::engine::strategy::Choice;
 use crate::tls::{suite_name, OPENSSL_SUITE_NAMES};
 use rustls_pki_types::PrivateKeyDer;
@@ -372,7 +372,7 @@ async fn pool(conn: Term) -> std::sync::Arc<Pool<HttpDriver>> {
 }
 
 async fn call(p: &std::sync::Arc<Pool<HttpDriver>>, req: Term) -> Term {
-    let (reply, rx) = capture();
+    let (reply, rx) = oneshot();
     p.submit(Choice::Strategy, req, reply).unwrap();
     rx.await.unwrap()
 }

@@ -14,7 +14,7 @@ use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Node, Secret};
-use crate::engine::pool::Driver;
+use crate::engine::pool::{Driver, Outcome};
 use crate::error::{Error, Result};
 use crate::runtime;
 use crate::term::Term;
@@ -246,10 +246,10 @@ impl Driver for RedisDriver {
         })
     }
 
-    fn execute(&self, conn: RedisConn, request: RedisRequest) -> BoxFuture<'static, Result<Term>> {
+    fn execute(&self, conn: RedisConn, request: RedisRequest) -> BoxFuture<'static, Outcome> {
         let mut conn = conn.conn;
         Box::pin(async move {
-            match request {
+            let answer = match request {
                 RedisRequest::Single(cmd) => single(conn.send_packed_command(&cmd).await),
                 RedisRequest::Pipeline(pipeline) => {
                     // One write, so no other caller's command lands in between.
@@ -264,7 +264,8 @@ impl Driver for RedisDriver {
                         Err(e) => single(Err(e)).map(|t| Term::List(vec![t; n])),
                     }
                 }
-            }
+            };
+            answer.into()
         })
     }
 

@@ -3,7 +3,7 @@
 use super::*;
 use crate::config::{PoolSettings, PoolType};
 use crate::engine::pool::{AnyPool, Pool};
-use crate::engine::reply::testing::capture;
+use crate::engine::reply::oneshot;
 use crate::engine::strategy::Choice;
 
 fn q(args: &[&str]) -> Term {
@@ -21,7 +21,7 @@ async fn pool(conn: Term) -> Result<std::sync::Arc<Pool<RedisDriver>>> {
 }
 
 async fn call(p: &std::sync::Arc<Pool<RedisDriver>>, req: Term) -> Term {
-    let (reply, rx) = capture();
+    let (reply, rx) = oneshot();
     p.submit(Choice::Strategy, req, reply).unwrap();
     rx.await.unwrap()
 }
@@ -66,7 +66,7 @@ async fn unreachable_server_fails_start_clearly() {
 #[tokio::test]
 async fn bad_requests_are_refused_before_queueing() {
     let p = pool(Term::Map(vec![])).await.unwrap();
-    let (reply, _rx) = capture();
+    let (reply, _rx) = oneshot();
     let e = p
         .submit(Choice::Strategy, Term::atom("get"), reply)
         .unwrap_err();

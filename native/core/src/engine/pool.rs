@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use futures::FutureExt;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
+use super::lease::{self, guarded, WrapLease};
+use super::reply::Reply;
+use super::strategy::{least_loaded, Choice, Strategy};
 use crate::config::PoolSettings;
-use crate::engine::reply::Reply;
-use crate::engine::strategy::{least_loaded, Choice, Strategy};
 use crate::error::{Error, Result};
 use crate::runtime;
 use crate::term::Term;
@@ -37,15 +37,23 @@ pub trait Driver: Send + Sync + 'static {
 
     fn connect(&self, worker: usize) -> BoxFuture<'static, Result<Self::Conn>>;
 
-    fn execute(&self, conn: Self::Conn, request: Self::Request)
-        -> BoxFuture<'static, Result<Term>>;
+    /// Carries one request: the caller's answer and, apart from it, the
+    /// connection's verdict; only the engine reconnects.
+    fn execute(&self, conn: Self::Conn, request: Self::Request) -> BoxFuture<'static, Outcome>;
 
     /// `Some(interval)`: `ping` idle connections at that interval (rdbms keepalive).
     fn keepalive(&self) -> Option<Duration> {
         None
     }
 
+    /// A cheap health check of an idle connection; an error replaces it.
     fn ping(&self, _conn: Self::Conn) -> BoxFuture<'static, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Puts a connection that came back from a lease without a clean
+    /// release in its neutral state (rdbms: `ROLLBACK`); an error replaces it.
+    fn reset(&self, _conn: Self::Conn) -> BoxFuture<'static, Result<()>> {
         Box::pin(async { Ok(()) })
     }
 
@@ -57,16 +65,56 @@ pub trait Driver: Send + Sync + 'static {
     }
 }
 
+/// What a request did: the caller's answer and whether the connection
+/// survived it.
+pub struct Outcome {
+    pub answer: Term,
+    /// `Some`: the connection is dead; the worker replaces it.
+    pub broken: Option<Error>,
+}
+
+impl Outcome {
+    pub fn answer(answer: Term) -> Outcome {
+        Outcome {
+            answer,
+            broken: None,
+        }
+    }
+
+    /// The caller gets the error; the connection is replaced when the error
+    /// says it broke ([`Error::breaks_connection`]).
+    pub fn failed(e: Error) -> Outcome {
+        Outcome {
+            answer: e.to_term(),
+            broken: e.breaks_connection().then_some(e),
+        }
+    }
+}
+
+impl From<Result<Term>> for Outcome {
+    fn from(result: Result<Term>) -> Outcome {
+        result.map_or_else(Outcome::failed, Outcome::answer)
+    }
+}
+
 /// What the registry and the NIF see of a pool, whatever its driver.
 pub trait AnyPool: Send + Sync {
     fn submit(&self, choice: Choice, request: Term, reply: Reply) -> Result<()>;
+    /// Asks for an exclusive lease on one worker's connection (see
+    /// [`lease`](super::lease)); `reply` gets `wrap(Lease)` or an error.
+    fn lease(&self, choice: Choice, wrap: WrapLease, reply: Reply) -> Result<()>;
     fn stats(&self) -> Term;
     /// Closes every worker's queue; queued requests still get their answer.
     fn stop(&self);
 }
 
+enum Work<R> {
+    Run(R),
+    Lease(WrapLease),
+}
+
 struct Job<R> {
-    request: R,
+    work: Work<R>,
     reply: Reply,
 }
 
@@ -223,16 +271,9 @@ impl<D: Driver> Pool<D> {
     }
 }
 
-impl<D: Driver> AnyPool for Arc<Pool<D>> {
-    fn submit(&self, choice: Choice, request: Term, reply: Reply) -> Result<()> {
-        let request = match self.driver.parse(request) {
-            Ok(r) => r,
-            Err(e) => {
-                reply.disarm();
-                return Err(e);
-            }
-        };
-        let job = Job { request, reply };
+impl<D: Driver> Pool<D> {
+    /// Hands the job to a worker by `choice` and the pool's strategy.
+    fn route(self: &Arc<Self>, choice: Choice, job: Job<D::Request>) -> Result<()> {
         let guard = self.workers.read().map_err(|_| Error::PoolStopped);
         let guard = match guard {
             Ok(g) => g,
@@ -286,6 +327,29 @@ impl<D: Driver> AnyPool for Arc<Pool<D>> {
                 }
             },
         }
+    }
+}
+
+impl<D: Driver> AnyPool for Arc<Pool<D>> {
+    fn submit(&self, choice: Choice, request: Term, reply: Reply) -> Result<()> {
+        match self.driver.parse(request) {
+            Ok(request) => self.route(
+                choice,
+                Job {
+                    work: Work::Run(request),
+                    reply,
+                },
+            ),
+            Err(e) => {
+                reply.disarm();
+                Err(e)
+            }
+        }
+    }
+
+    fn lease(&self, choice: Choice, wrap: WrapLease, reply: Reply) -> Result<()> {
+        let work = Work::Lease(wrap);
+        self.route(choice, Job { work, reply })
     }
 
     fn stats(&self) -> Term {
@@ -342,14 +406,51 @@ impl<D: Driver> AnyPool for Arc<Pool<D>> {
     }
 }
 
-type Running = BoxFuture<'static, (Result<Term>, Reply, u64)>;
+/// A request or a lease that ended on a worker: the lease's reply went out
+/// when it was granted, a request's goes out now.
+struct Finished {
+    outcome: Outcome,
+    reply: Option<Reply>,
+    /// The connection's generation it ran on.
+    generation: u64,
+}
+
+type Running = BoxFuture<'static, Finished>;
 
 /// One worker: takes jobs from its queue and carries them over its
-/// connection, reopening the connection with capped backoff when it breaks.
+/// connection, reopening the connection with capped backoff when a verdict,
+/// a failed keepalive or the driver's `closed` says it broke.
 struct WorkerState<D: Driver> {
     driver: Arc<D>,
     load: Arc<Load>,
     idle: Arc<Notify>,
+}
+
+/// The worker's connection and its reopening.
+struct Link<D: Driver> {
+    conn: Option<D::Conn>,
+    /// Bumped on every new connection so a late verdict on an old one is ignored.
+    generation: u64,
+    connecting: Option<BoxFuture<'static, Result<D::Conn>>>,
+    backoff: Duration,
+    retry_at: Instant,
+    closed: BoxFuture<'static, ()>,
+}
+
+impl<D: Driver> Link<D> {
+    fn lost(&mut self, load: &Load, why: &str) {
+        log::warn!("worker connection lost, reconnecting: {why}");
+        self.conn = None;
+        self.closed = Box::pin(std::future::pending());
+        load.connected.store(false, Ordering::Release);
+        self.retry_at = Instant::now();
+    }
+}
+
+/// Backoff with jitter, so that the workers of a pool whose server came
+/// back do not all reconnect at the same instant.
+fn jittered(backoff: Duration) -> Duration {
+    backoff.mul_f64(rand::random_range(0.5..=1.0))
 }
 
 impl<D: Driver> WorkerState<D> {
@@ -361,72 +462,107 @@ impl<D: Driver> WorkerState<D> {
     }
 
     async fn run(self, mut rx: mpsc::Receiver<Job<D::Request>>, first: D::Conn) {
-        let mut closed = self.driver.closed(&first);
-        let mut conn = Some(first);
-        // Bumped on every new connection so a late failure of an old one is ignored.
-        let mut generation: u64 = 0;
-        let mut connecting: Option<BoxFuture<'static, Result<D::Conn>>> = None;
-        let mut backoff = RECONNECT_MIN;
-        let mut retry_at = Instant::now();
+        let mut link = Link::<D> {
+            closed: self.driver.closed(&first),
+            conn: Some(first),
+            generation: 0,
+            connecting: None,
+            backoff: RECONNECT_MIN,
+            retry_at: Instant::now(),
+        };
         let mut running: FuturesUnordered<Running> = FuturesUnordered::new();
         let mut open = true;
+        // A lease waits for the requests before it, then has the connection alone.
+        let mut waiting_lease: Option<(WrapLease, Reply)> = None;
+        let mut leased = false;
         let limit = self.driver.concurrency().max(1);
         let keepalive = self.driver.keepalive();
         let mut last_activity = Instant::now();
         loop {
-            if !open && running.is_empty() {
+            if !open && running.is_empty() && waiting_lease.is_none() {
                 self.load.connected.store(false, Ordering::Release);
                 return;
             }
-            if conn.is_none() && connecting.is_none() && Instant::now() >= retry_at {
-                connecting = Some(self.driver.connect(self.load.index));
-            }
-            let ping_at = keepalive.map(|k| last_activity + k);
-            tokio::select! {
-                biased;
-                Some((result, reply, gen)) = running.next(), if !running.is_empty() => {
-                    if let Err(e) = &result {
-                        if e.breaks_connection() && gen == generation && conn.is_some() {
-                            log::warn!("worker connection lost: {e}");
-                            conn = None;
-                            self.load.connected.store(false, Ordering::Release);
-                            retry_at = Instant::now();
+            if running.is_empty() {
+                if let Some((wrap, reply)) = waiting_lease.take() {
+                    match &link.conn {
+                        _ if reply.is_cancelled() => {
+                            reply.disarm();
+                            self.finish();
+                        }
+                        None => self.refuse_down(reply),
+                        Some(conn) => {
+                            let (handle, serving) = lease::grant(&self.driver, conn.clone());
+                            reply.send(wrap(handle));
+                            let generation = link.generation;
+                            leased = true;
+                            running.push(Box::pin(async move {
+                                let broken = serving.await;
+                                let answer = Term::atom("ok");
+                                let outcome = Outcome { answer, broken };
+                                Finished {
+                                    outcome,
+                                    reply: None,
+                                    generation,
+                                }
+                            }));
                         }
                     }
-                    let term = match result {
-                        Ok(t) => t,
-                        Err(e) => e.to_term(),
-                    };
+                }
+            }
+            if link.conn.is_none() && link.connecting.is_none() && Instant::now() >= link.retry_at {
+                link.connecting = Some(self.driver.connect(self.load.index));
+            }
+            let ping_at = keepalive.map(|k| last_activity + k);
+            // While a connection is being opened, requests wait in the queue
+            // for it; while the worker waits to retry, they fail at once.
+            let taking = open
+                && running.len() < limit
+                && !leased
+                && waiting_lease.is_none()
+                && link.connecting.is_none();
+            tokio::select! {
+                biased;
+                Some(done) = running.next(), if !running.is_empty() => {
+                    if let Some(e) = &done.outcome.broken {
+                        if done.generation == link.generation && link.conn.is_some() {
+                            link.lost(&self.load, &e.to_string());
+                        }
+                    }
                     // Counted done before the caller hears back, so its next
                     // call sees this worker idle again.
                     self.finish();
-                    reply.send(term);
+                    match done.reply {
+                        Some(reply) => reply.send(done.outcome.answer),
+                        None => leased = false,
+                    }
                     last_activity = Instant::now();
                 }
                 result = async {
-                    match connecting.as_mut() {
+                    match link.connecting.as_mut() {
                         Some(connect) => connect.await,
                         None => std::future::pending().await,
                     }
-                }, if connecting.is_some() => {
-                    connecting = None;
+                }, if link.connecting.is_some() => {
+                    link.connecting = None;
                     match result {
                         Ok(c) => {
-                            closed = self.driver.closed(&c);
-                            conn = Some(c);
-                            generation += 1;
-                            backoff = RECONNECT_MIN;
+                            link.closed = self.driver.closed(&c);
+                            link.conn = Some(c);
+                            link.generation += 1;
+                            link.backoff = RECONNECT_MIN;
                             self.load.connected.store(true, Ordering::Release);
                             log::info!("worker reconnected");
                         }
                         Err(e) => {
-                            log::warn!("worker reconnect failed, next try in {backoff:?}: {e}");
-                            retry_at = Instant::now() + backoff;
-                            backoff = (backoff * 2).min(RECONNECT_MAX);
+                            let wait = jittered(link.backoff);
+                            log::warn!("worker reconnect failed, next try in {wait:?}: {e}");
+                            link.retry_at = Instant::now() + wait;
+                            link.backoff = (link.backoff * 2).min(RECONNECT_MAX);
                         }
                     }
                 }
-                job = rx.recv(), if open && running.len() < limit => {
+                job = rx.recv(), if taking => {
                     let Some(job) = job else { open = false; continue };
                     self.load.running.fetch_add(1, Ordering::AcqRel);
                     if job.reply.is_cancelled() {
@@ -434,60 +570,42 @@ impl<D: Driver> WorkerState<D> {
                         self.finish();
                         continue;
                     }
-                    match &conn {
-                        Some(c) => {
-                            let fut = self.driver.execute(c.clone(), job.request);
-                            let reply = job.reply;
-                            let gen = generation;
+                    match (&link.conn, job.work) {
+                        (_, Work::Lease(wrap)) => waiting_lease = Some((wrap, job.reply)),
+                        (None, Work::Run(_)) => self.refuse_down(job.reply),
+                        (Some(c), Work::Run(request)) => {
+                            let fut = self.driver.execute(c.clone(), request);
+                            let reply = Some(job.reply);
+                            let generation = link.generation;
                             running.push(Box::pin(async move {
-                                let result = std::panic::AssertUnwindSafe(fut)
-                                    .catch_unwind()
-                                    .await
-                                    .unwrap_or_else(|panic| Err(panic_error(panic)));
-                                (result, reply, gen)
+                                let outcome = guarded(fut).await.unwrap_or_else(Outcome::failed);
+                                Finished { outcome, reply, generation }
                             }));
-                        }
-                        None => {
-                            self.finish();
-                            job.reply.send(
-                                Error::NoConnection("the connection is down; reconnecting".into()).to_term(),
-                            );
                         }
                     }
                 }
-                _ = &mut closed, if conn.is_some() => {
-                    log::warn!("worker connection closed by the server; reconnecting");
-                    conn = None;
-                    self.load.connected.store(false, Ordering::Release);
-                    retry_at = Instant::now();
+                _ = &mut link.closed, if link.conn.is_some() => {
+                    link.lost(&self.load, "closed by the server");
                 }
-                _ = tokio::time::sleep_until(retry_at), if conn.is_none() && connecting.is_none() => {}
-                _ = tokio::time::sleep_until(ping_at.unwrap_or(last_activity)), if ping_at.is_some() && conn.is_some() && running.is_empty() => {
+                _ = tokio::time::sleep_until(link.retry_at), if link.conn.is_none() && link.connecting.is_none() => {}
+                _ = tokio::time::sleep_until(ping_at.unwrap_or(last_activity)), if ping_at.is_some() && link.conn.is_some() && running.is_empty() && waiting_lease.is_none() => {
                     last_activity = Instant::now();
-                    if let Some(c) = &conn {
-                        let ping = tokio::time::timeout(PING_TIMEOUT, self.driver.ping(c.clone()));
+                    if let Some(c) = &link.conn {
+                        let ping = tokio::time::timeout(PING_TIMEOUT, guarded(self.driver.ping(c.clone())));
                         let outcome = ping.await.unwrap_or_else(|_| Err(Error::Timeout("keepalive got no answer".into())));
-                        if let Err(e) = outcome {
-                            log::warn!("keepalive failed, replacing the connection: {e}");
-                            conn = None;
-                            self.load.connected.store(false, Ordering::Release);
-                            retry_at = Instant::now();
+                        if let Err(e) = outcome.and_then(|r| r) {
+                            link.lost(&self.load, &format!("keepalive failed: {e}"));
                         }
                     }
                 }
             }
         }
     }
-}
 
-fn panic_error(panic: Box<dyn std::any::Any + Send>) -> Error {
-    let what = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into());
-    log::error!("a request panicked: {what}");
-    Error::Internal(format!("the request panicked: {what}"))
+    fn refuse_down(&self, reply: Reply) {
+        self.finish();
+        reply.send(Error::NoConnection("the connection is down; reconnecting".into()).to_term());
+    }
 }
 
 #[cfg(test)]

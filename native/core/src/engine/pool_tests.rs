@@ -19,6 +19,8 @@ enum Op {
     Who(Duration),
     /// Fails with the error after the delay.
     Fail(Duration, Error),
+    /// Answers `ok` but says the connection broke (a verdict apart from the answer).
+    Broken,
     Panic,
 }
 
@@ -39,6 +41,10 @@ struct Fake {
     executed: AtomicUsize,
     pings: AtomicUsize,
     ping: AtomicUsize,
+    /// How long each connect takes.
+    connect_delay: Duration,
+    resets: AtomicUsize,
+    reset_fails: AtomicBool,
 }
 
 impl Fake {
@@ -71,6 +77,7 @@ impl Driver for Fake {
             "who" => Op::Who(after),
             "lost" => Op::Fail(after, Error::ConnectionLost("fake loss".into())),
             "server_error" => Op::Fail(after, Error::Server("fake error".into())),
+            "broken" => Op::Broken,
             "panic" => Op::Panic,
             _ => return Err(bad()),
         })
@@ -86,7 +93,9 @@ impl Driver for Fake {
             .failing_connects
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
             .is_ok();
+        let delay = self.connect_delay;
         Box::pin(async move {
+            sleep(delay).await;
             if fails {
                 Err(Error::Connect("fake refusal".into()))
             } else {
@@ -95,26 +104,37 @@ impl Driver for Fake {
         })
     }
 
-    fn execute(
-        &self,
-        (worker, serial): (usize, usize),
-        op: Op,
-    ) -> BoxFuture<'static, Result<Term>> {
+    fn execute(&self, (worker, serial): (usize, usize), op: Op) -> BoxFuture<'static, Outcome> {
         self.executed.fetch_add(1, Ordering::AcqRel);
         Box::pin(async move {
             match op {
                 Op::Who(after) => {
                     sleep(after).await;
-                    Ok(Term::tuple(vec![
+                    Outcome::answer(Term::tuple(vec![
                         Term::Int(worker as i64),
                         Term::Int(serial as i64),
                     ]))
                 }
                 Op::Fail(after, e) => {
                     sleep(after).await;
-                    Err(e)
+                    Outcome::failed(e)
                 }
+                Op::Broken => Outcome {
+                    answer: Term::atom("ok"),
+                    broken: Some(Error::ConnectionLost("fake verdict".into())),
+                },
                 Op::Panic => panic!("boom"),
+            }
+        })
+    }
+
+    fn reset(&self, _conn: (usize, usize)) -> BoxFuture<'static, Result<()>> {
+        self.resets.fetch_add(1, Ordering::AcqRel);
+        let fails = self.reset_fails.load(Ordering::Acquire);
+        Box::pin(async move {
+            match fails {
+                true => Err(Error::ConnectionLost("fake reset failure".into())),
+                false => Ok(()),
             }
         })
     }
@@ -335,7 +355,7 @@ async fn a_broken_connection_is_reopened_with_capped_backoff() {
     fake.failing_connects.store(7, Ordering::Release);
     let answer = call(&pool, req("lost", 0)).await;
     assert_eq!(answer, Error::ConnectionLost("fake loss".into()).to_term());
-    // While it reconnects, calls fail fast instead of waiting.
+    // While it waits to retry, calls fail fast instead of waiting.
     let t0 = Instant::now();
     let down = call(&pool, who_now()).await;
     assert_eq!(error_kind(&down).as_deref(), Some("no_connection"));
@@ -349,8 +369,9 @@ async fn a_broken_connection_is_reopened_with_capped_backoff() {
         .windows(2)
         .map(|w| (w[1] - w[0]).as_millis() as u64)
         .collect();
+    // Each wait is jittered between half the backoff and all of it.
     for (gap, expected) in gaps.iter().zip([100, 200, 400, 800, 1600, 3200, 5000]) {
-        assert!((expected..expected + 5).contains(gap), "gaps {gaps:?}");
+        assert!((expected / 2..=expected + 5).contains(gap), "gaps {gaps:?}");
     }
     assert_eq!(who(submit(&pool, who_now())).await, (0, 9));
     assert_eq!(connected(&pool), [true]);
@@ -361,7 +382,7 @@ async fn a_broken_connection_is_reopened_with_capped_backoff() {
     sleep(Duration::from_secs(1)).await;
     let attempts = fake.connects();
     assert_eq!(attempts.len(), 11);
-    assert_between(attempts[10] - attempts[9], 100, 105);
+    assert_between(attempts[10] - attempts[9], 50, 105);
 
     // A server error leaves the connection alone.
     let answer = call(&pool, req("server_error", 0)).await;
@@ -545,4 +566,123 @@ async fn stop_refuses_new_requests_and_answers_queued_ones() {
     assert_eq!(err, Error::PoolStopped);
     assert_eq!(who(running).await, (0, 1));
     assert_eq!(who(queued).await, (0, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_verdict_apart_from_the_answer_replaces_the_connection() {
+    let pool = start(Fake::default(), settings(1, Strategy::Best)).await;
+    assert_eq!(call(&pool, req("broken", 0)).await, Term::atom("ok"));
+    assert_eq!(who(submit(&pool, who_now())).await, (0, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_wait_while_a_connection_is_being_opened() {
+    let fake = Fake {
+        connect_delay: Duration::from_millis(50),
+        ..Fake::default()
+    };
+    let pool = start(fake, settings(1, Strategy::Best)).await;
+    call(&pool, req("lost", 0)).await;
+    let t0 = Instant::now();
+    // Queued behind the reconnect instead of failing: a blip is not an outage.
+    assert_eq!(who(submit(&pool, who_now())).await, (0, 2));
+    assert_between(t0.elapsed(), 50, 55);
+}
+
+fn lease_of(pool: &Arc<Pool<Fake>>) -> oneshot::Receiver<Term> {
+    let (reply, rx) = reply::oneshot();
+    pool.lease(Choice::Strategy, lease::testing::keep, reply)
+        .expect("admitted");
+    rx
+}
+
+async fn leased(pool: &Arc<Pool<Fake>>) -> Arc<dyn lease::AnyLease> {
+    lease::testing::taken(lease_of(pool).await.expect("granted"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_has_the_connection_alone_until_released() {
+    let fake = Fake {
+        concurrency: 4,
+        ..Fake::default()
+    };
+    let pool = start(fake, settings(1, Strategy::Best)).await;
+    // Granted once the request running before it is done.
+    let before = submit(&pool, req("who", 100));
+    let t0 = Instant::now();
+    let lease = leased(&pool).await;
+    assert_between(t0.elapsed(), 100, 105);
+    assert!(before.await.is_ok());
+    // Nothing else runs on the connection meanwhile, though it pipelines.
+    let mut waiting = submit(&pool, who_now());
+    assert_eq!(lease::testing::call(&lease, who_now()).await, tuple2(0, 1));
+    sleep(Duration::from_secs(1)).await;
+    assert!(waiting.try_recv().is_err());
+    lease.release(false);
+    assert_eq!(who(waiting).await, (0, 1));
+    assert_eq!(pool.driver.resets.load(Ordering::Acquire), 0);
+    let (reply, _) = reply::oneshot();
+    assert!(matches!(
+        lease.submit(who_now(), reply),
+        Err(Error::BadRequest(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_lease_is_reset_and_comes_back() {
+    let pool = start(Fake::default(), settings(1, Strategy::Best)).await;
+    let lease = leased(&pool).await;
+    lease::testing::call(&lease, who_now()).await;
+    drop(lease);
+    assert_eq!(who(submit(&pool, who_now())).await, (0, 1));
+    assert_eq!(pool.driver.resets.load(Ordering::Acquire), 1);
+    // A reset that fails replaces the connection.
+    pool.driver.reset_fails.store(true, Ordering::Release);
+    drop(leased(&pool).await);
+    assert_eq!(who(submit(&pool, who_now())).await, (0, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_broken_lease_answers_errors_and_its_connection_is_replaced() {
+    let pool = start(Fake::default(), settings(1, Strategy::Best)).await;
+    let lease = leased(&pool).await;
+    let lost = lease::testing::call(&lease, req("lost", 0)).await;
+    assert_eq!(error_kind(&lost).as_deref(), Some("connection_lost"));
+    let executed = pool.driver.executed.load(Ordering::Acquire);
+    let after = lease::testing::call(&lease, who_now()).await;
+    assert_eq!(error_kind(&after).as_deref(), Some("connection_lost"));
+    assert_eq!(pool.driver.executed.load(Ordering::Acquire), executed);
+    lease.release(false);
+    assert_eq!(who(submit(&pool, who_now())).await, (0, 2));
+    assert_eq!(pool.driver.resets.load(Ordering::Acquire), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_nobody_waits_for_is_not_granted() {
+    let pool = start(Fake::default(), settings(1, Strategy::Best)).await;
+    let busy = submit(&pool, req("who", 100));
+    drop(lease_of(&pool));
+    assert!(busy.await.is_ok());
+    assert_eq!(who(submit(&pool, who_now())).await, (0, 1));
+    assert_eq!(pool.driver.resets.load(Ordering::Acquire), 0);
+    assert_eq!(connected(&pool), [true]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn leases_queue_and_count_like_requests() {
+    let pool = start(Fake::default(), settings(2, Strategy::Best)).await;
+    let first = leased(&pool).await;
+    let second = leased(&pool).await;
+    // Both workers are leased: the third waits in a queue like a request.
+    let mut third = lease_of(&pool);
+    sleep(Duration::from_secs(1)).await;
+    assert!(third.try_recv().is_err());
+    first.release(false);
+    let third = lease::testing::taken(third.await.expect("granted"));
+    assert_eq!(lease::testing::call(&third, who_now()).await, tuple2(0, 1));
+    drop((second, third));
+}
+
+fn tuple2(a: i64, b: i64) -> Term {
+    Term::tuple(vec![Term::Int(a), Term::Int(b)])
 }

@@ -83,9 +83,3 @@ pub fn oneshot() -> (Reply, tokio::sync::oneshot::Receiver<Term>) {
         rx,
     )
 }
-
-#[cfg(test)]
-pub mod testing {
-    //! What the tests used before [`oneshot`](super::oneshot) was public.
-    pub use super::oneshot as capture;
-}

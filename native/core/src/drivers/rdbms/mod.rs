@@ -19,22 +19,18 @@
 //! `statement_timeout`, so the server cancels a slow statement and keeps the
 //! connection; the client gives up 500 ms after it and drops the connection.
 //! A connection that broke (a network error, a FATAL error such as
-//! `pg_terminate_backend`, MariaDB's `KILL`) is dropped too; the next
-//! request, or the keepalive ping at once, opens a new one first.
+//! `pg_terminate_backend`, MariaDB's `KILL`) is dropped too; the engine
+//! opens a new one at once, and requests wait in the queue while it does.
 //!
 //! # Transactions
 //!
 //! `mongoose_rdbms:sql_transaction/2,3` runs its fun in the caller, so every
-//! query it makes must reach the connection the transaction began on. A
-//! checkout request goes through a worker like any other (strategy, queue
-//! bound), takes the connection's mutex as an owned guard and hands it to the
-//! caller at once as a [`Transaction`] (the NIF makes it a resource). The
-//! checkout job runs on until the transaction is released, so the worker
-//! stays busy, as a MongooseIM worker running a transaction; queries on the
-//! handle run on the held connection in call order, `BEGIN`, `COMMIT` and
-//! `ROLLBACK` among them. If the caller dies instead (or a checkout answer
-//! reaches nobody), the resource's destructor drops the [`Transaction`],
-//! which rolls back and then releases the connection.
+//! query it makes must reach the connection the transaction began on: it
+//! holds an exclusive lease on one worker's connection (`engine::lease`),
+//! `BEGIN`, `COMMIT` and `ROLLBACK` among its queries. A lease that comes
+//! back without a clean release (its owner died) is rolled back ([`reset`]).
+//!
+//! [`reset`]: Driver::reset
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,7 +38,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::sync::Mutex;
 
-use crate::engine::pool::Driver;
+use crate::engine::pool::{Driver, Outcome};
 use crate::error::{Error, Result};
 use crate::term::Term;
 
@@ -53,13 +49,11 @@ mod pgsql;
 mod request;
 mod shape;
 mod sqlx_common;
-mod transaction;
 
 use backend::{Connector, Failure, Session};
 pub use config::{Engine, RdbmsConfig, RdbmsTls};
-pub use request::{parse_request, Checkout, CheckoutCell, RdbmsRequest};
+pub use request::{parse_request, RdbmsRequest};
 pub use shape::{statement_kinds, Kind};
-pub use transaction::Transaction;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The client gives up this long after the deadline (mysql, or a server that
@@ -91,12 +85,10 @@ impl Shared {
     }
 }
 
-/// One connection; `db` is `None` once it broke.
-pub struct ConnState {
-    db: Option<Box<dyn Session>>,
-}
-
-pub type Conn = Arc<Mutex<ConnState>>;
+/// One connection; the lock is never contended (one request at a time per
+/// worker), it only lets clones of the handle reach the session.
+#[derive(Clone)]
+pub struct Conn(Arc<Mutex<Box<dyn Session>>>);
 
 pub struct RdbmsDriver {
     shared: Arc<Shared>,
@@ -135,37 +127,17 @@ impl Driver for RdbmsDriver {
 
     fn connect(&self, _worker: usize) -> BoxFuture<'static, Result<Conn>> {
         let shared = self.shared.clone();
-        Box::pin(async move {
-            let db = Some(shared.open().await?);
-            Ok(Arc::new(Mutex::new(ConnState { db })))
-        })
+        Box::pin(async move { Ok(Conn(Arc::new(Mutex::new(shared.open().await?)))) })
     }
 
-    fn execute(&self, conn: Conn, request: RdbmsRequest) -> BoxFuture<'static, Result<Term>> {
+    fn execute(&self, conn: Conn, request: RdbmsRequest) -> BoxFuture<'static, Outcome> {
         let shared = self.shared.clone();
         Box::pin(async move {
             match request {
-                RdbmsRequest::Engine => Ok(Term::atom(shared.engine.name())),
-                RdbmsRequest::Checkout(Checkout { reply, wrap }) => {
-                    if reply.is_cancelled() {
-                        reply.disarm();
-                        return Ok(Term::atom("ok"));
-                    }
-                    let (tx, released) = Transaction::hold(&shared, conn).await;
-                    reply.send(Term::tuple(vec![
-                        Term::atom("ok"),
-                        wrap(tx),
-                        Term::atom(shared.engine.name()),
-                    ]));
-                    // The worker stays busy until the transaction gives the
-                    // connection back (or is dropped, which ends it too).
-                    let _ = released.await;
-                    Ok(Term::atom("ok"))
-                }
-                other => {
-                    let mut state = conn.lock().await;
-                    run_request(&shared, &mut state, &other).await
-                }
+                RdbmsRequest::Engine => Outcome::answer(Term::atom(shared.engine.name())),
+                other => run_request(&shared, &mut *conn.0.lock().await, &other)
+                    .await
+                    .into(),
             }
         })
     }
@@ -175,69 +147,60 @@ impl Driver for RdbmsDriver {
     }
 
     fn ping(&self, conn: Conn) -> BoxFuture<'static, Result<()>> {
+        self.check(conn, "SELECT 1")
+    }
+
+    /// Rolls back whatever the lease's owner left open.
+    fn reset(&self, conn: Conn) -> BoxFuture<'static, Result<()>> {
+        self.check(conn, "ROLLBACK")
+    }
+}
+
+impl RdbmsDriver {
+    /// Runs `sql`; anything but a result means the connection is replaced.
+    fn check(&self, conn: Conn, sql: &'static str) -> BoxFuture<'static, Result<()>> {
         let shared = self.shared.clone();
         Box::pin(async move {
-            // A connection held by a transaction is in use, hence alive.
-            let Ok(mut state) = conn.try_lock() else {
-                return Ok(());
-            };
-            if state.db.is_some() {
-                let ok = matches!(
-                    run_request(&shared, &mut state, &RdbmsRequest::Query("SELECT 1".into()))
-                        .await,
-                    Ok(Term::Tuple(ref t)) if t.first() == Some(&Term::atom("selected"))
-                );
-                if ok {
-                    return Ok(());
+            let request = RdbmsRequest::Query(sql.into());
+            match run_request(&shared, &mut *conn.0.lock().await, &request).await? {
+                Term::Tuple(t)
+                    if matches!(
+                        t.first().and_then(Term::as_atom),
+                        Some("selected" | "updated")
+                    ) =>
+                {
+                    Ok(())
                 }
-                log::warn!(
-                    "rdbms {} keepalive failed, replacing the connection",
-                    shared.target
-                );
-                state.db = None;
+                other => Err(Error::ConnectionLost(format!(
+                    "{} {}: {sql} answered {}",
+                    shared.engine.name(),
+                    shared.target,
+                    other.describe()
+                ))),
             }
-            state.db = Some(shared.open().await?);
-            Ok(())
         })
     }
 }
 
-/// Runs a query or an execute on the connection, reopening it first if it
-/// broke earlier. SQL errors are answers; a connection that broke or passed
-/// its deadline is dropped.
+/// Runs a query or an execute under the connection's deadline. SQL errors
+/// are answers; a connection that broke or passed its deadline is an error
+/// that breaks it, and the engine reopens it.
 async fn run_request(
     shared: &Shared,
-    state: &mut ConnState,
+    db: &mut Box<dyn Session>,
     request: &RdbmsRequest,
 ) -> Result<Term> {
-    let mut db = match state.db.take() {
-        Some(db) => db,
-        None => shared
-            .open()
-            .await
-            .map_err(|e| Error::NoConnection(e.to_string()))?,
-    };
-    let answer =
-        match tokio::time::timeout(shared.op_timeout + CLIENT_MARGIN, db.run(request)).await {
-            Ok(Ok(term) | Err(Failure::Answer(term))) => term,
-            Ok(Err(Failure::Broken(why))) => {
-                log::warn!(
-                    "rdbms {} connection lost, reopening on next use: {why}",
-                    shared.target
-                );
-                return Ok(Error::ConnectionLost(format!("{}: {why}", shared.target)).to_term());
-            }
-            Err(_) => {
-                return Ok(Error::Timeout(format!(
-                    "{}: no answer within {} ms; the connection is replaced",
-                    shared.target,
-                    shared.op_timeout.as_millis()
-                ))
-                .to_term())
-            }
-        };
-    state.db = Some(db);
-    Ok(answer)
+    match tokio::time::timeout(shared.op_timeout + CLIENT_MARGIN, db.run(request)).await {
+        Ok(Ok(term) | Err(Failure::Answer(term))) => Ok(term),
+        Ok(Err(Failure::Broken(why))) => {
+            Err(Error::ConnectionLost(format!("{}: {why}", shared.target)))
+        }
+        Err(_) => Err(Error::Timeout(format!(
+            "{}: no answer within {} ms; the connection is replaced",
+            shared.target,
+            shared.op_timeout.as_millis()
+        ))),
+    }
 }
 
 #[cfg(test)]

@@ -7,18 +7,10 @@
 //!   placeholders (turned into `$1..` for pgsql), prepared on first use on each
 //!   connection and cached there by `Name`; values come back typed (integers,
 //!   floats, binaries, `true`/`false` on pgsql, `null`).
-//! - `{rdbms_checkout, Checkout}` (built by the NIF, `Checkout` an opaque
-//!   [`Checkout`]): holds the worker's connection for the caller; see
-//!   *Transactions* in the module documentation of `rdbms`.
 //! - `rdbms_engine` answers `pgsql` or `mysql`.
 
-use std::sync::Arc;
-
-use crate::engine::reply::Reply;
 use crate::error::{Error, Result};
 use crate::term::Term;
-
-use super::Transaction;
 
 pub enum RdbmsRequest {
     Query(String),
@@ -27,28 +19,7 @@ pub enum RdbmsRequest {
         sql: String,
         params: Vec<Term>,
     },
-    Checkout(Checkout),
     Engine,
-}
-
-/// Where a checkout delivers its [`Transaction`]: `wrap` turns it into the
-/// term `reply` carries (the NIF makes it a resource).
-pub struct Checkout {
-    pub reply: Reply,
-    pub wrap: fn(Arc<Transaction>) -> Term,
-}
-
-/// A [`Checkout`] inside a request term (`Term::Opaque`), taken once.
-pub struct CheckoutCell(std::sync::Mutex<Option<Checkout>>);
-
-impl CheckoutCell {
-    pub fn new(checkout: Checkout) -> Arc<CheckoutCell> {
-        Arc::new(CheckoutCell(std::sync::Mutex::new(Some(checkout))))
-    }
-
-    fn take(&self) -> Option<Checkout> {
-        self.0.lock().ok().and_then(|mut c| c.take())
-    }
 }
 
 fn iodata_text(term: &Term, what: &str) -> Result<String> {
@@ -86,12 +57,6 @@ pub fn parse_request(request: Term) -> Result<RdbmsRequest> {
             let params = params.clone();
             Ok(RdbmsRequest::Execute { name, sql, params })
         }
-        (Some("rdbms_checkout"), [_, Term::Opaque(cell)]) => cell
-            .downcast_ref::<CheckoutCell>()
-            .and_then(CheckoutCell::take)
-            .map(RdbmsRequest::Checkout)
-            .ok_or_else(|| bad("a checkout is made by the NIF")),
-        (Some("rdbms_checkout"), [_, _]) => Err(bad("a checkout is made by the NIF")),
         _ => Err(Error::BadRequest(format!(
             "expected {{sql_query, Query}} or {{sql_execute, Name, SQL, Params}}, got {}",
             request.describe()

@@ -3,8 +3,12 @@
 
 use super::pgsql::{numeric_from_int, numeric_to_term, pg_placeholders};
 use super::*;
-use crate::config::Node;
-use crate::engine::reply::Reply;
+use crate::config::{Node, PoolSettings, PoolType};
+use crate::engine::lease::testing::{keep, taken};
+use crate::engine::lease::{self, AnyLease};
+use crate::engine::pool::{AnyPool, Pool};
+use crate::engine::reply::oneshot;
+use crate::engine::strategy::{Choice, Strategy};
 
 fn kv(k: &str, v: Term) -> (Term, Term) {
     (Term::atom(k), v)
@@ -299,18 +303,13 @@ fn password_not_utf8_is_described_not_shown() {
     );
 }
 
-/// Checks `conn` out directly, outside its worker.
-async fn checkout(driver: &RdbmsDriver, conn: Conn) -> Arc<Transaction> {
-    Transaction::hold(&driver.shared, conn).await.0
-}
-
 async fn q(d: &RdbmsDriver, c: &Conn, sql: &str) -> Term {
     d.execute(
         c.clone(),
         parse_request(Term::tuple(vec![Term::atom("sql_query"), Term::from(sql)])).unwrap(),
     )
     .await
-    .unwrap()
+    .answer
 }
 
 async fn x(d: &RdbmsDriver, c: &Conn, name: &str, sql: &str, params: Vec<Term>) -> Term {
@@ -325,7 +324,7 @@ async fn x(d: &RdbmsDriver, c: &Conn, name: &str, sql: &str, params: Vec<Term>) 
         .unwrap(),
     )
     .await
-    .unwrap()
+    .answer
 }
 
 fn selected(rows: Vec<Vec<Term>>) -> Term {
@@ -553,11 +552,44 @@ async fn mysql_queries_and_types() {
     q(&d, &c, "DROP TABLE mn_rs_my").await;
 }
 
+fn sql(text: &str) -> Term {
+    Term::tuple(vec![Term::atom("sql_query"), Term::from(text)])
+}
+
+/// A pool of `workers` on `conf`, as the NIF starts one.
+async fn pool(conf: &Term, workers: usize) -> Arc<Pool<RdbmsDriver>> {
+    let driver = RdbmsDriver::new(read(conf).unwrap(), 5000).unwrap();
+    let settings = PoolSettings {
+        kind: PoolType::Rdbms,
+        workers,
+        strategy: Strategy::Best,
+        call_timeout_ms: 5000,
+        max_worker_queue_len: None,
+    };
+    Pool::start(driver, settings).await.unwrap()
+}
+
+async fn call(pool: &Arc<Pool<RdbmsDriver>>, request: Term) -> Term {
+    let (reply, answer) = oneshot();
+    pool.submit(Choice::Strategy, request, reply).unwrap();
+    answer.await.unwrap()
+}
+
+async fn lease(pool: &Arc<Pool<RdbmsDriver>>) -> Arc<dyn AnyLease> {
+    let (reply, answer) = oneshot();
+    pool.lease(Choice::Strategy, keep, reply).unwrap();
+    taken(answer.await.unwrap())
+}
+
+fn is_error(t: &Term) -> bool {
+    matches!(t, Term::Tuple(t) if t[0] == Term::atom("error"))
+}
+
 #[tokio::test]
-async fn killed_connection_is_replaced() {
-    let (d, c) = open(pg_conf(), 5000).await;
+async fn killed_connection_is_replaced_by_the_engine() {
+    let pool = pool(&pg_conf(), 1).await;
     let (d2, c2) = open(pg_conf(), 5000).await;
-    let Term::Tuple(t) = q(&d, &c, "SELECT pg_backend_pid()").await else {
+    let Term::Tuple(t) = call(&pool, sql("SELECT pg_backend_pid()")).await else {
         panic!()
     };
     let Term::List(rows) = &t[1] else { panic!() };
@@ -565,201 +597,90 @@ async fn killed_connection_is_replaced() {
     let Term::Bin(pid) = &row[0] else { panic!() };
     let pid = String::from_utf8(pid.clone()).unwrap();
     q(&d2, &c2, &format!("SELECT pg_terminate_backend({pid})")).await;
-    let first = q(&d, &c, "SELECT 1").await;
-    assert!(
-        matches!(first, Term::Tuple(ref t) if t[0] == Term::atom("error")),
-        "{first:?}"
-    );
+    let first = call(&pool, sql("SELECT 1")).await;
+    assert!(is_error(&first), "{first:?}");
+    // The verdict made the worker reconnect; the next request waits for it.
     assert_eq!(
-        q(&d, &c, "SELECT 1").await,
+        call(&pool, sql("SELECT 1")).await,
         selected(vec![vec![Term::from("1")]])
     );
-}
-
-#[tokio::test]
-async fn timeout_replaces_or_keeps_the_connection() {
-    for conf in [pg_conf(), my_conf()] {
-        let (d, c) = open(conf.clone(), 300).await;
-        let sql = if conf == pg_conf() {
-            "SELECT pg_sleep(2)"
-        } else {
-            "SELECT SLEEP(2)"
-        };
-        let t0 = std::time::Instant::now();
-        let r = q(&d, &c, sql).await;
-        assert!(t0.elapsed() < Duration::from_millis(1500), "{r:?}");
-        assert!(
-            matches!(r, Term::Tuple(ref t) if t[0] == Term::atom("error")),
-            "{r:?}"
-        );
-        let one = q(&d, &c, "SELECT 1").await;
-        assert!(
-            matches!(one, Term::Tuple(ref t) if t[0] == Term::atom("selected")),
-            "{one:?}"
-        );
-    }
-}
-
-#[tokio::test]
-async fn transaction_holds_the_connection() {
-    for conf in [pg_conf(), my_conf()] {
-        let (d, c) = open(conf, 5000).await;
-        let table = "mn_rs_tx";
-        q(&d, &c, &format!("DROP TABLE IF EXISTS {table}")).await;
-        q(
-            &d,
-            &c,
-            &format!("CREATE TABLE {table} (id INT PRIMARY KEY)"),
-        )
-        .await;
-        let tx = checkout(&d, c.clone()).await;
-        let run = |sql: String| {
-            let tx = tx.clone();
-            async move {
-                tx.run(
-                    parse_request(Term::tuple(vec![Term::atom("sql_query"), Term::from(sql)]))
-                        .unwrap(),
-                )
-                .await
-                .unwrap()
-            }
-        };
-        run("BEGIN".into()).await;
-        assert_eq!(
-            run(format!("INSERT INTO {table} VALUES (1)")).await,
-            updated(1)
-        );
-        // A pool request on the same connection waits for the release.
-        let waiting = tokio::spawn({
-            let c = c.clone();
-            let sql = format!("SELECT count(*) FROM {table}");
-            let d = RdbmsDriver {
-                shared: d.shared.clone(),
-            };
-            async move { q(&d, &c, &sql).await }
-        });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(!waiting.is_finished());
-        run("ROLLBACK".into()).await;
-        tx.release(false);
-        let count = waiting.await.unwrap();
-        let Term::Tuple(t) = count else { panic!() };
-        assert!(format!("{:?}", t[1]).contains('0'), "{:?}", t[1]);
-
-        // A dropped transaction rolls back and releases.
-        let tx = checkout(&d, c.clone()).await;
-        tx.run(
-            parse_request(Term::tuple(vec![
-                Term::atom("sql_query"),
-                Term::from("BEGIN"),
-            ]))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-        tx.run(
-            parse_request(Term::tuple(vec![
-                Term::atom("sql_query"),
-                Term::from(format!("INSERT INTO {table} VALUES (2)")),
-            ]))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-        drop(tx);
-        let r = q(&d, &c, &format!("SELECT id FROM {table}")).await;
-        assert_eq!(r, selected(vec![]));
-        q(&d, &c, &format!("DROP TABLE {table}")).await;
-    }
-}
-
-static CHECKED_OUT: std::sync::Mutex<Vec<Arc<Transaction>>> = std::sync::Mutex::new(Vec::new());
-
-fn keep(tx: Arc<Transaction>) -> Term {
-    CHECKED_OUT.lock().unwrap().push(tx);
-    Term::atom("tx")
-}
-
-#[tokio::test]
-async fn checkout_keeps_the_worker_busy_until_release() {
-    use crate::config::{PoolSettings, PoolType};
-    use crate::engine::pool::{AnyPool, Pool};
-    use crate::engine::reply::testing::capture;
-    use crate::engine::strategy::{Choice, Strategy};
-
-    let driver = RdbmsDriver::new(read(&pg_conf()).unwrap(), 5000).unwrap();
-    let settings = PoolSettings {
-        kind: PoolType::Rdbms,
-        workers: 1,
-        strategy: Strategy::Best,
-        call_timeout_ms: 5000,
-        max_worker_queue_len: None,
-    };
-    let pool = Pool::start(driver, settings).await.unwrap();
-    let (reply, answer) = capture();
-    let cell = CheckoutCell::new(Checkout { reply, wrap: keep });
-    pool.submit(
-        Choice::Strategy,
-        Term::tuple(vec![Term::atom("rdbms_checkout"), Term::Opaque(cell)]),
-        Reply::none(),
-    )
-    .unwrap();
-    assert_eq!(
-        answer.await.unwrap(),
-        Term::tuple(vec![
-            Term::atom("ok"),
-            Term::atom("tx"),
-            Term::atom("pgsql")
-        ])
-    );
-    let tx = CHECKED_OUT.lock().unwrap().pop().unwrap();
-    assert!(format!("{:?}", pool.stats()).contains("total_in_flight,1"));
-
-    // A request for the same worker waits for the release.
-    let (reply, mut waiting) = capture();
-    pool.submit(
-        Choice::Strategy,
-        Term::tuple(vec![Term::atom("sql_query"), Term::from("SELECT 1")]),
-        reply,
-    )
-    .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(waiting.try_recv().is_err());
-    let inside = tx
-        .run(
-            parse_request(Term::tuple(vec![
-                Term::atom("sql_query"),
-                Term::from("SELECT 2"),
-            ]))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(inside, selected(vec![vec![Term::from("2")]]));
-    tx.release(false);
-    let after = tokio::time::timeout(Duration::from_secs(5), waiting)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(after, selected(vec![vec![Term::from("1")]]));
-    // Queries on a released transaction are refused.
-    let late = tx
-        .run(
-            parse_request(Term::tuple(vec![
-                Term::atom("sql_query"),
-                Term::from("SELECT 3"),
-            ]))
-            .unwrap(),
-        )
-        .await;
-    assert!(matches!(late, Err(Error::BadRequest(_))));
+    assert!(format!("{:?}", pool.stats()).contains("connected,true"));
     pool.stop();
 }
 
+#[tokio::test]
+async fn a_timeout_breaks_the_connection_only_when_the_server_did_not_cancel() {
+    for (conf, sleep, breaks) in [
+        // pgsql's statement_timeout cancels on the server: the connection stays.
+        (pg_conf(), "SELECT pg_sleep(2)", false),
+        // mysql's client gives up: the connection is replaced.
+        (my_conf(), "SELECT SLEEP(2)", true),
+    ] {
+        let (d, c) = open(conf, 300).await;
+        let t0 = std::time::Instant::now();
+        let r = d
+            .execute(c.clone(), parse_request(sql(sleep)).unwrap())
+            .await;
+        assert!(t0.elapsed() < Duration::from_millis(1500), "{:?}", r.answer);
+        assert!(is_error(&r.answer), "{:?}", r.answer);
+        assert_eq!(r.broken.is_some(), breaks, "{sleep}: {:?}", r.broken);
+        if !breaks {
+            let one = q(&d, &c, "SELECT 1").await;
+            assert_eq!(one, selected(vec![vec![Term::from("1")]]));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_lease_holds_the_worker_until_released_or_dropped() {
+    for conf in [pg_conf(), my_conf()] {
+        let pool = pool(&conf, 1).await;
+        let table = "mn_rs_tx";
+        call(&pool, sql(&format!("DROP TABLE IF EXISTS {table}"))).await;
+        let create = format!("CREATE TABLE {table} (id INT PRIMARY KEY)");
+        call(&pool, sql(&create)).await;
+
+        let tx = lease(&pool).await;
+        assert!(format!("{:?}", pool.stats()).contains("total_in_flight,1"));
+        lease::testing::call(&tx, sql("BEGIN")).await;
+        let insert = format!("INSERT INTO {table} VALUES (1)");
+        assert_eq!(lease::testing::call(&tx, sql(&insert)).await, updated(1));
+        // A pool request waits for the release.
+        let (reply, mut waiting) = oneshot();
+        let count = format!("SELECT count(*) FROM {table}");
+        pool.submit(Choice::Strategy, sql(&count), reply).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(waiting.try_recv().is_err());
+        lease::testing::call(&tx, sql("ROLLBACK")).await;
+        tx.release(false);
+        let counted = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .unwrap()
+            .unwrap();
+        let Term::Tuple(t) = counted else { panic!() };
+        assert!(format!("{:?}", t[1]).contains('0'), "{:?}", t[1]);
+        // A released lease takes no more requests.
+        let (reply, _) = oneshot();
+        let late = tx.submit(sql("SELECT 3"), reply);
+        assert!(matches!(late, Err(Error::BadRequest(_))), "{late:?}");
+
+        // A lease dropped without a release (its owner died) rolls back.
+        let tx = lease(&pool).await;
+        lease::testing::call(&tx, sql("BEGIN")).await;
+        let insert = format!("INSERT INTO {table} VALUES (2)");
+        assert_eq!(lease::testing::call(&tx, sql(&insert)).await, updated(1));
+        drop(tx);
+        let r = call(&pool, sql(&format!("SELECT id FROM {table}"))).await;
+        assert_eq!(r, selected(vec![]));
+        call(&pool, sql(&format!("DROP TABLE {table}"))).await;
+        pool.stop();
+    }
+}
+
 #[test]
-fn checkout_needs_the_nif() {
-    let plain = Term::tuple(vec![Term::atom("rdbms_checkout"), Term::atom("x")]);
-    assert!(matches!(parse_request(plain), Err(Error::BadRequest(_))));
+fn requests_are_checked() {
+    let checkout = Term::tuple(vec![Term::atom("rdbms_checkout"), Term::atom("x")]);
+    assert!(matches!(parse_request(checkout), Err(Error::BadRequest(_))));
     assert!(matches!(
         parse_request(Term::atom("rdbms_engine")),
         Ok(RdbmsRequest::Engine)

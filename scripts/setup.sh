@@ -49,6 +49,7 @@ have rebar3 || need_pkgs+=(rebar3)
 have redis-server || need_pkgs+=(redis-server)
 have redis-cli || need_pkgs+=(redis-tools)
 have openssl || need_pkgs+=(openssl)
+[ -x /usr/bin/python3 ] && dpkg -s python3-venv >/dev/null 2>&1 || need_pkgs+=(python3 python3-venv)
 have psql && have pg_lsclusters || need_pkgs+=(postgresql postgresql-client)
 have mariadb && [ -x /usr/sbin/mariadbd ] || need_pkgs+=(mariadb-server mariadb-client)
 for p in erlang-dev erlang-common-test erlang-eunit erlang-inets erlang-ssl erlang-crypto \
@@ -166,6 +167,21 @@ else
       fail "could not open MariaDB to root@127.0.0.1 (mariadb -u root over the socket)" "$my_log"
   fi
   my_ok || fail "MariaDB is not usable as root@127.0.0.1:3306/test" "$my_log"
+fi
+
+# --- Python virtualenv with the official Elasticsearch client ------------------
+# No Elasticsearch runs here: elastic_SUITE checks its test server with this
+# independent client (8.x, as the server presents itself). Outside the clone,
+# so a fresh checkout reuses it; Debian's own Python, not a user's pyenv.
+venv=${MN_VENV:-/var/cache/mongoose_native/venv}
+es_client='elasticsearch>=8,<9'
+if "$venv/bin/python" -c 'import elasticsearch, sys; sys.exit(elasticsearch.__versionstr__[0] != "8")' 2>/dev/null; then
+  log "Python virtualenv $venv has the elasticsearch 8 client: reusing it"
+else
+  act "creating the Python virtualenv $venv with $es_client"
+  mkdir -p "$(dirname "$venv")"
+  /usr/bin/python3 -m venv "$venv" || fail "python3 -m venv $venv failed"
+  "$venv/bin/pip" install -q "$es_client" || fail "pip could not install $es_client into $venv"
 fi
 
 if [ "$changed" = 0 ]; then log "ready: nothing to do"; else log "ready"; fi

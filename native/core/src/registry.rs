@@ -6,6 +6,7 @@
 use futures::future::BoxFuture;
 
 use crate::config::{Node, PoolSettings, PoolType};
+use crate::drivers::elastic::{self, ElasticConfig};
 use crate::drivers::http::{HttpConfig, HttpDriver};
 use crate::drivers::rdbms::{RdbmsConfig, RdbmsDriver};
 use crate::drivers::redis::{RedisConfig, RedisDriver};
@@ -74,7 +75,11 @@ static KINDS: [PoolKind; 9] = [
         default_workers: 20,
         ..kind(PoolType::Cassandra)
     },
-    kind(PoolType::Elastic),
+    PoolKind {
+        check: Some(|conn| ElasticConfig::read(conn).map(drop)),
+        open: Some(elastic::open),
+        ..kind(PoolType::Elastic)
+    },
     PoolKind {
         check: Some(|conn| conn.only_keys(&[])),
         ..kind(PoolType::Generic)

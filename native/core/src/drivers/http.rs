@@ -37,7 +37,6 @@
 //!   Messages name the method, server and path, never the query string.
 //! - A malformed request is refused at submit with `{error, {bad_request, Message}}`.
 
-use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +47,7 @@ use reqwest::{Client, Method, Url};
 use rustls::ClientConfig;
 
 use crate::config::Node;
+use crate::drivers::http_client::{build_client, failure, timed_out};
 use crate::engine::pool::{Driver, Outcome};
 use crate::error::{Error, Result};
 use crate::term::Term;
@@ -56,8 +56,6 @@ use crate::tls::read_tls;
 pub const DEFAULT_HOST: &str = "http://localhost";
 pub const DEFAULT_PATH_PREFIX: &str = "/";
 pub const DEFAULT_REQUEST_TIMEOUT_MS: i64 = 2000;
-/// Idle connections are closed after this long.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The validated connection options of an `http` pool.
 #[derive(Clone)]
@@ -163,19 +161,7 @@ impl HttpDriver {
     /// Builds the client every worker shares; `workers` bounds its idle
     /// connections too.
     pub fn new(config: HttpConfig, workers: usize) -> Result<HttpDriver> {
-        let client = Client::builder()
-            .use_preconfigured_tls((*config.tls).clone())
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(workers)
-            .pool_idle_timeout(IDLE_TIMEOUT)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| {
-                Error::Config(format!(
-                    "http {}: cannot build the client: {e}",
-                    config.base
-                ))
-            })?;
+        let client = build_client(&config.tls, workers, &format!("http {}", config.base))?;
         Ok(HttpDriver { client, config })
     }
 }
@@ -197,7 +183,7 @@ impl HttpRequest {
 }
 
 /// What a term is, without its value (a request may carry credentials).
-fn shape(term: &Term) -> &'static str {
+pub(crate) fn shape(term: &Term) -> &'static str {
     match term {
         Term::Atom(_) => "an atom",
         Term::Int(_) => "an integer",
@@ -338,79 +324,10 @@ impl Driver for HttpDriver {
             Outcome::answer(match tokio::time::timeout(timeout, exchange).await {
                 Ok(Ok(answer)) => Term::ok(answer),
                 Ok(Err(reason)) => Term::error(reason),
-                Err(_) => Term::error(reason(
-                    "request_timeout",
-                    format!(
-                        "{what}: no complete answer within {} ms",
-                        timeout.as_millis()
-                    ),
-                )),
+                Err(_) => Term::error(timed_out(&what, timeout)),
             })
         })
     }
-}
-
-fn reason(kind: &str, message: String) -> Term {
-    Term::tuple(vec![Term::atom(kind), Term::from(message)])
-}
-
-/// The causes of an error, following the errors `io::Error` wraps (which
-/// its `source()` skips).
-fn causes<'a>(top: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 'static)> {
-    let mut out = vec![];
-    let mut next = Some(top);
-    while let Some(e) = next {
-        out.push(e);
-        next = match e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            Some(inner) => Some(inner as &(dyn StdError + 'static)),
-            None => e.source(),
-        };
-        if out.len() > 16 {
-            break;
-        }
-    }
-    out
-}
-
-/// `{Kind, Message}` for a request that got no answer.
-fn failure(what: &str, e: &reqwest::Error) -> Term {
-    let chain = causes(e);
-    let tls = chain.iter().any(|c| c.is::<rustls::Error>());
-    let refused = chain.iter().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
-    });
-    let kind = if tls {
-        "tls_error"
-    } else if refused {
-        "connection_refused"
-    } else if e.is_connect() {
-        "connect_failed"
-    } else {
-        "connection_lost"
-    };
-    // The first entry is reqwest's own "error sending request for url (...)".
-    let mut parts: Vec<String> = vec![];
-    for cause in chain.iter().skip(1) {
-        let text = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-    }
-    if parts.is_empty() {
-        parts.push(
-            if e.is_body() {
-                "the response body could not be read"
-            } else {
-                "the request failed"
-            }
-            .to_string(),
-        );
-    }
-    reason(kind, format!("{what}: {}", parts.join(": ")))
 }
 
 #[cfg(test)]

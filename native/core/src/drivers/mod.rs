@@ -1,6 +1,8 @@
 //! One module per pool type, each a [`Driver`](crate::engine::pool::Driver)
 //! for the engine; the table in `registry` says which type opens which.
 
+pub mod elastic;
 pub mod http;
+pub mod http_client;
 pub mod rdbms;
 pub mod redis;

@@ -53,10 +53,7 @@ use serde_json::Value;
 use crate::config::{Node, PoolSettings, Secret};
 use crate::drivers::http::shape;
 use crate::drivers::http_client::{build_client, failure, failure_parts, reason, timed_out};
-use crate::engine::lease::WrapLease;
 use crate::engine::pool::{AnyPool, Driver, Outcome, Pool};
-use crate::engine::reply::Reply;
-use crate::engine::strategy::Choice;
 use crate::error::{Error, Result};
 use crate::registry::Opening;
 use crate::term::Term;
@@ -178,7 +175,7 @@ pub fn open(conn: &Node, settings: PoolSettings) -> Result<Opening> {
             timeout,
         };
         let pool = Pool::start(driver, settings).await?;
-        Ok(Box::new(ElasticPool { pool, server }) as Box<dyn AnyPool>)
+        Ok(Box::new(pool) as Box<dyn AnyPool>)
     }))
 }
 
@@ -247,53 +244,6 @@ fn authorized(builder: reqwest::RequestBuilder, config: &ElasticConfig) -> reqwe
         None => builder,
     }
 }
-
-/// The pool, with what `GET /` found added to its `stats/3`.
-struct ElasticPool {
-    pool: Arc<Pool<ElasticDriver>>,
-    server: ServerInfo,
-}
-
-impl AnyPool for ElasticPool {
-    fn submit(&self, choice: Choice, request: Term, reply: Reply) -> Result<()> {
-        self.pool.submit(choice, request, reply)
-    }
-
-    fn lease(&self, choice: Choice, wrap: WrapLease, reply: Reply) -> Result<()> {
-        self.pool.lease(choice, wrap, reply)
-    }
-
-    fn stats(&self) -> Term {
-        let kv = |k: &str, v: Term| Term::tuple(vec![Term::atom(k), v]);
-        let server = Term::List(vec![
-            kv("distribution", Term::atom(&self.server.distribution)),
-            kv("version", Term::from(self.server.version.clone())),
-            kv(
-                "paths",
-                Term::atom(if self.server.typed {
-                    "typed"
-                } else {
-                    "typeless"
-                }),
-            ),
-        ]);
-        match self.pool.stats() {
-            Term::List(mut items) => {
-                items.push(kv("server", server));
-                Term::List(items)
-            }
-            other => other,
-        }
-    }
-
-    fn stop(&self) {
-        self.pool.stop()
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Driver
-// ---------------------------------------------------------------------------
 
 pub struct ElasticDriver {
     client: Client,
@@ -450,6 +400,23 @@ impl ElasticDriver {
 impl Driver for ElasticDriver {
     type Conn = Client;
     type Request = ElasticRequest;
+
+    /// `{server, [{distribution, _}, {version, _}, {paths, typed | typeless}]}`:
+    /// what `GET /` found at start.
+    fn stats(&self) -> Vec<Term> {
+        let kv = |k: &str, v: Term| Term::tuple(vec![Term::atom(k), v]);
+        let paths = if self.server.typed {
+            "typed"
+        } else {
+            "typeless"
+        };
+        let server = Term::List(vec![
+            kv("distribution", Term::atom(&self.server.distribution)),
+            kv("version", Term::from(self.server.version.clone())),
+            kv("paths", Term::atom(paths)),
+        ]);
+        vec![kv("server", server)]
+    }
 
     fn parse(&self, request: Term) -> Result<ElasticRequest> {
         let form = || {

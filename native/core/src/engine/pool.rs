@@ -55,6 +55,12 @@ pub trait Driver: Send + Sync + 'static {
         Box::pin(std::future::ready(Outcome::failed(refused)))
     }
 
+    /// Entries the pool's `stats/3` shows after the engine's own (what the
+    /// driver learnt about its server, say).
+    fn stats(&self) -> Vec<Term> {
+        vec![]
+    }
+
     /// `Some(interval)`: `ping` idle connections at that interval (rdbms keepalive).
     fn keepalive(&self) -> Option<Duration> {
         None
@@ -417,14 +423,16 @@ impl<D: Driver> AnyPool for Arc<Pool<D>> {
             })
             .collect();
         let next = self.next.load(Ordering::Relaxed) % self.settings.workers.max(1);
-        Term::List(vec![
+        let mut stats = vec![
             kv("size", Term::Int(self.settings.workers as i64)),
             kv("strategy", Term::atom(self.settings.strategy.name())),
             kv("next_worker", Term::Int(next as i64 + 1)),
             kv("total_message_queue_len", Term::Int(total_queue as i64)),
             kv("total_in_flight", Term::Int(total_running as i64)),
             kv("workers", Term::List(worker_terms)),
-        ])
+        ];
+        stats.extend(self.driver.stats());
+        Term::List(stats)
     }
 
     fn stop(&self) {

@@ -195,7 +195,12 @@ fn the_erlang_side_gets_the_validated_options_with_defaults() {
     let Term::Map(pairs) = c.to_term() else {
         panic!("not a map")
     };
-    let get = |k: &str| pairs.iter().find(|(key, _)| *key == a(k)).map(|(_, v)| v.clone());
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| *key == a(k))
+            .map(|(_, v)| v.clone())
+    };
     assert_eq!(get("local_host"), Some(Term::from("dc1.test")));
     assert_eq!(get("message_ttl"), Some(Term::Int(4)));
     let endpoint = Term::tuple(vec![Term::charlist("dc1.test"), Term::Int(5555)]);
@@ -224,7 +229,12 @@ fn the_erlang_side_gets_the_validated_options_with_defaults() {
 #[test]
 fn socket_addresses_are_ips_in_any_erlang_form() {
     let addr = |t: Term| socket_addr(&Node::new("endpoints[1]", &t));
-    let ip4 = Term::tuple(vec![Term::Int(127), Term::Int(0), Term::Int(0), Term::Int(1)]);
+    let ip4 = Term::tuple(vec![
+        Term::Int(127),
+        Term::Int(0),
+        Term::Int(0),
+        Term::Int(1),
+    ]);
     for (host, port) in [
         (ip4, 0),
         (Term::from("::1"), 5555),

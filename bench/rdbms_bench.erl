@@ -26,8 +26,12 @@ run(Concurrencies) ->
 
 %% CPU us: machine CPU per query (PostgreSQL's included), ours and pgbench's.
 row(C) ->
-    {{Ops, P50, P99}, Cpu} = bench_cpu:per_op(fun() -> measure(C) end,
-                                              fun({O, _, _}) -> O * ?DURATION_S end),
+    Select = fun(_) ->
+                     {selected, [_]} = mongoose_rdbms:execute(global, bench_select,
+                                                              [rand:uniform(1000)])
+             end,
+    Measure = fun() -> bench_load:measure(C, ?DURATION_S * 1000, Select) end,
+    {{Ops, P50, P99}, Cpu} = bench_cpu:per_op(Measure, fun({O, _, _}) -> O * ?DURATION_S end),
     Clients = min(C, ?WORKERS),
     {Tps, PgCpu} = bench_cpu:per_op(fun() -> pgbench(Clients) end, fun(T) -> T * ?DURATION_S end),
     io:format("~-26s ~9b ~8b ~8b ~7.1f | ~11b ~7b ~7.1f | ~6.2f~n",
@@ -35,23 +39,6 @@ row(C) ->
                PgCpu, Ops / max(Tps, 1)]),
     {io_lib:format("pgsql prepared SELECT, ~b callers", [C]), Ops, "ops/s",
      io_lib:format("pgbench -M prepared -c ~b", [Clients]), Tps}.
-
-measure(C) ->
-    Self = self(),
-    Deadline = erlang:monotonic_time(millisecond) + ?DURATION_S * 1000,
-    Pids = [spawn_link(fun() -> Self ! {self(), loop(Deadline, [])} end) || _ <- lists:seq(1, C)],
-    Sorted = lists:sort(lists:append([receive {P, L} -> L end || P <- Pids])),
-    N = length(Sorted),
-    {N div ?DURATION_S, lists:nth(max(1, N div 2), Sorted), lists:nth(max(1, N * 99 div 100), Sorted)}.
-
-loop(Deadline, Acc) ->
-    T0 = erlang:monotonic_time(microsecond),
-    {selected, [_]} = mongoose_rdbms:execute(global, bench_select, [rand:uniform(1000)]),
-    T1 = erlang:monotonic_time(microsecond),
-    case T1 div 1000 >= Deadline of
-        true -> [T1 - T0 | Acc];
-        false -> loop(Deadline, [T1 - T0 | Acc])
-    end.
 
 pgbench(Clients) ->
     Script = "/tmp/mongoose_native_pgbench.sql",

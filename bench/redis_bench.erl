@@ -25,7 +25,8 @@ call(Req) -> mongoose_wpool:call(redis, global, bench, Req).
 
 %% CPU us: machine CPU per GET (Redis's included), ours and redis-benchmark's.
 row(C) ->
-    {{Ops, P50, P99}, Cpu} = bench_cpu:per_op(fun() -> measure(C) end,
+    Get = fun(_) -> {ok, _} = call({q, [<<"GET">>, <<"bench:key">>]}) end,
+    {{Ops, P50, P99}, Cpu} = bench_cpu:per_op(fun() -> bench_load:measure(C, ?DURATION_MS, Get) end,
                                               fun({O, _, _}) -> O * ?DURATION_MS div 1000 end),
     {{Ref, RefP50, RefP99}, RefCpu} = bench_cpu:per_op(fun() -> redis_benchmark(C) end,
                                                        fun(_) -> ?REDIS_BENCHMARK_N end),
@@ -34,25 +35,6 @@ row(C) ->
                RefCpu, Ops / max(Ref, 1)]),
     {io_lib:format("redis GET, ~b callers", [C]), Ops, "ops/s",
      io_lib:format("redis-benchmark -c ~b", [C]), Ref}.
-
-measure(C) ->
-    Self = self(),
-    Deadline = erlang:monotonic_time(millisecond) + ?DURATION_MS,
-    Pids = [spawn_link(fun() -> Self ! {self(), loop(Deadline, [])} end) || _ <- lists:seq(1, C)],
-    Lats = lists:append([receive {P, L} -> L end || P <- Pids]),
-    Sorted = lists:sort(Lats),
-    N = length(Sorted),
-    {round(N / (?DURATION_MS / 1000)), lists:nth(max(1, N div 2), Sorted),
-     lists:nth(max(1, (N * 99) div 100), Sorted)}.
-
-loop(Deadline, Acc) ->
-    T0 = erlang:monotonic_time(microsecond),
-    {ok, _} = call({q, [<<"GET">>, <<"bench:key">>]}),
-    T1 = erlang:monotonic_time(microsecond),
-    case T1 div 1000 >= Deadline of
-        true -> [T1 - T0 | Acc];
-        false -> loop(Deadline, [T1 - T0 | Acc])
-    end.
 
 %% redis-benchmark at the same client count, no pipelining: {ops/s, p50, p99}.
 redis_benchmark(C) ->

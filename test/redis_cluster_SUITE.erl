@@ -33,11 +33,6 @@ init_per_suite(Config) ->
 end_per_suite(_Config) ->
     ok.
 
-init_per_group(cluster, Config) ->
-    {ok, _} = start_cluster_pool(default, [], #{}),
-    {ok, _} = q(["FLUSHALL"]),
-    mongoose_wpool:stop(),
-    Config;
 init_per_group(_, Config) ->
     Config.
 
@@ -45,6 +40,8 @@ end_per_group(_, _Config) ->
     ok.
 
 init_per_testcase(_, Config) ->
+    %% The cluster group's tests start from empty masters.
+    [cli(P, ["FLUSHALL"]) || P <- master_ports()],
     Config.
 
 end_per_testcase(_, _Config) ->
@@ -184,8 +181,7 @@ crossslot_refused(_Config) ->
     [?assertMatch({error, <<"CROSSSLOT", _/binary>>}, E) || E <- Cross],
     ?assertEqual(<<"0">>, mongoose_redis:cmd(["EXISTS", "b"])),
     ?assertEqual([{ok, <<"OK">>}, {ok, <<"QUEUED">>}, {ok, <<"QUEUED">>}, {ok, [<<"OK">>, <<"2">>]}],
-                 mongoose_redis:cmds([["MULTI"], ["SET", "{u}a", "1"], ["INCR", "{u}b"], ["EXEC"]])
-                 -- []).
+                 mongoose_redis:cmds([["MULTI"], ["SET", "{u}a", "1"], ["INCR", "{u}a"], ["EXEC"]])).
 
 keyless_commands(_Config) ->
     {ok, _} = start_cluster_pool(default, [], #{}),
@@ -251,11 +247,7 @@ manual_failover_under_load(_Config) ->
     Report = stop_load(Load),
     ct:pal("calls during CLUSTER FAILOVER of ~p to ~p: ~p", [Master, Replica, Report]),
     ?assertEqual(0, maps:get(failed, Report)),
-    ?assertEqual(maps:get(ok, Report), binary_to_integer(mongoose_redis:cmd(["GET", "fo"]))),
-    %% And back, so the layout is the one we started with.
-    wait_until(fun() -> replicas_of(Replica) =:= [Master] end, 100),
-    "OK" = string:trim(cli_s(Master, ["CLUSTER", "FAILOVER"])),
-    wait_until(fun() -> slot_owner(Slot) =:= Master end, 100).
+    ?assertEqual(maps:get(ok, Report), binary_to_integer(mongoose_redis:cmd(["GET", "fo"]))).
 
 %% kill -9 of a master under 100 callers: its replica takes over (node
 %% timeout 2 s) and calls succeed again; no call outlives call_timeout.
@@ -308,19 +300,22 @@ sentinel_failover_under_load(_Config) ->
     Old = sentinel_master(),
     Load = start_load(20, fun(_) -> q(["INCR", "sf"]) end),
     timer:sleep(300),
-    Started = erlang:monotonic_time(millisecond),
     "OK" = string:trim(cli_s(26400, ["SENTINEL", "FAILOVER", "mymaster"])),
     wait_until(fun() -> sentinel_master() =/= Old end, 200),
     New = sentinel_master(),
-    wait_until(fun() -> role(New) =:= <<"master">> andalso role(Old) =:= <<"slave">> end, 200),
-    Recovered = wait_calls_ok(fun() -> q(["SET", "after", "failover"]) end, 200),
+    %% Until the sentinels demote the old master it still takes writes
+    %% (Redis's own window); then it answers READONLY and the pool asks the
+    %% sentinels again.
+    wait_until(fun() -> role(New) =:= <<"master">> andalso role(Old) =:= <<"slave">> end, 300),
+    wait_calls_ok(fun() -> q(["SET", "after", "failover"]) end, 200),
     timer:sleep(500),
     Report = stop_load(Load),
-    ct:pal("SENTINEL FAILOVER ~p -> ~p: writes succeed again after ~p ms; ~p",
-           [Old, New, Recovered - Started, Report]),
+    ct:pal("SENTINEL FAILOVER ~p -> ~p under 20 callers: ~p", [Old, New, Report]),
+    %% Written to the new master, whatever the old one became.
     ?assertEqual(<<"failover">>, cli(New, ["GET", "after"])),
     ?assert(maps:get(slowest_ms, Report) < 1500),
-    ?assert(Recovered - Started < 20000).
+    ?assert(maps:get(failing_window_ms, Report) < 15000),
+    ?assert(maps:get(ok, Report) > 0).
 
 %% kill -9 of the master under 100 callers: the sentinels promote the
 %% replica and the pool follows.
@@ -374,7 +369,7 @@ cli_s(Port, Args) ->
 cli(Port, Args) -> list_to_binary(string:trim(cli_s(Port, Args))).
 
 %% {Port, Id, Role, MasterId, Slots} of every node, from CLUSTER NODES.
-nodes() ->
+cluster_nodes() ->
     Lines = string:lexemes(cli_s(7000, ["CLUSTER", "NODES"]), "\n"),
     [begin
          [Id, Addr, Flags, MasterId, _, _, _, _ | Slots] = string:lexemes(L, " "),
@@ -385,17 +380,17 @@ nodes() ->
      end || L <- Lines].
 
 master_ports() ->
-    lists:sort([P || {P, _, master, _, [_ | _], false} <- nodes()]).
+    lists:sort([P || {P, _, master, _, [_ | _], false} <- cluster_nodes()]).
 
 replicas_of(Port) ->
-    Nodes = nodes(),
+    Nodes = cluster_nodes(),
     [Id] = [I || {P, I, _, _, _, _} <- Nodes, P =:= Port],
     [P || {P, _, replica, M, _, false} <- Nodes, M =:= Id].
 
 node_id(Port) -> string:trim(cli_s(Port, ["CLUSTER", "MYID"])).
 
 slot_owner(Slot) ->
-    Owners = [P || {P, _, master, _, Ranges, false} <- nodes(), in_ranges(Slot, Ranges)],
+    Owners = [P || {P, _, master, _, Ranges, false} <- cluster_nodes(), in_ranges(Slot, Ranges)],
     case Owners of [P] -> P; _ -> none end.
 
 in_ranges(Slot, Ranges) ->
@@ -471,7 +466,7 @@ wait_until(F, N) ->
 %% The time at which Call first succeeded.
 wait_calls_ok(Call, 0) -> ct:fail({never_recovered, Call()});
 wait_calls_ok(Call, N) ->
-    case Call() of
+    case catch Call() of
         {ok, _} -> erlang:monotonic_time(millisecond);
         _ -> timer:sleep(50), wait_calls_ok(Call, N - 1)
     end.
@@ -488,7 +483,8 @@ caller(Fun, I, Parent, Acc) ->
     receive stop -> Parent ! {load, Acc}
     after 0 ->
         T0 = erlang:monotonic_time(millisecond),
-        R = Fun(I),
+        %% A call past call_timeout exits, as wpool's does.
+        R = catch Fun(I),
         T1 = erlang:monotonic_time(millisecond),
         Acc1 = Acc#{slowest_ms := max(T1 - T0, maps:get(slowest_ms, Acc))},
         Acc2 = case R of

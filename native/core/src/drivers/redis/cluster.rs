@@ -11,7 +11,7 @@ use futures::future::join_all;
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_read_routing::RandomReplicaStrategy;
-use redis::cluster_routing::{Route, SingleNodeRoutingInfo, Slot, SlotAddr};
+use redis::cluster_routing::{SingleNodeRoutingInfo, Slot};
 use redis::{aio::ConnectionLike, Arg, Cmd, ConnectionAddr, RedisResult, Value};
 
 use super::config::Server;
@@ -100,7 +100,34 @@ pub async fn run(conn: ClusterConnection, request: RedisRequest) -> Term {
 }
 
 async fn one(mut conn: ClusterConnection, cmd: Cmd) -> Result<Term> {
-    reply(conn.req_packed_command(&cmd).await)
+    let first = conn.req_packed_command(&cmd).await;
+    match asked_to(&first) {
+        // The crate sends ASKING and the command as two requests on a
+        // connection other callers share, so another's command may take the
+        // ASKING; as one pipeline they reach the node back to back.
+        Some((host, port)) => {
+            let mut p = redis::Pipeline::with_capacity(2);
+            p.add_command(redis::cmd("ASKING")).add_command(cmd);
+            let route = SingleNodeRoutingInfo::ByAddress { host, port };
+            match conn.route_pipeline(p, 1, 1, route).await {
+                Ok(mut values) => reply(values.pop().map_or(first, Ok)),
+                Err(e) => reply(Err(e)),
+            }
+        }
+        None => reply(first),
+    }
+}
+
+/// The node an `ASK` answer sends the command to (a slot being migrated).
+fn asked_to(answer: &RedisResult<Value>) -> Option<(String, u16)> {
+    let (code, detail) = match answer {
+        Ok(Value::ServerError(e)) => (e.code(), e.details()),
+        Err(e) => (e.code()?, e.detail()),
+        Ok(_) => return None,
+    };
+    let addr = detail?.split_ascii_whitespace().nth(1)?;
+    let (host, port) = addr.rsplit_once(':')?;
+    (code == "ASK").then(|| Some((host.to_string(), port.parse().ok()?)))?
 }
 
 fn list(values: RedisResult<Vec<Value>>, n: usize) -> Result<Term> {
@@ -114,76 +141,66 @@ fn list(values: RedisResult<Vec<Value>>, n: usize) -> Result<Term> {
     }
 }
 
-/// A pipeline across slots: the commands of each slot go as one pipeline to
-/// that slot's master, in their order; commands without a single slot go
-/// one by one through the crate's routing; the answers come back in the
-/// caller's order.
+/// A pipeline across slots: each command goes through the crate's routing
+/// (which follows MOVED, and `one` ASK); the commands of one slot run one
+/// after the other in their order, different slots side by side; a command
+/// without one slot (keyless, or keys across slots) waits for those before
+/// it and those after it wait for it. The answers come back in the caller's
+/// order. Not one pipeline per node: the crate retries a whole pipeline when
+/// one command in it is redirected, which would run the others twice during
+/// a migration.
 async fn split(conn: ClusterConnection, cmds: Vec<Cmd>) -> Vec<Term> {
-    let n = cmds.len();
-    let mut by_slot: HashMap<Slot, Vec<(usize, Cmd)>> = HashMap::new();
-    let mut loose = vec![];
-    for (i, cmd) in cmds.into_iter().enumerate() {
+    let mut answers = Vec::with_capacity(cmds.len());
+    let mut by_slot: HashMap<Slot, Vec<Cmd>> = HashMap::new();
+    let mut order = vec![];
+    for cmd in cmds {
         match slot_of(&cmd) {
-            Some(slot) => by_slot.entry(slot).or_default().push((i, cmd)),
-            None => loose.push((i, cmd)),
+            Some(slot) => {
+                order.push(slot);
+                by_slot.entry(slot).or_default().push(cmd);
+            }
+            None => {
+                answers.extend(side_by_side(&conn, std::mem::take(&mut by_slot), &order).await);
+                order.clear();
+                answers.push(answer(one(conn.clone(), cmd).await));
+            }
         }
     }
-    let groups = by_slot
-        .into_iter()
-        .map(|(slot, group)| slot_pipeline(conn.clone(), slot, group));
-    let singles = loose.into_iter().map(|(i, cmd)| {
-        let conn = conn.clone();
-        async move { vec![(i, answer(one(conn, cmd).await))] }
-    });
-    let (groups, singles) = futures::join!(join_all(groups), join_all(singles));
-    let mut answers = vec![Term::atom("undefined"); n];
-    for (i, t) in groups.into_iter().chain(singles).flatten() {
-        answers[i] = t;
-    }
+    answers.extend(side_by_side(&conn, by_slot, &order).await);
     answers
+}
+
+/// Runs each slot's commands in order, the slots concurrently; `order` is
+/// the slot of each command as the caller gave them.
+async fn side_by_side(
+    conn: &ClusterConnection,
+    by_slot: HashMap<Slot, Vec<Cmd>>,
+    order: &[Slot],
+) -> Vec<Term> {
+    let chains = by_slot.into_iter().map(|(slot, chain)| {
+        let conn = conn.clone();
+        async move {
+            let mut out = Vec::with_capacity(chain.len());
+            for cmd in chain {
+                out.push(answer(one(conn.clone(), cmd).await));
+            }
+            (slot, out.into_iter())
+        }
+    });
+    let mut done: HashMap<Slot, std::vec::IntoIter<Term>> =
+        join_all(chains).await.into_iter().collect();
+    order
+        .iter()
+        .map(|slot| {
+            done.get_mut(slot)
+                .and_then(Iterator::next)
+                .unwrap_or_else(|| Term::atom("undefined"))
+        })
+        .collect()
 }
 
 fn answer(result: Result<Term>) -> Term {
     result.unwrap_or_else(|e| e.to_term())
-}
-
-/// One slot's commands in one write to its master. A command answered with
-/// a redirection (the slot moved or is migrating while we sent) is sent
-/// again on its own, in order, through the crate, which follows it.
-async fn slot_pipeline(
-    mut conn: ClusterConnection,
-    slot: Slot,
-    group: Vec<(usize, Cmd)>,
-) -> Vec<(usize, Term)> {
-    let n = group.len();
-    let (index, cmds): (Vec<usize>, Vec<Cmd>) = group.into_iter().unzip();
-    let route = SingleNodeRoutingInfo::SpecificNode(Route::with_slot(slot, SlotAddr::Master));
-    let p = pipeline(cmds);
-    let values = conn.route_pipeline(p.clone(), 0, n, route).await;
-    let mut out = Vec::with_capacity(n);
-    match values {
-        Ok(values) => {
-            for ((i, cmd), v) in index.into_iter().zip(p.cmd_iter()).zip(values) {
-                let t = match &v {
-                    Value::ServerError(e) if redirected(e.code()) => {
-                        answer(one(conn.clone(), cmd.clone()).await)
-                    }
-                    _ => answer(reply(Ok(v))),
-                };
-                out.push((i, t));
-            }
-        }
-        Err(e) => {
-            let t = answer(reply(Err(e)));
-            out.extend(index.into_iter().map(|i| (i, t.clone())));
-        }
-    }
-    out
-}
-
-/// Answers that mean "not here, not now": the command was not run.
-fn redirected(code: &str) -> bool {
-    matches!(code, "MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN")
 }
 
 /// Commands whose first argument is not a key, or that have no key: they
@@ -239,7 +256,8 @@ const NOT_FIRST_KEY: [&[u8]; 47] = [
 ];
 
 /// The one slot all of `cmd`'s keys hash to, as far as this can tell; a
-/// wrong guess costs a redirection, never a wrong answer.
+/// wrong guess costs order only between a command whose key is elsewhere
+/// and the others on that key.
 fn slot_of(cmd: &Cmd) -> Option<Slot> {
     let args: Vec<&[u8]> = cmd
         .args_iter()

@@ -85,6 +85,13 @@ else
   wait_for 10 - redis_ok || fail "Redis does not answer on 127.0.0.1:6379" "$redis_log"
 fi
 
+# --- Redis Cluster (7000-7005) and a sentinel group (7100-7101, 26400-26402) --
+# For redis_cluster_SUITE; the Redis on 6379 above is not touched.
+topologies=$(bash "$(dirname "$0")/redis_topologies.sh") ||
+  fail "could not start the Redis Cluster or the sentinel group"
+printf '%s\n' "$topologies"
+case "$topologies" in *"nothing to do"*) ;; *) changed=1 ;; esac
+
 # --- PostgreSQL on 127.0.0.1:5432: user postgres, trust on loopback, database test
 pg_ok() { psql -h 127.0.0.1 -p 5432 -U postgres -d test -tAc 'SELECT 1' >/dev/null 2>&1; }
 # As postgres, from a directory it may enter (not the caller's).

@@ -1,73 +1,49 @@
 //! The `redis` pool type: eredis's request forms and result shapes on a
 //! multiplexed connection per worker, so concurrent callers pipeline.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, RedisConnectionInfo, Value};
-use rustls::ClientConfig;
+use redis::cluster_async::ClusterConnection;
+use redis::{RedisConnectionInfo, Value};
 use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_util::sync::CancellationToken;
 
-use crate::config::{Node, Secret};
 use crate::engine::pool::{Driver, Outcome};
 use crate::error::{Error, Result};
-use crate::runtime;
 use crate::term::Term;
-use crate::tls::read_tls;
+
+mod cluster;
+mod config;
+mod sentinel;
+mod single;
+
+pub use config::{Mode, RedisConfig, Server};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Commands one connection carries at once before the worker queues more.
 const PIPELINE_DEPTH: usize = 256;
 
-#[derive(Debug, Clone)]
-pub struct RedisConfig {
-    pub host: String,
-    pub port: u16,
-    pub database: i64,
-    pub password: Option<Secret>,
-    /// Set when the `tls` section is: the connection is then TLS only.
-    pub tls: Option<Arc<ClientConfig>>,
-}
-
-impl RedisConfig {
-    pub const OPTIONS: [&'static str; 5] = ["host", "port", "database", "password", "tls"];
-
-    pub fn read(conn: &Node) -> Result<RedisConfig> {
-        conn.only_keys(&Self::OPTIONS)?;
-        let tls = match conn.at("tls") {
-            tls if tls.is_set() => Some(Arc::new(read_tls(&tls)?)),
-            _ => None,
-        };
-        let password = conn
-            .at("password")
-            .secret()?
-            .filter(|p| !p.expose().is_empty());
-        Ok(RedisConfig {
-            host: conn.at("host").string_or("127.0.0.1")?,
-            port: conn.at("port").int_or(1, 65534, 6379)? as u16,
-            database: conn.at("database").int_or(0, i64::from(i32::MAX), 0)?,
-            password,
-            tls,
-        })
-    }
-}
-
-/// Opens its own TCP (and TLS) stream so that TLS comes from the shared
-/// `tls` module and sockets get TCP_NODELAY; the redis crate then speaks
-/// RESP over it, authenticating and selecting the database.
+/// Single mode opens its own TCP (and TLS) stream so that TLS comes from
+/// the shared `tls` module and sockets get TCP_NODELAY; the redis crate then
+/// speaks RESP over it, authenticating and selecting the database. Cluster
+/// and sentinel modes are in their modules.
 pub struct RedisDriver {
-    host: String,
-    port: u16,
-    settings: RedisConnectionInfo,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
-    target: String,
+    backend: Backend,
     /// Blocking commands must give up before the caller does.
     call_timeout: Duration,
+}
+
+enum Backend {
+    Single {
+        host: String,
+        port: u16,
+        settings: RedisConnectionInfo,
+        tls: Option<single::Tls>,
+        target: String,
+    },
+    Cluster(Box<cluster::Cluster>),
+    Sentinel(sentinel::Sentinels),
 }
 
 impl RedisDriver {
@@ -76,106 +52,66 @@ impl RedisDriver {
         if let Some(p) = &config.password {
             settings = settings.set_password(p.expose());
         }
-        let target = format!("{}:{}/{}", config.host, config.port, config.database);
-        let tls = match config.tls {
-            Some(tls) => {
-                let name = ServerName::try_from(config.host.clone())
-                    .map_err(|_| Error::Config(format!("redis {target}: not a TLS server name")))?;
-                Some((TlsConnector::from(tls), name))
+        let call_timeout = Duration::from_millis(call_timeout_ms);
+        let backend = match config.mode {
+            Mode::Single { host, port } => {
+                let target = format!("{host}:{port}/{}", config.database);
+                let tls = match config.tls {
+                    Some(tls) => {
+                        let name = ServerName::try_from(host.clone()).map_err(|_| {
+                            Error::Config(format!("redis {target}: not a TLS server name"))
+                        })?;
+                        Some((TlsConnector::from(tls), name))
+                    }
+                    None => None,
+                };
+                Backend::Single {
+                    host,
+                    port,
+                    settings,
+                    tls,
+                    target,
+                }
             }
-            None => None,
+            Mode::Cluster { seeds } => Backend::Cluster(Box::new(cluster::Cluster::new(
+                &seeds,
+                config.password.as_ref(),
+                config.read_from_replicas,
+                CONNECT_TIMEOUT,
+                call_timeout,
+            )?)),
+            Mode::Sentinel {
+                sentinels,
+                master_name,
+            } => Backend::Sentinel(sentinel::Sentinels::new(
+                &sentinels,
+                &master_name,
+                settings,
+                config.read_from_replicas,
+            )),
         };
         Ok(RedisDriver {
-            host: config.host,
-            port: config.port,
-            settings,
-            tls,
-            target,
-            call_timeout: Duration::from_millis(call_timeout_ms),
+            backend,
+            call_timeout,
         })
     }
 }
 
-/// A worker's connection, and the signal that its I/O task has ended (the
-/// server closed it, or the network did).
+/// A worker's connection in each mode.
 #[derive(Clone)]
-pub struct RedisConn {
-    conn: MultiplexedConnection,
-    closed: CancellationToken,
-}
-
-/// TCP keepalive on idle connections, so one that died silently (no FIN: a
-/// partition, a host gone) is found and replaced within about a minute.
-const TCP_KEEPALIVE: socket2::TcpKeepalive = socket2::TcpKeepalive::new()
-    .with_time(Duration::from_secs(30))
-    .with_interval(Duration::from_secs(10));
-
-async fn open(
-    host: String,
-    port: u16,
-    settings: RedisConnectionInfo,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
-) -> std::result::Result<RedisConn, String> {
-    let tcp = TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| e.to_string())?;
-    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    socket2::SockRef::from(&tcp)
-        .set_tcp_keepalive(&TCP_KEEPALIVE)
-        .map_err(|e| e.to_string())?;
-    let config = AsyncConnectionConfig::new().set_response_timeout(None);
-    match tls {
-        None => handshake(&settings, tcp, config).await,
-        Some((connector, name)) => {
-            let stream = connector
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("TLS handshake: {e}"))?;
-            handshake(&settings, stream, config).await
-        }
-    }
-}
-
-/// AUTH and SELECT over `stream`; its I/O then runs in a task of its own.
-/// A PING checks that the server takes commands from us: a server that
-/// requires a password answers NOAUTH to a client that gave none.
-async fn handshake<S>(
-    settings: &RedisConnectionInfo,
-    stream: S,
-    config: AsyncConnectionConfig,
-) -> std::result::Result<RedisConn, String>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut conn, io) = MultiplexedConnection::new_with_config(settings, stream, config)
-        .await
-        .map_err(|e| match e.kind() {
-            redis::ErrorKind::AuthenticationFailed => format!(
-                "the server refused the password given in connection.password: {}",
-                describe(&e)
-            ),
-            _ => describe(&e),
-        })?;
-    let closed = CancellationToken::new();
-    let on_end = closed.clone();
-    runtime::handle().spawn(async move {
-        io.await;
-        on_end.cancel();
-    });
-    let noauth = |detail: &str| {
-        format!("the server requires a password: set connection.password ({detail})")
-    };
-    match conn.send_packed_command(&redis::cmd("PING")).await {
-        Ok(Value::ServerError(e)) if e.code() == "NOAUTH" => Err(noauth(e.details().unwrap_or(""))),
-        Err(e) if e.code() == Some("NOAUTH") => Err(noauth(e.detail().unwrap_or(""))),
-        Err(e) => Err(describe(&e)),
-        Ok(_) => Ok(RedisConn { conn, closed }),
-    }
+pub enum RedisConn {
+    Single(single::Conn),
+    Cluster(ClusterConnection),
+    Sentinel(sentinel::Conn),
 }
 
 pub enum RedisRequest {
     Single(redis::Cmd),
-    Pipeline(redis::Pipeline),
+    /// A `qp`; `transaction` when it is MULTI, the commands, EXEC (or DISCARD).
+    Pipeline {
+        cmds: Vec<redis::Cmd>,
+        transaction: bool,
+    },
 }
 
 impl Driver for RedisDriver {
@@ -199,22 +135,23 @@ impl Driver for RedisDriver {
                     let cmds = cmds.iter().map(arguments).collect::<Result<Vec<_>>>()?;
                     // MULTI ... EXEC (or DISCARD) as one pipeline reaches the
                     // server in one piece, so it is atomic and isolated.
-                    let inner = match (cmds.first(), cmds.last()) {
-                        (Some(first), Some(last))
-                            if cmds.len() > 1
+                    let transaction = match (cmds.first(), cmds.last()) {
+                        (Some(first), Some(last)) => {
+                            cmds.len() > 1
                                 && name_is(first, "MULTI")
-                                && (name_is(last, "EXEC") || name_is(last, "DISCARD")) =>
-                        {
-                            &cmds[1..cmds.len() - 1]
+                                && (name_is(last, "EXEC") || name_is(last, "DISCARD"))
                         }
-                        _ => &cmds[..],
+                        _ => false,
+                    };
+                    let inner = match transaction {
+                        true => &cmds[1..cmds.len() - 1],
+                        false => &cmds[..],
                     };
                     inner.iter().try_for_each(|args| shared(args))?;
-                    let mut pipeline = redis::Pipeline::with_capacity(cmds.len());
-                    for args in cmds {
-                        pipeline.add_command(command(args)?);
-                    }
-                    Ok(RedisRequest::Pipeline(pipeline))
+                    Ok(RedisRequest::Pipeline {
+                        cmds: cmds.into_iter().map(command).collect::<Result<_>>()?,
+                        transaction,
+                    })
                 }
                 _ => Err(Error::BadRequest(
                     "qp expects a non-empty list of commands".into(),
@@ -228,56 +165,65 @@ impl Driver for RedisDriver {
     }
 
     fn connect(&self, _worker: usize) -> BoxFuture<'static, Result<RedisConn>> {
-        let opening = open(
-            self.host.clone(),
-            self.port,
-            self.settings.clone(),
-            self.tls.clone(),
-        );
-        let target = self.target.clone();
+        match &self.backend {
+            Backend::Single {
+                host,
+                port,
+                settings,
+                tls,
+                target,
+            } => {
+                let opening = single::open(host.clone(), *port, settings.clone(), tls.clone());
+                let target = target.clone();
+                Box::pin(async move {
+                    single::connect(&target, CONNECT_TIMEOUT, opening)
+                        .await
+                        .map(RedisConn::Single)
+                })
+            }
+            Backend::Cluster(c) => {
+                let opening = c.connect(CONNECT_TIMEOUT);
+                Box::pin(async move { opening.await.map(RedisConn::Cluster) })
+            }
+            Backend::Sentinel(s) => {
+                let opening = s.connect(CONNECT_TIMEOUT);
+                Box::pin(async move { opening.await.map(RedisConn::Sentinel) })
+            }
+        }
+    }
+
+    fn execute(&self, conn: RedisConn, request: RedisRequest) -> BoxFuture<'static, Outcome> {
         Box::pin(async move {
-            match tokio::time::timeout(CONNECT_TIMEOUT, opening).await {
-                Ok(Ok(conn)) => Ok(conn),
-                Ok(Err(e)) => Err(Error::Connect(format!("redis {target}: {e}"))),
-                Err(_) => Err(Error::Connect(format!(
-                    "redis {target}: no connection within {CONNECT_TIMEOUT:?}"
-                ))),
+            match conn {
+                RedisConn::Single(c) => single::run(c.conn, request).await.into(),
+                RedisConn::Cluster(c) => Outcome::answer(cluster::run(c, request).await),
+                RedisConn::Sentinel(c) => sentinel::run(c, request).await,
             }
         })
     }
 
-    fn execute(&self, conn: RedisConn, request: RedisRequest) -> BoxFuture<'static, Outcome> {
-        let mut conn = conn.conn;
-        Box::pin(async move {
-            let answer = match request {
-                RedisRequest::Single(cmd) => single(conn.send_packed_command(&cmd).await),
-                RedisRequest::Pipeline(pipeline) => {
-                    // One write, so no other caller's command lands in between.
-                    let n = pipeline.len();
-                    let replies = conn.send_packed_commands(&pipeline, 0, n).await;
-                    match replies {
-                        Ok(values) => values
-                            .into_iter()
-                            .map(|v| single(Ok(v)))
-                            .collect::<Result<Vec<_>>>()
-                            .map(Term::List),
-                        Err(e) => single(Err(e)).map(|t| Term::List(vec![t; n])),
-                    }
-                }
-            };
-            answer.into()
-        })
-    }
-
     fn closed(&self, conn: &RedisConn) -> BoxFuture<'static, ()> {
-        Box::pin(conn.closed.clone().cancelled_owned())
+        match conn {
+            RedisConn::Single(c) => Box::pin(c.closed.clone().cancelled_owned()),
+            // The cluster connection replaces dead node connections itself.
+            RedisConn::Cluster(_) => Box::pin(std::future::pending()),
+            RedisConn::Sentinel(c) => sentinel::closed(c),
+        }
     }
+}
+
+fn pipeline(cmds: Vec<redis::Cmd>) -> redis::Pipeline {
+    let mut p = redis::Pipeline::with_capacity(cmds.len());
+    for cmd in cmds {
+        p.add_command(cmd);
+    }
+    p
 }
 
 /// One eredis reply: `{ok, Value}` or `{error, Message}`; a broken
 /// connection is an `Err` so the worker replaces it.
-fn single(reply: redis::RedisResult<Value>) -> Result<Term> {
-    match reply {
+fn reply(result: redis::RedisResult<Value>) -> Result<Term> {
+    match result {
         Ok(Value::ServerError(e)) => Ok(Term::error(Term::from(server_message(
             e.code(),
             e.details(),
@@ -449,5 +395,4 @@ fn check_shared(args: &[Term], call_timeout: Duration) -> Result<()> {
 }
 
 #[cfg(test)]
-#[path = "redis_tests.rs"]
 mod tests;

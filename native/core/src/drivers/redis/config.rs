@@ -1,0 +1,176 @@
+//! The `connection` section of a `redis` pool: one server (`mode =
+//! "single"`, eredis's options), a Redis Cluster reached through seed nodes,
+//! or a master found through Redis Sentinel.
+
+use std::sync::Arc;
+
+use rustls::ClientConfig;
+
+use crate::config::{Node, Secret};
+use crate::error::{Error, Result};
+use crate::tls::read_tls;
+
+/// One `servers` entry: a seed node of a cluster, or a sentinel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    Single {
+        host: String,
+        port: u16,
+    },
+    Cluster {
+        seeds: Vec<Server>,
+    },
+    Sentinel {
+        sentinels: Vec<Server>,
+        master_name: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub mode: Mode,
+    pub database: i64,
+    pub password: Option<Secret>,
+    /// Set when the `tls` section is: the connection is then TLS only.
+    pub tls: Option<Arc<ClientConfig>>,
+    /// Cluster and sentinel: read-only commands go to replicas.
+    pub read_from_replicas: bool,
+}
+
+/// Sentinels listen on 26379 unless told otherwise (Redis's documentation).
+const SENTINEL_PORT: i64 = 26379;
+const REDIS_PORT: i64 = 6379;
+
+impl RedisConfig {
+    pub const OPTIONS: [&'static str; 9] = [
+        "mode",
+        "host",
+        "port",
+        "servers",
+        "master_name",
+        "read_from_replicas",
+        "database",
+        "password",
+        "tls",
+    ];
+
+    pub fn read(conn: &Node) -> Result<RedisConfig> {
+        conn.only_keys(&Self::OPTIONS)?;
+        let mode = conn
+            .at("mode")
+            .one_of(&["single", "cluster", "sentinel"])?
+            .unwrap_or_else(|| "single".into());
+        // Options of one mode set in another are refused, so that a config
+        // that means a cluster never silently talks to one server.
+        let only_in = |key: &str, modes: &str| -> Result<()> {
+            match conn.at(key) {
+                n if n.is_set() => Err(Error::Config(format!(
+                    "{}: only used with mode = {modes} (mode is \"{mode}\")",
+                    n.path()
+                ))),
+                _ => Ok(()),
+            }
+        };
+        let mode = match mode.as_str() {
+            "cluster" => {
+                only_in("host", "\"single\"; list the seed nodes in servers")?;
+                only_in("port", "\"single\"; list the seed nodes in servers")?;
+                only_in("master_name", "\"sentinel\"")?;
+                Mode::Cluster {
+                    seeds: servers(&conn.at("servers"), REDIS_PORT)?,
+                }
+            }
+            "sentinel" => {
+                only_in("host", "\"single\"; list the sentinels in servers")?;
+                only_in("port", "\"single\"; list the sentinels in servers")?;
+                let name = conn.at("master_name");
+                let master_name = name.required_string()?;
+                if master_name.is_empty() {
+                    return Err(name.invalid("the name the sentinels monitor the master by"));
+                }
+                Mode::Sentinel {
+                    sentinels: servers(&conn.at("servers"), SENTINEL_PORT)?,
+                    master_name,
+                }
+            }
+            _ => {
+                only_in("servers", "\"cluster\" or \"sentinel\"")?;
+                only_in("master_name", "\"sentinel\"")?;
+                only_in("read_from_replicas", "\"cluster\" or \"sentinel\"")?;
+                Mode::Single {
+                    host: conn.at("host").string_or("127.0.0.1")?,
+                    port: conn.at("port").int_or(1, 65534, REDIS_PORT)? as u16,
+                }
+            }
+        };
+        let database = conn.at("database");
+        let tls = conn.at("tls");
+        if !matches!(mode, Mode::Single { .. }) && tls.is_set() {
+            // The redis crate opens cluster and sentinel connections itself,
+            // with its own TLS; TLS here comes only from the shared module.
+            return Err(Error::Config(format!(
+                "{}: TLS is supported with mode = \"single\" only, for now",
+                tls.path()
+            )));
+        }
+        let password = conn
+            .at("password")
+            .secret()?
+            .filter(|p| !p.expose().is_empty());
+        let config = RedisConfig {
+            database: database.int_or(0, i64::from(i32::MAX), 0)?,
+            password,
+            tls: match tls {
+                tls if tls.is_set() => Some(Arc::new(read_tls(&tls)?)),
+                _ => None,
+            },
+            read_from_replicas: conn.at("read_from_replicas").bool_or(false)?,
+            mode,
+        };
+        if matches!(config.mode, Mode::Cluster { .. }) && config.database != 0 {
+            return Err(database.invalid("0: a Redis Cluster has database 0 only"));
+        }
+        Ok(config)
+    }
+}
+
+/// `servers`: a non-empty list of `{host = "...", port = N}` tables (seed
+/// 002's form for cassandra), or, in the legacy tuples, `{Host, Port}`.
+fn servers(node: &Node, default_port: i64) -> Result<Vec<Server>> {
+    let expected = "a non-empty list of {host, port} entries";
+    let items = node.list()?.ok_or_else(|| node.missing(expected))?;
+    if items.is_empty() {
+        return Err(node.invalid(expected));
+    }
+    items
+        .iter()
+        .map(|item| match item.term() {
+            Some(crate::term::Term::Tuple(t)) if t.len() == 2 => {
+                let host = Node::new(format!("{}.host", item.path()), &t[0]);
+                let port = Node::new(format!("{}.port", item.path()), &t[1]);
+                server(host, port, default_port)
+            }
+            _ => {
+                item.only_keys(&["host", "port"])?;
+                server(item.at("host"), item.at("port"), default_port)
+            }
+        })
+        .collect()
+}
+
+fn server(host: Node, port: Node, default_port: i64) -> Result<Server> {
+    let name = host.required_string()?;
+    if name.is_empty() {
+        return Err(host.invalid("a host name or address"));
+    }
+    Ok(Server {
+        host: name,
+        port: port.int_or(1, 65535, default_port)? as u16,
+    })
+}

@@ -1,0 +1,130 @@
+//! One server over one multiplexed connection per worker: `mode =
+//! "single"`, and the master (or replica) a sentinel names.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, RedisConnectionInfo, Value};
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+
+use super::{describe, pipeline, reply, RedisRequest};
+use crate::error::{Error, Result};
+use crate::runtime;
+use crate::term::Term;
+
+/// A TLS connector from the shared `tls` module and the name to check.
+pub type Tls = (TlsConnector, ServerName<'static>);
+
+/// A worker's connection, and the signal that its I/O task has ended (the
+/// server closed it, or the network did).
+#[derive(Clone)]
+pub struct Conn {
+    pub conn: MultiplexedConnection,
+    pub closed: CancellationToken,
+}
+
+/// TCP keepalive on idle connections, so one that died silently (no FIN: a
+/// partition, a host gone) is found and replaced within about a minute.
+const TCP_KEEPALIVE: socket2::TcpKeepalive = socket2::TcpKeepalive::new()
+    .with_time(Duration::from_secs(30))
+    .with_interval(Duration::from_secs(10));
+
+pub async fn open(
+    host: String,
+    port: u16,
+    settings: RedisConnectionInfo,
+    tls: Option<Tls>,
+) -> std::result::Result<Conn, String> {
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| e.to_string())?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    socket2::SockRef::from(&tcp)
+        .set_tcp_keepalive(&TCP_KEEPALIVE)
+        .map_err(|e| e.to_string())?;
+    let config = AsyncConnectionConfig::new().set_response_timeout(None);
+    match tls {
+        None => handshake(&settings, tcp, config).await,
+        Some((connector, name)) => {
+            let stream = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS handshake: {e}"))?;
+            handshake(&settings, stream, config).await
+        }
+    }
+}
+
+/// AUTH and SELECT over `stream`; its I/O then runs in a task of its own.
+/// A PING checks that the server takes commands from us: a server that
+/// requires a password answers NOAUTH to a client that gave none.
+async fn handshake<S>(
+    settings: &RedisConnectionInfo,
+    stream: S,
+    config: AsyncConnectionConfig,
+) -> std::result::Result<Conn, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut conn, io) = MultiplexedConnection::new_with_config(settings, stream, config)
+        .await
+        .map_err(|e| match e.kind() {
+            redis::ErrorKind::AuthenticationFailed => format!(
+                "the server refused the password given in connection.password: {}",
+                describe(&e)
+            ),
+            _ => describe(&e),
+        })?;
+    let closed = CancellationToken::new();
+    let on_end = closed.clone();
+    runtime::handle().spawn(async move {
+        io.await;
+        on_end.cancel();
+    });
+    let noauth = |detail: &str| {
+        format!("the server requires a password: set connection.password ({detail})")
+    };
+    match conn.send_packed_command(&redis::cmd("PING")).await {
+        Ok(Value::ServerError(e)) if e.code() == "NOAUTH" => Err(noauth(e.details().unwrap_or(""))),
+        Err(e) if e.code() == Some("NOAUTH") => Err(noauth(e.detail().unwrap_or(""))),
+        Err(e) => Err(describe(&e)),
+        Ok(_) => Ok(Conn { conn, closed }),
+    }
+}
+
+/// Carries a request over one server's connection.
+pub async fn run(mut conn: MultiplexedConnection, request: RedisRequest) -> Result<Term> {
+    match request {
+        RedisRequest::Single(cmd) => reply(conn.send_packed_command(&cmd).await),
+        RedisRequest::Pipeline { cmds, .. } => {
+            // One write, so no other caller's command lands in between.
+            let n = cmds.len();
+            match conn.send_packed_commands(&pipeline(cmds), 0, n).await {
+                Ok(values) => values
+                    .into_iter()
+                    .map(|v| reply(Ok(v)))
+                    .collect::<Result<Vec<_>>>()
+                    .map(Term::List),
+                Err(e) => reply(Err(e)).map(|t| Term::List(vec![t; n])),
+            }
+        }
+    }
+}
+
+/// `open` within `timeout`, its error naming `target`.
+pub async fn connect(
+    target: &str,
+    timeout: Duration,
+    opening: impl std::future::Future<Output = std::result::Result<Conn, String>>,
+) -> Result<Conn> {
+    match tokio::time::timeout(timeout, opening).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(Error::Connect(format!("redis {target}: {e}"))),
+        Err(_) => Err(Error::Connect(format!(
+            "redis {target}: no connection within {timeout:?}"
+        ))),
+    }
+}

@@ -64,6 +64,23 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   apt-get "${apt_opts[@]}" update
   apt-get "${apt_opts[@]}" install -y "${need_pkgs[@]}" >/dev/null
 fi
+
+# --- Python virtualenv with the official Elasticsearch client ------------------
+# No Elasticsearch runs here: elastic_SUITE checks its test server with this
+# independent client (8.x, as the server presents itself). Outside the clone,
+# so a fresh checkout reuses it; Debian's own Python, not a user's pyenv.
+# Installed like the packages, so --install-only (before going offline) makes it.
+venv=${MN_VENV:-/var/cache/mongoose_native/venv}
+es_client='elasticsearch>=8,<9'
+if "$venv/bin/python" -c 'import elasticsearch, sys; sys.exit(elasticsearch.__versionstr__[0] != "8")' 2>/dev/null; then
+  log "Python virtualenv $venv has the elasticsearch 8 client: reusing it"
+else
+  act "creating the Python virtualenv $venv with $es_client"
+  mkdir -p "$(dirname "$venv")"
+  /usr/bin/python3 -m venv "$venv" || fail "python3 -m venv $venv failed"
+  "$venv/bin/pip" install -q "$es_client" || fail "pip could not install $es_client into $venv"
+fi
+
 [ "${1:-}" = --install-only ] && { log "packages installed"; exit 0; }
 
 have cargo || fail "cargo not found: install a Rust toolchain >= 1.85 (rustup) first"
@@ -174,21 +191,6 @@ else
       fail "could not open MariaDB to root@127.0.0.1 (mariadb -u root over the socket)" "$my_log"
   fi
   my_ok || fail "MariaDB is not usable as root@127.0.0.1:3306/test" "$my_log"
-fi
-
-# --- Python virtualenv with the official Elasticsearch client ------------------
-# No Elasticsearch runs here: elastic_SUITE checks its test server with this
-# independent client (8.x, as the server presents itself). Outside the clone,
-# so a fresh checkout reuses it; Debian's own Python, not a user's pyenv.
-venv=${MN_VENV:-/var/cache/mongoose_native/venv}
-es_client='elasticsearch>=8,<9'
-if "$venv/bin/python" -c 'import elasticsearch, sys; sys.exit(elasticsearch.__versionstr__[0] != "8")' 2>/dev/null; then
-  log "Python virtualenv $venv has the elasticsearch 8 client: reusing it"
-else
-  act "creating the Python virtualenv $venv with $es_client"
-  mkdir -p "$(dirname "$venv")"
-  /usr/bin/python3 -m venv "$venv" || fail "python3 -m venv $venv failed"
-  "$venv/bin/pip" install -q "$es_client" || fail "pip could not install $es_client into $venv"
 fi
 
 if [ "$changed" = 0 ]; then log "ready: nothing to do"; else log "ready"; fi

@@ -52,6 +52,11 @@ have openssl || need_pkgs+=(openssl)
 [ -x /usr/bin/python3 ] && dpkg -s python3-venv >/dev/null 2>&1 || need_pkgs+=(python3 python3-venv)
 have psql && have pg_lsclusters || need_pkgs+=(postgresql postgresql-client)
 have mariadb && [ -x /usr/sbin/mariadbd ] || need_pkgs+=(mariadb-server mariadb-client)
+# ODBC: the driver manager, its headers (the odbc cargo feature links
+# libodbc) and the PostgreSQL and MariaDB drivers.
+for p in unixodbc unixodbc-dev odbc-postgresql odbc-mariadb; do
+  dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
+done
 for p in erlang-dev erlang-common-test erlang-eunit erlang-inets erlang-ssl erlang-crypto \
          erlang-public-key erlang-tools erlang-dialyzer erlang-runtime-tools erlang-syntax-tools; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
@@ -192,5 +197,17 @@ else
   fi
   my_ok || fail "MariaDB is not usable as root@127.0.0.1:3306/test" "$my_log"
 fi
+
+# --- ODBC data sources for the two servers above, in /etc/odbc.ini ----------
+# odbcinst adds a DSN only if it is missing; an existing one is left as is.
+odbc_dsn() {
+  local name=$1; shift
+  odbcinst -q -s -n "$name" >/dev/null 2>&1 && return 0
+  act "registering ODBC data source $name"
+  { printf '[%s]\n' "$name"; printf '%s\n' "$@"; } | odbcinst -i -s -l -r >/dev/null || fail "odbcinst could not register $name"
+}
+odbc_dsn mongoose_pgsql 'Driver=PostgreSQL Unicode' Servername=127.0.0.1 Port=5432 \
+  Database=test Username=postgres
+odbc_dsn mongoose_mysql 'Driver=MariaDB Unicode' Server=127.0.0.1 Port=3306 Database=test User=root
 
 if [ "$changed" = 0 ]; then log "ready: nothing to do"; else log "ready"; fi

@@ -1,15 +1,24 @@
 %% rdbms pools and mongoose_rdbms against the PostgreSQL and MariaDB servers
-%% on loopback: the same cases run in the pgsql and the mysql group.
+%% on loopback: the same cases run in the pgsql and the mysql group, and
+%% through ODBC (psqlODBC, MariaDB Connector/ODBC) in the odbc_pgsql and
+%% odbc_mysql groups. In those `engine' is the server, `driver' is odbc.
 -module(rdbms_SUITE).
 -compile([export_all, nowarn_export_all]).
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
 all() ->
-    [{group, pgsql}, {group, mysql}].
+    [{group, pgsql}, {group, mysql}, {group, odbc_pgsql}, {group, odbc_mysql}].
 
 groups() ->
-    [{pgsql, [], cases()}, {mysql, [], cases()}].
+    [{pgsql, [], cases()}, {mysql, [], cases()},
+     {odbc_pgsql, [], odbc_cases()}, {odbc_mysql, [], odbc_cases()}].
+
+%% The connection options of the tuple form, TLS and the password live in
+%% the connection string or odbc.ini for ODBC: its own cases test those.
+odbc_cases() ->
+    (cases() -- [legacy_server_bad_port, password_not_utf8, tls])
+        ++ [odbc_bad_settings, odbc_connection_strings].
 
 cases() ->
     [select_one, query_shapes, sql_errors, prepared_types, prepared_registry,
@@ -23,20 +32,38 @@ cases() ->
 
 init_per_suite(Config) ->
     ok = mongoose_wpool:ensure_started(),
+    %% Data sources in files of the tests' own (unixODBC's FILEDSN=): the
+    %% VM's os:putenv does not reach the NIF's environment, so no $ODBCINI.
+    Dir = ?config(priv_dir, Config),
+    [ok = file:write_file(filename:join(Dir, [Name, ".dsn"]), ["[ODBC]\n", odbc_ini(Name)])
+     || Name <- [mn_ct_pgsql, mn_ct_mysql]],
     Config.
+
+odbc_ini(mn_ct_pgsql) ->
+    "Driver=PostgreSQL Unicode\nServername=127.0.0.1\nPort=5432\nDatabase=test\n"
+    "Username=postgres\n";
+odbc_ini(mn_ct_mysql) ->
+    "Driver=MariaDB Unicode\nServer=127.0.0.1\nPort=3306\nDatabase=test\nUser=root\n".
+
+file_dsn(Config, Name) ->
+    "FILEDSN=" ++ filename:join(?config(priv_dir, Config), atom_to_list(Name) ++ ".dsn").
 
 end_per_suite(_Config) ->
     ok.
 
+init_per_group(odbc_pgsql, Config) ->
+    [{engine, pgsql}, {driver, odbc} | Config];
+init_per_group(odbc_mysql, Config) ->
+    [{engine, mysql}, {driver, odbc} | Config];
 init_per_group(Engine, Config) ->
-    [{engine, Engine} | Config].
+    [{engine, Engine}, {driver, Engine} | Config].
 
 end_per_group(_, _Config) ->
     ok.
 
 init_per_testcase(_, Config) ->
     {ok, _} = mongoose_wpool:start(rdbms, global, default, [{workers, 2}],
-                                   conn_opts(?config(engine, Config))),
+                                   conn_opts(Config)),
     create_tables(?config(engine, Config)),
     Config.
 
@@ -44,12 +71,29 @@ end_per_testcase(_, _Config) ->
     mongoose_wpool:stop(),
     ok.
 
-conn_opts(pgsql) ->
+conn_opts(Config) ->
+    conn_opts(?config(driver, Config), ?config(engine, Config)).
+
+%% Over ODBC, PostgreSQL without a DSN, MariaDB through the DSN that
+%% scripts/setup.sh registers in /etc/odbc.ini.
+conn_opts(odbc, pgsql) ->
+    #{driver => odbc, settings => "Driver={PostgreSQL Unicode};Servername=127.0.0.1;"
+                                  "Port=5432;Database=test;Username=postgres"};
+conn_opts(odbc, mysql) ->
+    #{driver => odbc, settings => "DSN=mongoose_mysql"};
+conn_opts(pgsql, pgsql) ->
     #{driver => pgsql, host => "127.0.0.1", database => "test", username => "postgres",
       password => ""};
-conn_opts(mysql) ->
+conn_opts(mysql, mysql) ->
     #{driver => mysql, host => "127.0.0.1", database => "test", username => "root",
       password => ""}.
+
+%% How values come back: pgsql's text protocol, mysql's, or ODBC's.
+shapes(Config) ->
+    case ?config(driver, Config) of
+        odbc -> odbc;
+        Engine -> Engine
+    end.
 
 create_tables(Engine) ->
     {Bool, Blob, Big} = case Engine of
@@ -101,10 +145,10 @@ kill_backend(mysql, Id) ->
 %%--------------------------------------------------------------------
 
 select_one(Config) ->
-    Engine = ?config(engine, Config),
+    Engine = ?config(driver, Config),
     Expected = case Engine of
                    pgsql -> {selected, [{<<"1">>}]};
-                   mysql -> {selected, [{1}]}
+                   _ -> {selected, [{1}]}
                end,
     ?assertEqual(Expected, q(<<"SELECT 1">>)),
     ?assertEqual(Expected, q(["SELECT ", [$1]])),
@@ -114,7 +158,7 @@ select_one(Config) ->
     ?assertEqual(generic, mongoose_rdbms:db_type()).
 
 query_shapes(Config) ->
-    Engine = ?config(engine, Config),
+    Engine = shapes(Config),
     ?assertEqual({updated, 1}, q(<<"INSERT INTO mn_ct_users VALUES (1, 'alice')">>)),
     ?assertEqual({updated, 2}, q(<<"INSERT INTO mn_ct_users VALUES (2, 'bob'), (3, 'carol')">>)),
     ?assertEqual({updated, 2}, q(<<"UPDATE mn_ct_users SET name = 'x' WHERE id > 1">>)),
@@ -127,7 +171,7 @@ query_shapes(Config) ->
             ?assertEqual({updated, 1, [{<<"1">>}]},
                          q(<<"DELETE FROM mn_ct_users WHERE id = 1 RETURNING id">>)),
             ?assertEqual({selected, [{null}]}, q(<<"SELECT NULL">>));
-        mysql ->
+        _ ->
             ?assertEqual({selected, [{1, <<"alice">>}, {2, <<"x">>}, {3, <<"x">>}]}, Rows),
             ?assertEqual({updated, 1}, q(<<"DELETE FROM mn_ct_users WHERE id = 1">>)),
             ?assertEqual({selected, [{null}]}, q(<<"SELECT NULL">>))
@@ -148,6 +192,7 @@ sql_errors(_Config) ->
 
 prepared_types(Config) ->
     Engine = ?config(engine, Config),
+    Shapes = shapes(Config),
     prep(mn_ct_types_insert, mn_ct_types, [id, i, s, b, f, n],
          <<"INSERT INTO mn_ct_types (id, i, s, b, f, n) VALUES (?, ?, ?, ?, ?, ?)">>),
     prep(mn_ct_types_select, mn_ct_types, [id],
@@ -158,22 +203,33 @@ prepared_types(Config) ->
     ?assertEqual({updated, 1}, x(mn_ct_types_insert, [1, Big, Unicode, Bytes, true, null])),
     ?assertEqual({updated, 1}, x(mn_ct_types_insert, [2, -5, <<>>, <<>>, false, <<"v">>])),
     ?assertEqual({updated, 1}, x(mn_ct_types_insert, [3, null, null, null, null, null])),
-    {True, False} = case Engine of
-                        pgsql -> {true, false};
-                        mysql -> {1, 0}
+    %% MongooseIM's ODBC backend: BIGINT as text, psqlODBC's booleans as "1"/"0".
+    {True, False} = case {Shapes, Engine} of
+                        {pgsql, _} -> {true, false};
+                        {odbc, pgsql} -> {<<"1">>, <<"0">>};
+                        {_, mysql} -> {1, 0}
                     end,
-    ?assertEqual({selected, [{1, Big, Unicode, Bytes, True, null}]}, x(mn_ct_types_select, [1])),
-    ?assertEqual({selected, [{2, -5, <<>>, <<>>, False, <<"v">>}]}, x(mn_ct_types_select, [2])),
+    {BigOut, Minus5, FortyTwo} = case Shapes of
+                                     odbc -> {integer_to_binary(Big), <<"-5">>, <<"42">>};
+                                     _ -> {Big, -5, 42}
+                                 end,
+    ?assertEqual({selected, [{1, BigOut, Unicode, Bytes, True, null}]},
+                 x(mn_ct_types_select, [1])),
+    ?assertEqual({selected, [{2, Minus5, <<>>, <<>>, False, <<"v">>}]},
+                 x(mn_ct_types_select, [2])),
     ?assertEqual({selected, [{3, null, null, null, null, null}]}, x(mn_ct_types_select, [3])),
     ?assertEqual({selected, []}, x(mn_ct_types_select, [4])),
     ?assertEqual({error, duplicate_key}, x(mn_ct_types_insert, [1, 0, <<>>, <<>>, true, null])),
     %% Integers given as binaries, and an iolist for a string.
     ?assertEqual({updated, 1}, x(mn_ct_types_insert, [5, <<"42">>, [<<"io">>, "list"], <<>>,
                                                       false, null])),
-    ?assertMatch({selected, [{5, 42, <<"iolist">>, <<>>, False, null}]},
+    ?assertMatch({selected, [{5, FortyTwo, <<"iolist">>, <<>>, False, null}]},
                  x(mn_ct_types_select, [5])),
     %% The simple protocol gives text on pgsql.
-    case Engine of
+    case Shapes of
+        odbc ->
+            ?assertEqual({selected, [{1, True}]},
+                         q(<<"SELECT id, f FROM mn_ct_types WHERE id = 1">>));
         pgsql ->
             ?assertEqual({selected, [{<<"1">>, <<"t">>}]},
                          q(<<"SELECT id, f FROM mn_ct_types WHERE id = 1">>));
@@ -182,7 +238,7 @@ prepared_types(Config) ->
     end,
     ?assertMatch({selected, [_]}, mongoose_rdbms:execute_successfully(global, mn_ct_types_select, [1])),
     %% Every worker prepares the statement on first use.
-    [?assertEqual({selected, [{1, Big, Unicode, Bytes, True, null}]},
+    [?assertEqual({selected, [{1, BigOut, Unicode, Bytes, True, null}]},
                   x(mn_ct_types_select, [1])) || _ <- lists:seq(1, 6)].
 
 prepared_registry(_Config) ->
@@ -259,7 +315,7 @@ escape_helpers(Config) ->
     ?assertNot(mongoose_rdbms:to_bool(<<"f">>)).
 
 transaction_commits(Config) ->
-    Engine = ?config(engine, Config),
+    Engine = ?config(driver, Config),
     prep(mn_ct_users_insert, mn_ct_users, [id, name], <<"INSERT INTO mn_ct_users VALUES (?, ?)">>),
     Result = mongoose_rdbms:sql_transaction(
                global,
@@ -443,7 +499,8 @@ transaction_query_list(Config) ->
                                                 <<"INSERT INTO mn_ct_users VALUES (2, 'b')">>,
                                                 <<"SELECT count(*) FROM mn_ct_users">>]),
     ?assertEqual(2, mongoose_rdbms:result_to_integer(Count)),
-    ?assertEqual(Engine =:= pgsql, is_binary(Count)),
+    %% count(*) is a BIGINT: text over ODBC too.
+    ?assertEqual(Engine =:= pgsql orelse shapes(Config) =:= odbc, is_binary(Count)),
     {aborted, Reason} =
         mongoose_rdbms:sql_transaction(global, [<<"INSERT INTO mn_ct_users VALUES (3, 'c')">>,
                                                 <<"INSERT INTO mn_ct_nope VALUES (1)">>]),
@@ -552,7 +609,7 @@ casts_and_requests(_Config) ->
 
 killed_connection_is_replaced(Config) ->
     Engine = ?config(engine, Config),
-    {ok, _} = mongoose_wpool:start(rdbms, global, single, [{workers, 1}], conn_opts(Engine)),
+    {ok, _} = mongoose_wpool:start(rdbms, global, single, [{workers, 1}], conn_opts(Config)),
     {selected, [{IdBin}]} = backend_id_on(single, Engine),
     Id = mongoose_rdbms:result_to_integer(IdBin),
     kill_backend(Engine, Id),
@@ -569,7 +626,7 @@ killed_connection_is_replaced(Config) ->
 keepalive_replaces_killed_connection(Config) ->
     Engine = ?config(engine, Config),
     {ok, _} = mongoose_wpool:start(rdbms, global, ka, [{workers, 1}],
-                                   (conn_opts(Engine))#{keepalive_interval => 1}),
+                                   (conn_opts(Config))#{keepalive_interval => 1}),
     {selected, [{IdBin}]} = backend_id_on(ka, Engine),
     Id = mongoose_rdbms:result_to_integer(IdBin),
     kill_backend(Engine, Id),
@@ -581,7 +638,7 @@ keepalive_replaces_killed_connection(Config) ->
 query_timeout(Config) ->
     Engine = ?config(engine, Config),
     {ok, _} = mongoose_wpool:start(rdbms, global, slow, [{workers, 1}, {call_timeout, 500}],
-                                   conn_opts(Engine)),
+                                   conn_opts(Config)),
     Sleep = case Engine of
                 pgsql -> <<"SELECT pg_sleep(3)">>;
                 mysql -> <<"SELECT SLEEP(3)">>
@@ -613,11 +670,13 @@ backend_id_on_ok(Tag, Engine) ->
         Other -> Other
     end.
 
+%% Over ODBC: seed 000's connection string, and the tuple naming odbc.
 legacy_server_form(Config) ->
-    Engine = ?config(engine, Config),
-    Server = case Engine of
-                 pgsql -> {pgsql, "127.0.0.1", 5432, "test", "postgres", ""};
-                 mysql -> {mysql, "127.0.0.1", "test", "root", ""}
+    Server = case {?config(driver, Config), ?config(engine, Config)} of
+                 {odbc, pgsql} -> "DSN=mongoose_pgsql";
+                 {odbc, mysql} -> {odbc, "DSN=mongoose_mysql"};
+                 {pgsql, _} -> {pgsql, "127.0.0.1", 5432, "test", "postgres", ""};
+                 {mysql, _} -> {mysql, "127.0.0.1", "test", "root", ""}
              end,
     [{ok, _}] = mongoose_wpool:start_configured_pools(
                   [{rdbms, global, legacy, [{workers, 1}],
@@ -647,14 +706,20 @@ legacy_server_bad_port(Config) ->
     ?assertEqual([{rdbms, global, default}], mongoose_wpool:get_pools()).
 
 bad_config(Config) ->
-    Engine = ?config(engine, Config),
-    Conn = conn_opts(Engine),
+    Conn = conn_opts(Config),
     {error, {invalid_config, PortMsg}} =
         mongoose_wpool:start(rdbms, global, bad1, [], Conn#{port => <<"5432">>}),
-    ?assertNotEqual(nomatch, binary:match(PortMsg, <<"outgoing_pools.rdbms.bad1.connection.port">>)),
+    ?assertNotEqual(nomatch, binary:match(PortMsg, <<"outgoing_pools.rdbms.bad1.connection">>)),
     {error, {invalid_config, DriverMsg}} =
-        mongoose_wpool:start(rdbms, global, bad2, [], Conn#{driver => odbc}),
+        mongoose_wpool:start(rdbms, global, bad2, [], Conn#{driver => cockroachdb}),
     ?assertNotEqual(nomatch, binary:match(DriverMsg, <<"not supported">>)),
+    case ?config(driver, Config) of
+        odbc -> ok; % odbc_bad_settings
+        _ -> bad_server(?config(engine, Config), Conn)
+    end,
+    ?assertEqual([{rdbms, global, default}], mongoose_wpool:get_pools()).
+
+bad_server(Engine, Conn) ->
     {error, {connect_failed, Refused}} =
         mongoose_wpool:start(rdbms, global, bad3, [{workers, 1}], Conn#{port => 1}),
     ?assertNotEqual(nomatch, binary:match(Refused, <<"127.0.0.1:1">>)),
@@ -669,13 +734,12 @@ bad_config(Config) ->
                 mongoose_wpool:start(rdbms, global, bad4, [{workers, 1}],
                                      Conn#{database => "mn_ct_no_such_db"}),
             ?assertNotEqual(nomatch, binary:match(NoDb, <<"mn_ct_no_such_db">>))
-    end,
-    ?assertEqual([{rdbms, global, default}], mongoose_wpool:get_pools()).
+    end.
 
 %% A password that is not UTF-8 is refused with a message that says so,
 %% without its bytes.
 password_not_utf8(Config) ->
-    Conn = conn_opts(?config(engine, Config)),
+    Conn = conn_opts(Config),
     {error, {invalid_config, Msg}} =
         mongoose_wpool:start(rdbms, global, bad_pw, [{workers, 1}],
                              Conn#{password => <<255, 254, "S3cr3t">>}),
@@ -696,7 +760,7 @@ wait_until(F, N) ->
 %% The loopback PostgreSQL has TLS on, the MariaDB off.
 tls(Config) ->
     Engine = ?config(engine, Config),
-    Conn = conn_opts(Engine),
+    Conn = conn_opts(Config),
     WrongCA = "/etc/ssl/certs/ca-certificates.crt",
     case Engine of
         pgsql ->
@@ -728,10 +792,9 @@ tls(Config) ->
 %% A checkout the pool refuses at once exits like any call, and leaves no
 %% message behind.
 refused_checkout(Config) ->
-    Engine = ?config(engine, Config),
     {ok, _} = mongoose_wpool:start(rdbms, global, nav,
                                    [{workers, 1}, {strategy, next_available_worker}],
-                                   conn_opts(Engine)),
+                                   conn_opts(Config)),
     Self = self(),
     Holder = spawn(fun() ->
                            R = mongoose_rdbms:sql_transaction(
@@ -749,6 +812,18 @@ refused_checkout(Config) ->
                        {atomic, 1} =:= mongoose_rdbms:sql_transaction(global, nav, fun() -> 1 end)
                end).
 
+%% The options of user mn_login with password P (`none': without one), and
+%% the option a refusal names.
+login_opts(odbc) ->
+    {fun(none) -> #{driver => odbc, settings => "DSN=mongoose_mysql;UID=mn_login"};
+        (P) -> #{driver => odbc, settings => "DSN=mongoose_mysql;UID=mn_login;PWD=" ++ P}
+     end, <<"connection.settings">>};
+login_opts(mysql) ->
+    Conn = (conn_opts(mysql, mysql))#{username => "mn_login"},
+    {fun(none) -> maps:remove(password, Conn);
+        (P) -> Conn#{password => P}
+     end, <<"connection.password">>}.
+
 %% A server that refuses the login fails the start with an error naming the
 %% options to fix, never the password. PostgreSQL trusts loopback here, so
 %% only MariaDB, which checks passwords, can refuse one.
@@ -761,17 +836,71 @@ refused_login_names_the_options(Config) ->
             {updated, _} = mongoose_rdbms:sql_query(
                              global, <<"GRANT ALL ON test.* TO 'mn_login'@'127.0.0.1'">>),
             try
-                Conn = (conn_opts(mysql))#{username => "mn_login"},
+                {Login, Option} = login_opts(?config(driver, Config)),
                 [begin
                      {error, {connect_failed, Msg}} =
-                         mongoose_wpool:start(rdbms, global, login, [{workers, 1}], C),
-                     ?assertNotEqual(nomatch, binary:match(Msg, <<"connection.password">>)),
+                         mongoose_wpool:start(rdbms, global, login, [{workers, 1}], Login(P)),
+                     ?assertNotEqual(nomatch, binary:match(Msg, Option)),
                      ?assertEqual(nomatch, binary:match(Msg, <<"wrong-one">>))
-                 end || C <- [Conn#{password => "wrong-one"}, maps:remove(password, Conn)]],
+                 end || P <- ["wrong-one", none]],
                 {ok, _} = mongoose_wpool:start(rdbms, global, login, [{workers, 1}],
-                                               Conn#{password => "right-one"}),
+                                               Login("right-one")),
                 ok = mongoose_wpool:stop(rdbms, global, login)
             after
                 mongoose_rdbms:sql_query(global, <<"DROP USER IF EXISTS 'mn_login'@'127.0.0.1'">>)
             end
     end.
+
+%% ODBC: what is wrong with a connection string is said at start, without
+%% the password.
+odbc_bad_settings(Config) ->
+    Start = fun(Tag, Opts) ->
+                    mongoose_wpool:start(rdbms, global, Tag, [{workers, 1}], Opts)
+            end,
+    {error, {invalid_config, Missing}} = Start(bad_missing, #{driver => odbc}),
+    ?assertNotEqual(nomatch, binary:match(Missing, <<"connection.settings">>)),
+    {error, {invalid_config, Extra}} =
+        Start(bad_extra, (conn_opts(Config))#{host => "127.0.0.1"}),
+    ?assertNotEqual(nomatch, binary:match(Extra, <<"host">>)),
+    {error, {connect_failed, NoDsn}} =
+        Start(bad_dsn, #{driver => odbc, settings => "DSN=mn_ct_no_such_dsn;PWD=S3cr3t-canary"}),
+    ?assertNotEqual(nomatch, binary:match(NoDsn, <<"Data source name not found">>)),
+    {error, {connect_failed, NoDriver}} =
+        Start(bad_driver, #{driver => odbc,
+                            settings => "Driver=/nonexistent/libmn_odbc.so;PWD=S3cr3t-canary"}),
+    ?assertNotEqual(nomatch, binary:match(NoDriver, <<"/nonexistent/libmn_odbc.so">>)),
+    Unreachable = case ?config(engine, Config) of
+                      pgsql -> "Driver={PostgreSQL Unicode};Servername=127.0.0.1;Port=1;"
+                               "Database=test;Username=postgres;PWD=S3cr3t-canary";
+                      mysql -> "Driver={MariaDB Unicode};Server=127.0.0.1;Port=1;"
+                               "User=root;PWD=S3cr3t-canary"
+                  end,
+    {error, {connect_failed, Refused}} =
+        Start(bad_server, #{driver => odbc, settings => Unreachable}),
+    ct:pal("~ts~n~ts~n~ts", [NoDsn, NoDriver, Refused]),
+    ?assertNotEqual(nomatch, binary:match(Refused, <<"Port=1">>)),
+    [?assertEqual(nomatch, binary:match(Msg, <<"S3cr3t-canary">>))
+     || Msg <- [NoDsn, NoDriver, Refused]],
+    ?assertEqual([{rdbms, global, default}], mongoose_wpool:get_pools()).
+
+%% A DSN-less connection string, a DSN of /etc/odbc.ini and a data source
+%% file the tests wrote, to each server; the pool reports its server for
+%% escaping.
+odbc_connection_strings(Config) ->
+    Settings = case ?config(engine, Config) of
+                   pgsql -> [file_dsn(Config, mn_ct_pgsql), "DSN=mongoose_pgsql"];
+                   mysql -> ["Driver={MariaDB Unicode};Server=127.0.0.1;Port=3306;"
+                             "Database=test;User=root", file_dsn(Config, mn_ct_mysql)]
+               end,
+    [begin
+         {ok, _} = mongoose_wpool:start(rdbms, global, conn_string, [{workers, 1}],
+                                        #{driver => odbc, settings => S}),
+         ?assertEqual({selected, [{1}]},
+                      mongoose_rdbms:sql_query(global, conn_string, <<"SELECT 1">>)),
+         ok = mongoose_wpool:stop(rdbms, global, conn_string)
+     end || S <- Settings],
+    ?assertEqual(odbc, mongoose_rdbms:db_engine(global)),
+    Bytes = <<0, 1, 255, 39, 92>>,
+    B = mongoose_rdbms:use_escaped_binary(mongoose_rdbms:escape_binary(global, Bytes)),
+    {updated, 1} = q(["INSERT INTO mn_ct_types (id, b) VALUES (9, ", B, ")"]),
+    ?assertEqual({selected, [{Bytes}]}, q(<<"SELECT b FROM mn_ct_types WHERE id = 9">>)).

@@ -1,12 +1,14 @@
 %% @doc MongooseIM's `mongoose_rdbms' query API on `rdbms' pools of the
-%% mongoose_native NIF (pgsql and mysql through sqlx).
+%% mongoose_native NIF (pgsql and mysql through sqlx, odbc through unixODBC).
 %%
 %% Exports and result shapes follow MongooseIM 6.3: `{selected, [tuple()]}',
 %% `{updated, N}', `{updated, N, [tuple()]}', `{error, duplicate_key}',
 %% `{error, Message}' (the server's message as a charlist), `{atomic, R}' and
 %% `{aborted, Reason}'. With pgsql, `sql_query' gives every value as a binary
 %% and `execute' gives typed values (integers, binaries, `true'/`false',
-%% `null'); with mysql the text protocol decodes integers too.
+%% `null'); with mysql the text protocol decodes integers too. With odbc
+%% both give values as MongooseIM's ODBC backend does (integers for integer
+%% columns but BIGINT, floats, binaries for the rest, `null').
 %%
 %% Prepared statements are registered once with `prepare/4' (an ETS table)
 %% and sent with each `execute'; every connection prepares a statement the
@@ -494,10 +496,24 @@ async_request(Fun) ->
 %% Engine
 %%--------------------------------------------------------------------
 
-%% `pgsql' or `mysql': the driver of the host type's default rdbms pool
-%% (the global one when it has none), `undefined' without a pool.
--spec db_engine(global | binary()) -> pgsql | mysql | undefined.
+%% `pgsql', `mysql' or `odbc': the driver of the host type's default rdbms
+%% pool (the global one when it has none), `undefined' without a pool.
+-spec db_engine(global | binary()) -> pgsql | mysql | odbc | undefined.
 db_engine(HostType) ->
+    case engine_info(HostType) of
+        {odbc, _Server} -> odbc;
+        Engine -> Engine
+    end.
+
+%% The server the SQL goes to, for escaping: an odbc pool's is told by its
+%% ODBC driver (`pgsql', `mysql' or `other').
+db_server(HostType) ->
+    case engine_info(HostType) of
+        {odbc, Server} -> Server;
+        Engine -> Engine
+    end.
+
+engine_info(HostType) ->
     case get_state() of
         #{engine := Engine} -> Engine;
         undefined -> pool_engine(HostType, ?DEFAULT_POOL_TAG)
@@ -521,7 +537,8 @@ pool_engine(HostType, PoolTag) ->
                     Engine;
                 [] ->
                     case catch mongoose_wpool:call(rdbms, HostType, PoolTag, rdbms_engine) of
-                        Engine when Engine =:= pgsql; Engine =:= mysql ->
+                        Engine when Engine =:= pgsql; Engine =:= mysql;
+                                    is_tuple(Engine), element(1, Engine) =:= odbc ->
                             ets:insert(?ENGINES, {Pool, Engine}),
                             Engine;
                         _ ->
@@ -557,7 +574,7 @@ escape_like_prefix(S) ->
 
 -spec escape_binary(host_type(), binary()) -> escaped_value().
 escape_binary(HostType, Bin) when is_binary(Bin) ->
-    case db_engine(HostType) of
+    case db_server(HostType) of
         mysql -> {escaped_binary, [<<"X'">>, binary:encode_hex(Bin), <<"'">>]};
         _ -> {escaped_binary, [<<"decode('">>, base64:encode(Bin), <<"','base64')">>]}
     end.
@@ -565,7 +582,7 @@ escape_binary(HostType, Bin) when is_binary(Bin) ->
 -spec unescape_binary(host_type(), binary()) -> binary().
 %% pgsql's text protocol gives bytea as `\x' followed by hex.
 unescape_binary(HostType, Bin) when is_binary(Bin) ->
-    case {db_engine(HostType), Bin} of
+    case {db_server(HostType), Bin} of
         {mysql, _} -> Bin;
         {_, <<"\\x", Hex/binary>>} -> binary:decode_hex(Hex);
         _ -> Bin

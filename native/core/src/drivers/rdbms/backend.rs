@@ -1,5 +1,5 @@
-//! What a database engine implements ([`Backend`]: pgsql and mysql, odbc
-//! next), and the one query and execute path every engine shares: the
+//! What a database engine implements ([`Backend`]: pgsql, mysql and odbc),
+//! and the one query and execute path every engine shares: the
 //! prepared-statement cache, the parameter count check and MongooseIM's
 //! result shapes.
 
@@ -74,6 +74,12 @@ pub(super) trait Backend: Send + Sync + 'static {
         name: &str,
         params: &[Term],
     ) -> impl Future<Output = Outcome<Vec<Item>>> + Send;
+
+    /// The server behind a driver that reaches several (odbc): `pgsql`,
+    /// `mysql` or `other`.
+    fn server(_conn: &Self::Conn) -> Option<&'static str> {
+        None
+    }
 }
 
 /// A backend whose types are erased: what the driver holds.
@@ -85,6 +91,9 @@ pub(super) trait Connector: Send + Sync {
 pub(super) trait Session: Send {
     /// Runs a query or an execute.
     fn run<'a>(&'a mut self, request: &'a RdbmsRequest) -> BoxFuture<'a, Outcome<Term>>;
+
+    /// See [`Backend::server`].
+    fn server(&self) -> Option<&'static str>;
 }
 
 impl<B: Backend> Connector for B {
@@ -129,6 +138,10 @@ impl<B: Backend> Session for Open<B> {
                 )),
             }
         })
+    }
+
+    fn server(&self) -> Option<&'static str> {
+        B::server(&self.conn)
     }
 }
 

@@ -2,8 +2,9 @@
 //!
 //! | key | form | default |
 //! |---|---|---|
-//! | `driver` | `"pgsql"` or `"mysql"` | required |
-//! | `host`, `database`, `username` | string | required |
+//! | `driver` | `"pgsql"`, `"mysql"` or `"odbc"` | required |
+//! | `settings` | string: the ODBC connection string (`odbc` only, and then the only connection setting) | required for `odbc` |
+//! | `host`, `database`, `username` | string | required (not `odbc`) |
 //! | `password` | string | none |
 //! | `port` | 1..65535 | 5432 / 3306 |
 //! | `keepalive_interval` | seconds | none: `SELECT 1` on idle connections at that interval |
@@ -18,6 +19,8 @@
 //! itself, with `Opts` among `verify` (`verify_peer`, `verify_none`),
 //! `cacertfile`, `certfile`, `keyfile` and `server_name_indication`
 //! (accepted; the certificate is checked against `Host`).
+//!
+//! For ODBC the legacy form is `{server, "DSN=..."}` or `{server, {odbc, "DSN=..."}}`.
 
 use std::time::Duration;
 
@@ -30,6 +33,8 @@ use crate::tls::read_tls;
 pub enum Engine {
     Pgsql,
     Mysql,
+    /// Through an ODBC driver; the server behind it is told at connect time.
+    Odbc,
 }
 
 impl Engine {
@@ -37,6 +42,7 @@ impl Engine {
         match self {
             Engine::Pgsql => "pgsql",
             Engine::Mysql => "mysql",
+            Engine::Odbc => "odbc",
         }
     }
 
@@ -45,6 +51,12 @@ impl Engine {
         match name {
             "pgsql" => Ok(Engine::Pgsql),
             "mysql" => Ok(Engine::Mysql),
+            "odbc" if cfg!(feature = "odbc") => Ok(Engine::Odbc),
+            "odbc" => Err(Error::Config(format!(
+                "{}: driver odbc: this build of mongoose_native has no ODBC support \
+                 (built without the cargo feature odbc)",
+                node.path()
+            ))),
             other => Err(Error::Config(format!(
                 "{}: driver {other} is not supported by mongoose_native yet",
                 node.path()
@@ -56,6 +68,7 @@ impl Engine {
         match self {
             Engine::Pgsql => 5432,
             Engine::Mysql => 3306,
+            Engine::Odbc => 0,
         }
     }
 }
@@ -98,10 +111,12 @@ pub struct RdbmsConfig {
     pub keepalive_interval: Option<Duration>,
     pub query_timeout: Option<Duration>,
     pub tls: Option<RdbmsTls>,
+    /// The ODBC connection string (`Engine::Odbc` only; it may hold a password).
+    pub settings: Option<Secret>,
 }
 
 impl RdbmsConfig {
-    pub const OPTIONS: [&'static str; 11] = [
+    pub const OPTIONS: [&'static str; 12] = [
         "driver",
         "host",
         "port",
@@ -112,6 +127,16 @@ impl RdbmsConfig {
         "query_timeout",
         "max_start_interval",
         "tls",
+        "server",
+        "settings",
+    ];
+    /// What an `odbc` connection takes: the rest is in the connection string.
+    const ODBC_OPTIONS: [&'static str; 6] = [
+        "driver",
+        "settings",
+        "keepalive_interval",
+        "query_timeout",
+        "max_start_interval",
         "server",
     ];
 
@@ -142,9 +167,23 @@ impl RdbmsConfig {
         }
         let driver = conn.at("driver");
         let engine = match driver.one_of(&["pgsql", "mysql", "odbc", "cockroachdb"])? {
-            None => return Err(driver.missing("\"pgsql\" or \"mysql\"")),
+            None => return Err(driver.missing("\"pgsql\", \"mysql\" or \"odbc\"")),
             Some(name) => Engine::named(&name, &driver)?,
         };
+        if engine == Engine::Odbc {
+            conn.only_keys(&Self::ODBC_OPTIONS)?;
+            return Ok(RdbmsConfig {
+                keepalive_interval,
+                query_timeout,
+                ..odbc_config(&conn.at("settings"))?
+            });
+        }
+        if conn.at("settings").is_set() {
+            return Err(Error::Config(format!(
+                "{}: only the odbc driver takes a connection string",
+                conn.at("settings").path()
+            )));
+        }
         let tls = read_tls_section(&conn.at("tls"), engine)?;
         Ok(RdbmsConfig {
             engine,
@@ -161,8 +200,60 @@ impl RdbmsConfig {
             keepalive_interval,
             query_timeout,
             tls,
+            settings: None,
         })
     }
+}
+
+/// An `odbc` pool: its connection string, non-empty.
+fn odbc_config(settings: &Node) -> Result<RdbmsConfig> {
+    let expected = "an ODBC connection string such as \"DSN=mydb\"";
+    let secret = match settings.secret()? {
+        None => return Err(settings.missing(expected)),
+        Some(s) if s.expose().trim().is_empty() => return Err(settings.invalid(expected)),
+        Some(s) => s,
+    };
+    Engine::named("odbc", settings)?;
+    Ok(RdbmsConfig {
+        engine: Engine::Odbc,
+        host: String::new(),
+        port: 0,
+        database: String::new(),
+        username: String::new(),
+        password: None,
+        keepalive_interval: None,
+        query_timeout: None,
+        tls: None,
+        settings: Some(secret),
+    })
+}
+
+impl RdbmsConfig {
+    /// What the pool connects to, for messages: `host:port/database`, or the
+    /// connection string without its password.
+    pub fn target(&self) -> String {
+        match &self.settings {
+            Some(settings) => redact(settings.expose(), settings.expose()),
+            None => format!("{}:{}/{}", self.host, self.port, self.database),
+        }
+    }
+}
+
+/// `text` with the password values of connection string `settings` (its
+/// `PWD` and `Password` attributes) replaced by `<secret>`.
+pub(super) fn redact(text: &str, settings: &str) -> String {
+    settings
+        .split(';')
+        .filter_map(|attr| attr.split_once('='))
+        .filter(|(key, _)| {
+            let key = key.trim();
+            key.eq_ignore_ascii_case("pwd") || key.eq_ignore_ascii_case("password")
+        })
+        .map(|(_, value)| value.trim().trim_start_matches('{').trim_end_matches('}'))
+        .filter(|value| !value.is_empty())
+        .fold(text.to_string(), |text, value| {
+            text.replace(value, "<secret>")
+        })
 }
 
 fn read_tls_section(tls: &Node, engine: Engine) -> Result<Option<RdbmsTls>> {
@@ -229,13 +320,24 @@ fn without_key(term: &Term, key: &str) -> Term {
 /// `{Type, Host, [Port,] DB, User, Pass[, SSL]}`, each element checked as
 /// strictly as the option it stands for, and named by its position.
 fn read_legacy_server(server: &Node) -> Result<RdbmsConfig> {
-    const FORM: &str = "{pgsql | mysql, Host, [Port,] Database, User, Password[, SSL]}";
-    let Some(Term::Tuple(items)) = server.term() else {
-        return Err(server.invalid(FORM));
-    };
-    let engine = match items.first().and_then(|t| t.as_atom()) {
-        Some(name) => Engine::named(name, server)?,
+    const FORM: &str = "{pgsql | mysql, Host, [Port,] Database, User, Password[, SSL]}, \
+                        an ODBC connection string, or {odbc, ConnectionString}";
+    let items = match server.term() {
+        Some(Term::Tuple(items)) => items,
+        Some(_) => return odbc_config(server),
         None => return Err(server.invalid(FORM)),
+    };
+    if let [Term::Atom(odbc), settings] = items.as_slice() {
+        if odbc == "odbc" {
+            return odbc_config(&Node::new(
+                format!("{}: element 2 (connection string)", server.path()),
+                settings,
+            ));
+        }
+    }
+    let engine = match items.first().and_then(|t| t.as_atom()) {
+        Some("odbc") | None => return Err(server.invalid(FORM)),
+        Some(name) => Engine::named(name, server)?,
     };
     // Six elements hold a port and no SSL, unless the third is not an
     // integer and the sixth is an option list: then SSL and no port.
@@ -281,6 +383,7 @@ fn read_legacy_server(server: &Node) -> Result<RdbmsConfig> {
             Some(ssl) => legacy_ssl(&element(6 + shift, "ssl", ssl), engine)?,
             None => None,
         },
+        settings: None,
     })
 }
 

@@ -1,5 +1,7 @@
 //! The `rdbms` pool type: PostgreSQL (`driver = "pgsql"`) and MySQL/MariaDB
-//! (`driver = "mysql"`) through sqlx, with MongooseIM's result shapes.
+//! (`driver = "mysql"`) through sqlx, any server with an ODBC driver
+//! (`driver = "odbc"`, cargo feature `odbc`) through unixODBC, with
+//! MongooseIM's result shapes.
 //!
 //! Options: see [`RdbmsConfig`] (module `config`); requests: see
 //! [`RdbmsRequest`] (module `request`). Each engine implements the `Backend`
@@ -45,6 +47,8 @@ use crate::term::Term;
 mod backend;
 mod config;
 mod mysql;
+#[cfg(feature = "odbc")]
+mod odbc;
 mod pgsql;
 mod request;
 mod shape;
@@ -101,9 +105,16 @@ impl RdbmsDriver {
         let op_timeout = config
             .query_timeout
             .map_or(call_timeout, |q| q.min(call_timeout));
-        let backend: Box<dyn Connector> = match config.engine {
-            Engine::Pgsql => Box::new(pgsql::Pgsql::new(&config, op_timeout)),
-            Engine::Mysql => Box::new(mysql::Mysql::new(&config)),
+        let backend: Box<dyn Connector> = match (config.engine, &config.settings) {
+            (Engine::Pgsql, _) => Box::new(pgsql::Pgsql::new(&config, op_timeout)),
+            (Engine::Mysql, _) => Box::new(mysql::Mysql::new(&config)),
+            #[cfg(feature = "odbc")]
+            (Engine::Odbc, Some(settings)) => Box::new(odbc::Odbc::new(settings.clone())),
+            (Engine::Odbc, _) => {
+                return Err(Error::Config(
+                    "driver odbc: no connection string, or built without ODBC".into(),
+                ))
+            }
         };
         Ok(RdbmsDriver {
             shared: Arc::new(Shared {
@@ -111,7 +122,7 @@ impl RdbmsDriver {
                 backend,
                 op_timeout,
                 keepalive: config.keepalive_interval,
-                target: format!("{}:{}/{}", config.host, config.port, config.database),
+                target: config.target(),
             }),
         })
     }
@@ -134,7 +145,14 @@ impl Driver for RdbmsDriver {
         let shared = self.shared.clone();
         Box::pin(async move {
             match request {
-                RdbmsRequest::Engine => Outcome::answer(Term::atom(shared.engine.name())),
+                RdbmsRequest::Engine => {
+                    let engine = Term::atom(shared.engine.name());
+                    // {odbc, Server}: mongoose_rdbms escapes for the server.
+                    Outcome::answer(match conn.0.lock().await.server() {
+                        Some(server) => Term::tuple(vec![engine, Term::atom(server)]),
+                        None => engine,
+                    })
+                }
                 other => run_request(&shared, &mut *conn.0.lock().await, &other)
                     .await
                     .into(),

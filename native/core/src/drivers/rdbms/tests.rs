@@ -89,8 +89,26 @@ fn config_forms() {
 
     let e = read(&with(pg_conf(), vec![kv("port", Term::from("5432"))])).unwrap_err();
     assert!(e.to_string().contains("connection.port"), "{e}");
-    let e = read(&Term::Map(vec![kv("driver", Term::atom("odbc"))])).unwrap_err();
+    let e = read(&Term::Map(vec![kv("driver", Term::atom("cockroachdb"))])).unwrap_err();
     assert!(e.to_string().contains("not supported"), "{e}");
+    // odbc: the connection string, required, and nothing of the other drivers.
+    let e = read(&Term::Map(vec![kv("driver", Term::atom("odbc"))])).unwrap_err();
+    assert!(
+        e.to_string().contains("connection.settings: required"),
+        "{e}"
+    );
+    let odbc = |extra| {
+        let mut pairs = vec![
+            kv("driver", Term::atom("odbc")),
+            kv("settings", Term::from("DSN=db;UID=u;PWD=hunter2")),
+        ];
+        pairs.extend(extra);
+        read(&Term::Map(pairs))
+    };
+    let c = odbc(vec![]).unwrap();
+    assert_eq!(c.target(), "DSN=db;UID=u;PWD=<secret>");
+    let e = odbc(vec![kv("host", Term::from("h"))]).unwrap_err();
+    assert!(e.to_string().contains("host: unknown option"), "{e}");
     let e = read(&Term::Map(vec![kv("host", Term::from("h"))])).unwrap_err();
     assert!(e.to_string().contains("connection.driver: required"), "{e}");
     let e = read(&with(pg_conf(), vec![kv("pasword", Term::from("x"))])).unwrap_err();

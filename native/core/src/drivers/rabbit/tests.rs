@@ -1,0 +1,348 @@
+//! Tests of `rabbit` against the real RabbitMQ on 127.0.0.1:5672 (guest/guest).
+
+use super::*;
+use crate::config::{Node, PoolType};
+use crate::engine::reply::oneshot;
+
+fn conn(pairs: &[(&str, Term)]) -> Term {
+    let mut all = vec![(Term::atom("amqp_host"), Term::from("127.0.0.1"))];
+    all.extend(pairs.iter().map(|(k, v)| (Term::atom(k), v.clone())));
+    Term::Map(all)
+}
+
+async fn start(conn: Term, workers: i64) -> Result<Box<dyn AnyPool>> {
+    let opts = Term::Map(vec![(Term::atom("workers"), Term::Int(workers))]);
+    let settings = PoolSettings::read(PoolType::Rabbit, &Node::new("p", &opts))?;
+    let config = RabbitConfig::read(&Node::new("p.connection", &conn))?;
+    open(config, settings)?.await
+}
+
+async fn call(p: &dyn AnyPool, req: Term) -> Term {
+    let (reply, rx) = oneshot();
+    match p.submit(Choice::Strategy, req, reply) {
+        Ok(()) => rx.await.unwrap_or(Term::atom("no_answer")),
+        Err(e) => e.to_term(),
+    }
+}
+
+fn bin(s: &str) -> Term {
+    Term::from(s)
+}
+
+fn t(items: Vec<Term>) -> Term {
+    Term::tuple(items)
+}
+
+fn a(s: &str) -> Term {
+    Term::atom(s)
+}
+
+fn amqp_call(method: Term) -> Term {
+    t(vec![a("amqp_call"), method])
+}
+
+fn exchange_declare(name: &str) -> Term {
+    t(vec![
+        a("exchange.declare"),
+        Term::Int(0),
+        bin(name),
+        bin("fanout"),
+        a("false"),
+        a("false"),
+        a("false"),
+        a("false"),
+        a("false"),
+        Term::List(vec![]),
+    ])
+}
+
+fn queue_declare(name: &str, args: Vec<Term>) -> Term {
+    t(vec![
+        a("queue.declare"),
+        Term::Int(0),
+        bin(name),
+        a("false"),
+        a("false"),
+        a("false"),
+        a("false"),
+        a("false"),
+        Term::List(args),
+    ])
+}
+
+fn queue_bind(queue: &str, exchange: &str) -> Term {
+    t(vec![
+        a("queue.bind"),
+        Term::Int(0),
+        bin(queue),
+        bin(exchange),
+        bin(""),
+        a("false"),
+        Term::List(vec![]),
+    ])
+}
+
+fn queue_delete(name: &str) -> Term {
+    t(vec![
+        a("queue.delete"),
+        Term::Int(0),
+        bin(name),
+        a("false"),
+        a("false"),
+        a("false"),
+    ])
+}
+
+fn publish(exchange: &str, payload: &str) -> Term {
+    let undefined = || a("undefined");
+    let mut props = vec![a("P_basic")];
+    props.extend((0..14).map(|_| undefined()));
+    t(vec![
+        a("amqp_publish"),
+        t(vec![
+            a("basic.publish"),
+            Term::Int(0),
+            bin(exchange),
+            bin(""),
+            a("false"),
+            a("false"),
+        ]),
+        t(vec![a("amqp_msg"), t(props), bin(payload)]),
+    ])
+}
+
+fn basic_get(queue: &str) -> Term {
+    amqp_call(t(vec![a("basic.get"), Term::Int(0), bin(queue), a("true")]))
+}
+
+/// The payloads in `queue`, read with basic.get through the pool.
+async fn drain(p: &dyn AnyPool, queue: &str) -> Vec<String> {
+    let mut out = vec![];
+    loop {
+        match call(p, basic_get(queue)).await {
+            Term::Tuple(ok) if ok.len() == 2 => match &ok[1] {
+                Term::Tuple(empty) if empty[0] == a("basic.get_empty") => return out,
+                Term::Tuple(got) if got.len() == 2 => match &got[1] {
+                    Term::Tuple(msg) => out.push(msg[2].as_text().unwrap_or_default()),
+                    other => panic!("{other:?}"),
+                },
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+fn stat(stats: &Term, key: &str) -> i64 {
+    let rabbit = stats.get("rabbit").expect("rabbit section");
+    match rabbit.get(key) {
+        Some(Term::Int(n)) => *n,
+        other => panic!("{key}: {other:?}"),
+    }
+}
+
+async fn topology(p: &dyn AnyPool, exchange: &str, queue: &str, args: Vec<Term>) {
+    let ok = |name: &str| t(vec![a("ok"), t(vec![a(name)])]);
+    assert_eq!(
+        call(p, amqp_call(exchange_declare(exchange))).await,
+        ok("exchange.declare_ok")
+    );
+    call(p, amqp_call(queue_delete(queue))).await;
+    let declared = call(p, amqp_call(queue_declare(queue, args))).await;
+    assert_eq!(
+        declared,
+        t(vec![
+            a("ok"),
+            t(vec![
+                a("queue.declare_ok"),
+                bin(queue),
+                Term::Int(0),
+                Term::Int(0)
+            ])
+        ])
+    );
+    assert_eq!(
+        call(p, amqp_call(queue_bind(queue, exchange))).await,
+        ok("queue.bind_ok")
+    );
+}
+
+#[tokio::test]
+async fn publish_and_read_back_with_and_without_confirms() {
+    for confirms in [false, true] {
+        let p = start(conn(&[("confirms_enabled", Term::from(confirms))]), 2)
+            .await
+            .unwrap();
+        let (ex, q) = (
+            format!("mn.rust.ex.{confirms}"),
+            format!("mn.rust.q.{confirms}"),
+        );
+        topology(&*p, &ex, &q, vec![]).await;
+        for i in 0..20 {
+            assert_eq!(call(&*p, publish(&ex, &format!("m{i}"))).await, a("ok"));
+        }
+        let mut got = drain(&*p, &q).await;
+        got.sort();
+        let mut want: Vec<_> = (0..20).map(|i| format!("m{i}")).collect();
+        want.sort();
+        assert_eq!(got, want);
+        assert_eq!(stat(&p.stats(), "published"), 20);
+        p.stop();
+    }
+}
+
+#[tokio::test]
+async fn nack_from_a_full_queue_is_reported_and_counted() {
+    let p = start(conn(&[("confirms_enabled", Term::from(true))]), 1)
+        .await
+        .unwrap();
+    let args = vec![
+        t(vec![bin("x-max-length"), a("long"), Term::Int(1)]),
+        t(vec![bin("x-overflow"), a("longstr"), bin("reject-publish")]),
+    ];
+    topology(&*p, "mn.rust.ex.nack", "mn.rust.q.nack", args).await;
+    assert_eq!(
+        call(&*p, publish("mn.rust.ex.nack", "first")).await,
+        a("ok")
+    );
+    assert_eq!(
+        call(&*p, publish("mn.rust.ex.nack", "second")).await,
+        Term::error(a("nack"))
+    );
+    assert_eq!(stat(&p.stats(), "nacked"), 1);
+    assert_eq!(
+        drain(&*p, "mn.rust.q.nack").await,
+        vec!["first".to_string()]
+    );
+    p.stop();
+}
+
+#[tokio::test]
+async fn a_refused_method_closes_only_the_channel() {
+    let p = start(conn(&[]), 1).await.unwrap();
+    let passive = t(vec![
+        a("exchange.declare"),
+        Term::Int(0),
+        bin("mn.rust.no.such.exchange"),
+        bin("direct"),
+        a("true"),
+        a("false"),
+        a("false"),
+        a("false"),
+        a("false"),
+        Term::List(vec![]),
+    ]);
+    match call(&*p, amqp_call(passive)).await {
+        Term::Tuple(e) if e[0] == a("exit") => {
+            assert!(format!("{:?}", e[1]).contains("404"), "{e:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    topology(&*p, "mn.rust.ex.after", "mn.rust.q.after", vec![]).await;
+    p.stop();
+}
+
+#[tokio::test]
+async fn malformed_requests_are_refused_at_once() {
+    let p = start(conn(&[]), 1).await.unwrap();
+    for req in [
+        a("hello"),
+        amqp_call(a("exchange.declare")),
+        amqp_call(t(vec![a("exchange.declare"), Term::Int(0)])),
+        amqp_call(t(vec![a("confirm.select"), a("false")])),
+        amqp_call(t(vec![
+            a("queue.declare"),
+            Term::Int(0),
+            Term::Int(5),
+            a("false"),
+            a("false"),
+            a("false"),
+            a("false"),
+            a("false"),
+            Term::List(vec![]),
+        ])),
+        t(vec![a("amqp_publish"), a("x"), a("y")]),
+    ] {
+        let answer = call(&*p, req.clone()).await;
+        assert!(
+            format!("{answer:?}").contains("bad_request"),
+            "{req:?} -> {answer:?}"
+        );
+    }
+    p.stop();
+}
+
+#[tokio::test]
+async fn wrong_password_names_the_options_not_the_secret() {
+    let err = start(conn(&[("amqp_password", bin("canary-s3cret"))]), 1)
+        .await
+        .err()
+        .unwrap();
+    let text = err.to_string();
+    assert!(text.contains("p.connection.amqp_username"), "{text}");
+    assert!(text.contains("p.connection.amqp_password"), "{text}");
+    assert!(!text.contains("canary-s3cret"), "{text}");
+}
+
+#[tokio::test]
+async fn unknown_vhost_names_the_option() {
+    let err = start(conn(&[("virtual_host", bin("mn_no_such_vhost"))]), 1)
+        .await
+        .err()
+        .unwrap();
+    let text = err.to_string();
+    assert!(text.contains("p.connection.virtual_host"), "{text}");
+}
+
+#[tokio::test]
+async fn unreachable_broker_fails_the_start() {
+    let err = start(conn(&[("amqp_port", Term::Int(1))]), 1)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.kind(), "connect_failed");
+    assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+}
+
+#[test]
+fn config_defaults_aliases_and_errors() {
+    let empty = Term::Map(vec![]);
+    let c = RabbitConfig::read(&Node::new("c", &empty)).unwrap();
+    assert_eq!(
+        (c.host.as_str(), c.port, c.username.as_str()),
+        ("localhost", 5672, "guest")
+    );
+    assert_eq!(
+        (c.virtual_host.as_str(), c.confirms, c.max_queue_len),
+        ("/", false, 1000)
+    );
+    let both = Term::Map(vec![(a("host"), bin("a")), (a("amqp_host"), bin("b"))]);
+    let e = RabbitConfig::read(&Node::new("c", &both))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("amqp_host and host"), "{e}");
+    let port = Term::List(vec![t(vec![a("amqp_port"), bin("5672")])]);
+    let e = RabbitConfig::read(&Node::new("c", &port))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "c.amqp_port: expected an integer between 1 and 65535, got <<\"5672\">>"
+    );
+    let pass = Term::Map(vec![(a("password"), Term::Int(12345))]);
+    let e = RabbitConfig::read(&Node::new("c", &pass))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("c.password: expected a string") && !e.contains("12345"),
+        "{e}"
+    );
+    let inf = Term::Map(vec![(a("max_worker_queue_len"), a("infinity"))]);
+    let c = RabbitConfig::read(&Node::new("c", &inf)).unwrap();
+    assert_eq!(c.max_queue_len, crate::config::INFINITE_QUEUE_BOUND);
+    let typo = Term::Map(vec![(a("amqp_hots"), bin("x"))]);
+    let e = RabbitConfig::read(&Node::new("c", &typo))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("c.amqp_hots: unknown option"), "{e}");
+}

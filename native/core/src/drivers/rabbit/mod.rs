@@ -45,8 +45,10 @@ impl RabbitDriver {
     }
 }
 
-/// Starts a `rabbit` pool: the engine's queue is opened wide enough for the
-/// lanes, unless `max_worker_queue_len` is also set among the pool options.
+/// Starts a `rabbit` pool. The engine admits twice what the lanes hold (at
+/// least 1000) unless `max_worker_queue_len` is also set among the pool
+/// options, so that the connection's `max_worker_queue_len` decides what
+/// is dropped: the oldest.
 pub fn open(config: RabbitConfig, mut settings: PoolSettings) -> Result<Opening> {
     let shared = Arc::new(Shared::new(
         config,
@@ -57,7 +59,9 @@ pub fn open(config: RabbitConfig, mut settings: PoolSettings) -> Result<Opening>
         shared: shared.clone(),
         lanes: lanes.clone(),
     };
-    settings.max_worker_queue_len = settings.max_worker_queue_len.or(Some(driver.depth()));
+    // Room for a burst to reach the lanes, which drop the oldest.
+    let admitted = (2 * driver.depth()).max(crate::config::DEFAULT_QUEUE_BOUND);
+    settings.max_worker_queue_len = settings.max_worker_queue_len.or(Some(admitted));
     Ok(Box::pin(async move {
         let pool = Pool::start(driver, settings).await?;
         Ok(Box::new(RabbitPool {

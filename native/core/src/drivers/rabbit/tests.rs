@@ -346,3 +346,152 @@ fn config_defaults_aliases_and_errors() {
         .to_string();
     assert!(e.starts_with("c.amqp_hots: unknown option"), "{e}");
 }
+
+/// Sends every request before awaiting any answer.
+async fn burst(p: &dyn AnyPool, reqs: Vec<Term>) -> Vec<Term> {
+    let mut waiting = vec![];
+    for req in reqs {
+        let (reply, rx) = oneshot();
+        p.submit(Choice::Strategy, req, reply).unwrap();
+        waiting.push(rx);
+    }
+    let mut out = vec![];
+    for rx in waiting {
+        out.push(rx.await.unwrap_or(a("no_answer")));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_full_lane_drops_its_oldest_requests() {
+    let p = start(
+        conn(&[
+            ("confirms_enabled", Term::from(true)),
+            ("max_worker_queue_len", Term::Int(5)),
+        ]),
+        1,
+    )
+    .await
+    .unwrap();
+    topology(&*p, "mn.rust.ex.drop", "mn.rust.q.drop", vec![]).await;
+    let n = 500;
+    let answers = burst(
+        &*p,
+        (0..n)
+            .map(|i| publish("mn.rust.ex.drop", &format!("{i}")))
+            .collect(),
+    )
+    .await;
+    let dropped = answers
+        .iter()
+        .filter(|t| **t == a("request_dropped"))
+        .count();
+    let got: Vec<usize> = drain(&*p, "mn.rust.q.drop")
+        .await
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert!(dropped > 0, "nothing dropped");
+    assert_eq!(dropped + got.len(), n);
+    assert_eq!(stat(&p.stats(), "dropped") as usize, dropped);
+    // The newest survive, in order.
+    assert_eq!(got.last(), Some(&(n - 1)));
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+    p.stop();
+}
+
+fn close_all_connections() {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["close_all_connections", "mongoose_native test"])
+        .output()
+        .expect("rabbitmqctl");
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[tokio::test]
+async fn closed_connections_reconnect_redeclare_and_lose_no_confirmed_publish() {
+    let p = start(conn(&[("confirms_enabled", Term::from(true))]), 2)
+        .await
+        .unwrap();
+    let other = start(conn(&[]), 1).await.unwrap();
+    let (ex, q) = ("mn.rust.ex.restart", "mn.rust.q.restart");
+    topology(&*p, ex, q, vec![]).await;
+    // The exchange goes away behind the pool's back, as a broker restart
+    // takes non-durable exchanges; the queue stays, bound again below.
+    let delete = t(vec![
+        a("exchange.delete"),
+        Term::Int(0),
+        bin(ex),
+        a("false"),
+        a("false"),
+    ]);
+    assert_eq!(
+        call(&*other, amqp_call(delete)).await,
+        t(vec![a("ok"), t(vec![a("exchange.delete_ok")])])
+    );
+    let n = 400;
+    let (first, second): (Vec<_>, Vec<_>) = (0..n)
+        .map(|i| publish(ex, &format!("{i}")))
+        .enumerate()
+        .partition(|(i, _)| *i < n / 2);
+    close_all_connections();
+    // Until the pool is back, publishes wait (within call_timeout).
+    let waiting = burst(&*p, first.into_iter().map(|(_, r)| r).collect());
+    let reconnected = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let passive = t(vec![
+                a("exchange.declare"),
+                Term::Int(0),
+                bin(ex),
+                bin("fanout"),
+                a("true"),
+                a("false"),
+                a("false"),
+                a("false"),
+                a("false"),
+                Term::List(vec![]),
+            ]);
+            if call(&*other, amqp_call(passive)).await
+                == t(vec![a("ok"), t(vec![a("exchange.declare_ok")])])
+            {
+                break;
+            }
+        }
+    };
+    let (answers, ()) = tokio::join!(waiting, reconnected);
+    assert!(answers.iter().all(|t| *t == a("ok")), "{answers:?}");
+    assert_eq!(
+        call(&*other, amqp_call(queue_bind(q, ex))).await.as_atom(),
+        None
+    );
+    // Publishes paced over the time rabbitmqctl takes to close the
+    // connections again: those unconfirmed then are sent once more.
+    let before = stat(&p.stats(), "reconnects");
+    let closing = tokio::task::spawn_blocking(close_all_connections);
+    let mut waiting = vec![];
+    for (_, req) in second {
+        let (reply, rx) = oneshot();
+        p.submit(Choice::Strategy, req, reply).unwrap();
+        waiting.push(rx);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    closing.await.unwrap();
+    for rx in waiting {
+        assert_eq!(rx.await.unwrap(), a("ok"));
+    }
+    assert!(stat(&p.stats(), "reconnects") > before, "{:?}", p.stats());
+    let mut got: Vec<usize> = drain(&*other, q)
+        .await
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    got.sort();
+    got.dedup();
+    let stats = p.stats();
+    assert!(stat(&stats, "reconnects") >= 2, "{stats:?}");
+    // The first half was published before the queue was bound again.
+    assert_eq!(got, (n / 2..n).collect::<Vec<_>>(), "{stats:?}");
+    p.stop();
+    other.stop();
+}

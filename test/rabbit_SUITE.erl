@@ -11,7 +11,8 @@
 all() ->
     [declare_publish_read_back, confirms_on_publish_read_back, option_forms,
      mongoose_amqp_helpers, call_shapes, refused_method_keeps_the_pool, nack_is_counted,
-     queue_bound_drops_oldest, reconnect_redeclares_and_loses_nothing, bad_credentials,
+     queue_bound_drops_oldest, stalled_channel_drops_oldest,
+     reconnect_redeclares_and_loses_nothing, bad_credentials,
      bad_vhost, unreachable_broker, bad_config, malformed_requests].
 
 init_per_suite(Config) ->
@@ -201,6 +202,43 @@ queue_bound_drops_oldest(_Config) ->
     Dropped = rabbit_stat(bound, dropped),
     ct:pal("~p of ~p published, ~p dropped", [length(Got), N, Dropped]),
     ?assert(Dropped > 0),
+    ?assertEqual(N, Dropped + length(Got)),
+    ?assertEqual(N, lists:last(Got)),
+    ?assertEqual(lists:usort(Got), Got).
+
+rabbitmqctl(Args) ->
+    Out = os:cmd("rabbitmqctl " ++ Args ++ " 2>&1; echo rc=$?"),
+    ?assertNotEqual(nomatch, string:find(Out, "rc=0"), Out),
+    Out.
+
+%% A memory alarm (a watermark of 1 byte) makes the broker block publishing
+%% connections: the worker's channel stalls, the confirm window fills, and
+%% past max_worker_queue_len the oldest waiting casts are dropped; once the
+%% alarm clears, everything kept arrives, the newest included.
+stalled_channel_drops_oldest(_Config) ->
+    start(stall, 1, #{confirms_enabled => true, max_worker_queue_len => 10}),
+    topology(stall, <<"mn.ct.ex.stall">>, <<"mn.ct.q.stall">>, []),
+    Old = hd(string:split(rabbitmqctl("eval 'vm_memory_monitor:get_vm_memory_high_watermark().'"),
+                          "\n")),
+    N = 1000,
+    try
+        rabbitmqctl("set_vm_memory_high_watermark absolute 1"),
+        ok = mongoose_wpool:cast(rabbit, global, stall, publish(<<"mn.ct.ex.stall">>, <<"1">>)),
+        Blocked = fun() ->
+                          [{1, W}] = rabbit_stat(stall, workers),
+                          proplists:get_value(blocked, W)
+                  end,
+        wait_until(Blocked),
+        [ok = mongoose_wpool:cast(rabbit, global, stall, publish(<<"mn.ct.ex.stall">>, P))
+         || P <- payloads(2, N)],
+        ?assert(rabbit_stat(stall, dropped) > 0)
+    after
+        rabbitmqctl("set_vm_memory_high_watermark " ++ Old)
+    end,
+    wait_idle(stall),
+    Got = [binary_to_integer(P) || P <- drain(stall, <<"mn.ct.q.stall">>)],
+    Dropped = rabbit_stat(stall, dropped),
+    ct:pal("~p of ~p published, ~p dropped", [length(Got), N, Dropped]),
     ?assertEqual(N, Dropped + length(Got)),
     ?assertEqual(N, lists:last(Got)),
     ?assertEqual(lists:usort(Got), Got).

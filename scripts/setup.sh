@@ -51,6 +51,7 @@ have redis-cli || need_pkgs+=(redis-tools)
 have openssl || need_pkgs+=(openssl)
 have psql && have pg_lsclusters || need_pkgs+=(postgresql postgresql-client)
 have mariadb && [ -x /usr/sbin/mariadbd ] || need_pkgs+=(mariadb-server mariadb-client)
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need_pkgs+=(rabbitmq-server)
 for p in erlang-dev erlang-common-test erlang-eunit erlang-inets erlang-ssl erlang-crypto \
          erlang-public-key erlang-tools erlang-dialyzer erlang-runtime-tools erlang-syntax-tools; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
@@ -166,6 +167,25 @@ else
       fail "could not open MariaDB to root@127.0.0.1 (mariadb -u root over the socket)" "$my_log"
   fi
   my_ok || fail "MariaDB is not usable as root@127.0.0.1:3306/test" "$my_log"
+fi
+
+# --- RabbitMQ on 127.0.0.1:5672: guest/guest (allowed from loopback) ---------
+# Answers an AMQP 0-9-1 protocol header with a connection.start frame (type 1,
+# channel 0).
+amqp_ok() {
+  timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/5672; printf "AMQP\0\0\11\1" >&3; head -c 3 <&3' \
+    2>/dev/null | od -An -tx1 | grep -q '01 00 00'
+}
+rabbit_log=/var/log/rabbitmq/rabbitmq-server.log
+if amqp_ok; then
+  log "RabbitMQ answers on 127.0.0.1:5672: reusing it"
+else
+  # As the package's systemd unit does: user rabbitmq in /var/lib/rabbitmq.
+  act "starting rabbitmq-server on 127.0.0.1:5672 as user rabbitmq"
+  install -d -o rabbitmq -g rabbitmq /var/log/rabbitmq /var/lib/rabbitmq
+  (cd /var/lib/rabbitmq && HOME=/var/lib/rabbitmq setsid runuser -u rabbitmq -- \
+     /usr/lib/rabbitmq/bin/rabbitmq-server </dev/null >>"$rabbit_log" 2>&1 &)
+  wait_for 90 - amqp_ok || fail "RabbitMQ does not answer on 127.0.0.1:5672" "$rabbit_log"
 fi
 
 if [ "$changed" = 0 ]; then log "ready: nothing to do"; else log "ready"; fi

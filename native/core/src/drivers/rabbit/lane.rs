@@ -32,6 +32,7 @@ use crate::error::{Error, Result};
 use crate::term::Term;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// Publishes one channel may have sent and not yet seen confirmed.
@@ -800,8 +801,13 @@ impl Link {
         Ok(())
     }
 
+    /// A clean close, so the broker logs no abrupt disconnection.
     async fn close(self) {
-        let _ = self.conn.close(200, "OK".into()).now_or_never();
+        let closing = async {
+            let _ = self.channel.close(200, "OK".into()).await;
+            let _ = self.conn.close(200, "OK".into()).await;
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
     }
 }
 

@@ -88,7 +88,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     println!(
         "publishes={} p50_us={} p99_us={}",
-        n as u64 / seconds,
+        (n as f64 / seconds) as u64,
         at(50),
         at(99)
     );

@@ -364,6 +364,8 @@ impl Lane {
         let mut link = Some(first);
         let mut sent: VecDeque<Sent> = VecDeque::new();
         let mut backoff = RECONNECT_MIN;
+        // The next reconnection attempt: at once after a loss, then backing off.
+        let mut retry_at = Instant::now();
         loop {
             let Some(current) = link.as_mut() else {
                 self.connected.store(false, Ordering::Release);
@@ -371,12 +373,15 @@ impl Lane {
                 if self.stop.is_cancelled() && self.queued() == 0 {
                     return;
                 }
-                let wait = self.next_deadline().map_or(backoff, |d| {
-                    backoff.min(d.saturating_duration_since(Instant::now()))
-                });
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = self.wake.notified() => { continue }
+                if Instant::now() < retry_at {
+                    // Publishes arriving meanwhile do not hasten the next try.
+                    let until = self.next_deadline().map_or(retry_at, |d| d.min(retry_at));
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until) => {}
+                        _ = self.wake.notified() => {}
+                        _ = self.stop.cancelled(), if self.queued() == 0 => {}
+                    }
+                    continue;
                 }
                 match Link::open(&self.shared).await {
                     Ok(mut new) => {
@@ -397,6 +402,7 @@ impl Lane {
                             "rabbit worker {} reconnect failed, next try in {backoff:?}: {e}",
                             self.index + 1
                         );
+                        retry_at = Instant::now() + backoff;
                         backoff = (backoff * 2).min(RECONNECT_MAX);
                     }
                 }

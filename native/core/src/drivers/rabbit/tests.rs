@@ -3,6 +3,7 @@
 use super::*;
 use crate::config::{Node, PoolType};
 use crate::engine::reply::oneshot;
+use std::sync::atomic::Ordering;
 
 fn conn(pairs: &[(&str, Term)]) -> Term {
     let mut all = vec![(Term::atom("amqp_host"), Term::from("127.0.0.1"))];
@@ -494,4 +495,111 @@ async fn closed_connections_reconnect_redeclare_and_lose_no_confirmed_publish() 
     assert_eq!(got, (n / 2..n).collect::<Vec<_>>(), "{stats:?}");
     p.stop();
     other.stop();
+}
+
+/// A TCP proxy to the broker that can be cut: while cut it drops every
+/// connection through it and refuses new ones.
+struct Proxy {
+    port: u16,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    gen: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Proxy {
+    async fn start() -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gen = Arc::new(tokio::sync::watch::channel(0u64).0);
+        let (c, g) = (cut.clone(), gen.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if c.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let mut cut_signal = g.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut broker) = tokio::net::TcpStream::connect("127.0.0.1:5672").await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut broker) => {}
+                        _ = cut_signal.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, cut, gen }
+    }
+
+    fn cut(&self, on: bool) {
+        self.cut.store(on, Ordering::SeqCst);
+        if on {
+            self.gen.send_modify(|g| *g += 1);
+        }
+    }
+}
+
+#[tokio::test]
+async fn while_the_broker_is_unreachable_requests_fail_in_time_then_the_pool_recovers() {
+    let proxy = Proxy::start().await;
+    let opts = Term::Map(vec![
+        (Term::atom("workers"), Term::Int(1)),
+        (Term::atom("call_timeout"), Term::Int(1000)),
+    ]);
+    let settings = PoolSettings::read(PoolType::Rabbit, &Node::new("p", &opts)).unwrap();
+    let c = conn(&[
+        ("amqp_port", Term::Int(proxy.port.into())),
+        ("confirms_enabled", Term::from(true)),
+    ]);
+    let config = RabbitConfig::read(&Node::new("p.connection", &c)).unwrap();
+    let p = open(config, settings).unwrap().await.unwrap();
+    topology(&*p, "mn.rust.ex.proxy", "mn.rust.q.proxy", vec![]).await;
+    proxy.cut(true);
+    let connected = |p: &dyn AnyPool| format!("{:?}", p.stats()).contains("{connected,true}");
+    while connected(&*p) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A call fails at once; a publish waits for a connection, at most call_timeout.
+    let t0 = std::time::Instant::now();
+    let answer = call(&*p, amqp_call(queue_declare("mn.rust.q.proxy", vec![]))).await;
+    assert!(
+        format!("{answer:?}").contains("no_connection"),
+        "{answer:?}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        t0.elapsed()
+    );
+    let answer = call(&*p, publish("mn.rust.ex.proxy", "lost")).await;
+    assert!(
+        format!("{answer:?}").contains("no_connection"),
+        "{answer:?}"
+    );
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_millis(2500),
+        "{waited:?}"
+    );
+    assert_eq!(stat(&p.stats(), "failed"), 1);
+    // Back within the capped backoff (5 s), declaring the exchange again.
+    proxy.cut(false);
+    for _ in 0..100 {
+        if connected(&*p) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(connected(&*p), "{:?}", p.stats());
+    assert_eq!(
+        call(&*p, publish("mn.rust.ex.proxy", "after")).await,
+        a("ok")
+    );
+    assert_eq!(
+        drain(&*p, "mn.rust.q.proxy").await,
+        vec!["after".to_string()]
+    );
+    p.stop();
 }

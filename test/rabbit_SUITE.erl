@@ -231,7 +231,7 @@ stalled_channel_drops_oldest(_Config) ->
         wait_until(Blocked),
         [ok = mongoose_wpool:cast(rabbit, global, stall, publish(<<"mn.ct.ex.stall">>, P))
          || P <- payloads(2, N)],
-        ?assert(rabbit_stat(stall, dropped) > 0)
+        wait_until(fun() -> rabbit_stat(stall, dropped) > 0 end)
     after
         rabbitmqctl("set_vm_memory_high_watermark " ++ Old)
     end,

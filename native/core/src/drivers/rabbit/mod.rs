@@ -46,7 +46,7 @@ impl RabbitDriver {
 }
 
 /// Starts a `rabbit` pool. The engine admits twice what the lanes hold (at
-/// least 1000) unless `max_worker_queue_len` is also set among the pool
+/// least 10,000) unless `max_worker_queue_len` is also set among the pool
 /// options, so that the connection's `max_worker_queue_len` decides what
 /// is dropped: the oldest.
 pub fn open(config: RabbitConfig, mut settings: PoolSettings) -> Result<Opening> {
@@ -60,7 +60,7 @@ pub fn open(config: RabbitConfig, mut settings: PoolSettings) -> Result<Opening>
         lanes: lanes.clone(),
     };
     // Room for a burst to reach the lanes, which drop the oldest.
-    let admitted = (2 * driver.depth()).max(crate::config::DEFAULT_QUEUE_BOUND);
+    let admitted = (2 * driver.depth()).max(10 * crate::config::DEFAULT_QUEUE_BOUND);
     settings.max_worker_queue_len = settings.max_worker_queue_len.or(Some(admitted));
     Ok(Box::pin(async move {
         let pool = Pool::start(driver, settings).await?;

@@ -5,6 +5,10 @@ use crate::config::{Node, PoolType};
 use crate::engine::reply::oneshot;
 use std::sync::atomic::Ordering;
 
+/// Tests run in parallel: the one that closes every connection on the
+/// broker takes this exclusively, the others shared.
+static BROKER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 fn conn(pairs: &[(&str, Term)]) -> Term {
     let mut all = vec![(Term::atom("amqp_host"), Term::from("127.0.0.1"))];
     all.extend(pairs.iter().map(|(k, v)| (Term::atom(k), v.clone())));
@@ -170,6 +174,7 @@ async fn topology(p: &dyn AnyPool, exchange: &str, queue: &str, args: Vec<Term>)
 
 #[tokio::test]
 async fn publish_and_read_back_with_and_without_confirms() {
+    let _broker = BROKER.read().await;
     for confirms in [false, true] {
         let p = start(conn(&[("confirms_enabled", Term::from(confirms))]), 2)
             .await
@@ -194,6 +199,7 @@ async fn publish_and_read_back_with_and_without_confirms() {
 
 #[tokio::test]
 async fn nack_from_a_full_queue_is_reported_and_counted() {
+    let _broker = BROKER.read().await;
     let p = start(conn(&[("confirms_enabled", Term::from(true))]), 1)
         .await
         .unwrap();
@@ -220,6 +226,7 @@ async fn nack_from_a_full_queue_is_reported_and_counted() {
 
 #[tokio::test]
 async fn a_refused_method_closes_only_the_channel() {
+    let _broker = BROKER.read().await;
     let p = start(conn(&[]), 1).await.unwrap();
     let passive = t(vec![
         a("exchange.declare"),
@@ -245,6 +252,7 @@ async fn a_refused_method_closes_only_the_channel() {
 
 #[tokio::test]
 async fn malformed_requests_are_refused_at_once() {
+    let _broker = BROKER.read().await;
     let p = start(conn(&[]), 1).await.unwrap();
     for req in [
         a("hello"),
@@ -275,6 +283,7 @@ async fn malformed_requests_are_refused_at_once() {
 
 #[tokio::test]
 async fn wrong_password_names_the_options_not_the_secret() {
+    let _broker = BROKER.read().await;
     let err = start(conn(&[("amqp_password", bin("canary-s3cret"))]), 1)
         .await
         .err()
@@ -287,6 +296,7 @@ async fn wrong_password_names_the_options_not_the_secret() {
 
 #[tokio::test]
 async fn unknown_vhost_names_the_option() {
+    let _broker = BROKER.read().await;
     let err = start(conn(&[("virtual_host", bin("mn_no_such_vhost"))]), 1)
         .await
         .err()
@@ -297,6 +307,7 @@ async fn unknown_vhost_names_the_option() {
 
 #[tokio::test]
 async fn unreachable_broker_fails_the_start() {
+    let _broker = BROKER.read().await;
     let err = start(conn(&[("amqp_port", Term::Int(1))]), 1)
         .await
         .err()
@@ -365,6 +376,7 @@ async fn burst(p: &dyn AnyPool, reqs: Vec<Term>) -> Vec<Term> {
 
 #[tokio::test]
 async fn a_full_lane_drops_its_oldest_requests() {
+    let _broker = BROKER.read().await;
     let p = start(
         conn(&[
             ("confirms_enabled", Term::from(true)),
@@ -411,6 +423,7 @@ fn close_all_connections() {
 
 #[tokio::test]
 async fn closed_connections_reconnect_redeclare_and_lose_no_confirmed_publish() {
+    let _broker = BROKER.write().await;
     let p = start(conn(&[("confirms_enabled", Term::from(true))]), 2)
         .await
         .unwrap();
@@ -543,6 +556,7 @@ impl Proxy {
 
 #[tokio::test]
 async fn while_the_broker_is_unreachable_requests_fail_in_time_then_the_pool_recovers() {
+    let _broker = BROKER.read().await;
     let proxy = Proxy::start().await;
     let opts = Term::Map(vec![
         (Term::atom("workers"), Term::Int(1)),
@@ -602,4 +616,101 @@ async fn while_the_broker_is_unreachable_requests_fail_in_time_then_the_pool_rec
         vec!["after".to_string()]
     );
     p.stop();
+}
+
+/// A TLS front for the broker (as RabbitMQ's own TLS listener would be),
+/// with a certificate for 127.0.0.1 from a CA of its own; returns its port
+/// and the CA's PEM.
+async fn tls_front() -> (u16, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&key, &*ca)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(sock).await else {
+                    return;
+                };
+                let Ok(mut broker) = tokio::net::TcpStream::connect("127.0.0.1:5672").await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut broker).await;
+            });
+        }
+    });
+    (port, ca.pem())
+}
+
+#[tokio::test]
+async fn tls_with_the_right_ca_and_refused_with_another() {
+    let _broker = BROKER.read().await;
+    let (port, ca_pem) = tls_front().await;
+    let (_, other_ca) = tls_front().await;
+    let dir = std::env::temp_dir();
+    let ca_file = dir.join(format!("mn_rabbit_ca_{}.pem", std::process::id()));
+    let other_file = dir.join(format!("mn_rabbit_other_ca_{}.pem", std::process::id()));
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    std::fs::write(&other_file, other_ca).unwrap();
+    let tls = |ca: &std::path::Path| {
+        Term::Map(vec![
+            (a("verify_peer"), a("true")),
+            (
+                a("cacertfile"),
+                Term::from(ca.to_string_lossy().to_string()),
+            ),
+        ])
+    };
+    let p = start(
+        conn(&[
+            ("amqp_port", Term::Int(port.into())),
+            ("tls", tls(&ca_file)),
+        ]),
+        1,
+    )
+    .await
+    .unwrap();
+    topology(&*p, "mn.rust.ex.tls", "mn.rust.q.tls", vec![]).await;
+    assert_eq!(
+        call(&*p, publish("mn.rust.ex.tls", "over tls")).await,
+        a("ok")
+    );
+    assert_eq!(
+        drain(&*p, "mn.rust.q.tls").await,
+        vec!["over tls".to_string()]
+    );
+    p.stop();
+    let err = start(
+        conn(&[
+            ("amqp_port", Term::Int(port.into())),
+            ("tls", tls(&other_file)),
+        ]),
+        1,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(err.kind(), "connect_failed", "{err}");
+    let _ = std::fs::remove_file(ca_file);
+    let _ = std::fs::remove_file(other_file);
 }

@@ -43,12 +43,28 @@ run(TomlFile) ->
     [receive {done, <<"hello">>} -> ok end || _ <- lists:seq(1, 10000)],
     Us = erlang:monotonic_time(microsecond) - T0,
     step("  done in ~.1f ms (~p GET/s)", [Us / 1000, round(10000 / (Us / 1000000))]),
+    rabbit(),
     print_stats(redis, global, default),
     print_stats(generic, global, demo),
     mongoose_wpool:stop(),
     inets:stop(httpd, Httpd),
     step("all pools stopped", []),
     datacenters().
+
+%% mod_event_pusher_rabbit's calls, and the message read back from a queue.
+rabbit() ->
+    Call = fun(Req) -> mongoose_wpool:call(rabbit, global, event_pusher, Req) end,
+    step("rabbit: exchange.declare -> ~p",
+         [Call({amqp_call, mongoose_amqp:exchange_declare(<<"mn.demo">>, <<"fanout">>)})]),
+    step("rabbit: queue.declare -> ~p",
+         [Call({amqp_call, {'queue.declare', 0, <<"mn.demo">>, false, false, false, true, false, []}})]),
+    {ok, _} = Call({amqp_call, {'queue.bind', 0, <<"mn.demo">>, <<"mn.demo">>, <<>>, false, []}}),
+    step("rabbit: publish (confirmed) -> ~p",
+         [Call({amqp_publish, mongoose_amqp:basic_publish(<<"mn.demo">>, <<>>),
+                mongoose_amqp:message(<<"hello from the demo">>)})]),
+    {ok, {_GetOk, {amqp_msg, _, Body}}} = Call({amqp_call, {'basic.get', 0, <<"mn.demo">>, true}}),
+    step("rabbit: basic.get -> ~p", [Body]),
+    print_stats(rabbit, global, event_pusher).
 
 %% Two datacenters on two nodes of their own, sharing Redis database 12.
 datacenters() ->

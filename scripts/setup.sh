@@ -57,6 +57,7 @@ have mariadb && [ -x /usr/sbin/mariadbd ] || need_pkgs+=(mariadb-server mariadb-
 for p in unixodbc unixodbc-dev odbc-postgresql odbc-mariadb; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need_pkgs+=(rabbitmq-server)
 for p in erlang-dev erlang-common-test erlang-eunit erlang-inets erlang-ssl erlang-crypto \
          erlang-public-key erlang-tools erlang-dialyzer erlang-runtime-tools erlang-syntax-tools; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
@@ -209,5 +210,24 @@ odbc_dsn() {
 odbc_dsn mongoose_pgsql 'Driver=PostgreSQL Unicode' Servername=127.0.0.1 Port=5432 \
   Database=test Username=postgres
 odbc_dsn mongoose_mysql 'Driver=MariaDB Unicode' Server=127.0.0.1 Port=3306 Database=test User=root
+
+# --- RabbitMQ on 127.0.0.1:5672: guest/guest (allowed from loopback) ---------
+# Answers an AMQP 0-9-1 protocol header with a connection.start frame (type 1,
+# channel 0).
+amqp_ok() {
+  timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/5672; printf "AMQP\0\0\11\1" >&3; head -c 3 <&3' \
+    2>/dev/null | od -An -tx1 | grep -q '01 00 00'
+}
+rabbit_log=/var/log/rabbitmq/rabbitmq-server.log
+if amqp_ok; then
+  log "RabbitMQ answers on 127.0.0.1:5672: reusing it"
+else
+  # As the package's systemd unit does: user rabbitmq in /var/lib/rabbitmq.
+  act "starting rabbitmq-server on 127.0.0.1:5672 as user rabbitmq"
+  install -d -o rabbitmq -g rabbitmq /var/log/rabbitmq /var/lib/rabbitmq
+  (cd /var/lib/rabbitmq && HOME=/var/lib/rabbitmq setsid runuser -u rabbitmq -- \
+     /usr/lib/rabbitmq/bin/rabbitmq-server </dev/null >>"$rabbit_log" 2>&1 &)
+  wait_for 90 - amqp_ok || fail "RabbitMQ does not answer on 127.0.0.1:5672" "$rabbit_log"
+fi
 
 if [ "$changed" = 0 ]; then log "ready: nothing to do"; else log "ready"; fi

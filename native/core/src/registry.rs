@@ -8,6 +8,7 @@ use futures::future::BoxFuture;
 use crate::config::{Node, PoolSettings, PoolType};
 use crate::drivers::elastic::{self, ElasticConfig};
 use crate::drivers::http::{HttpConfig, HttpDriver};
+use crate::drivers::rabbit::RabbitConfig;
 use crate::drivers::rdbms::{RdbmsConfig, RdbmsDriver};
 use crate::drivers::redis::{RedisConfig, RedisDriver};
 use crate::engine::pool::{AnyPool, Pool};
@@ -84,7 +85,13 @@ static KINDS: [PoolKind; 9] = [
         check: Some(|conn| conn.only_keys(&[])),
         ..kind(PoolType::Generic)
     },
-    kind(PoolType::Rabbit),
+    PoolKind {
+        check: Some(|conn| RabbitConfig::read(conn).map(drop)),
+        open: Some(|conn, settings| {
+            crate::drivers::rabbit::open(RabbitConfig::read(conn)?, settings)
+        }),
+        ..kind(PoolType::Rabbit)
+    },
     kind(PoolType::Ldap),
     PoolKind {
         refused: &[Strategy::Available],

@@ -4,5 +4,6 @@
 pub mod elastic;
 pub mod http;
 pub mod http_client;
+pub mod rabbit;
 pub mod rdbms;
 pub mod redis;

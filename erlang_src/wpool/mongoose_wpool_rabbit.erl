@@ -1,0 +1,21 @@
+%% @doc Callbacks of the `rabbit' pool type, kept for MongooseIM's sake: the
+%% type's defaults are in the NIF's table of pool kinds
+%% (native/core/src/registry.rs), its options in the rabbit driver.
+-module(mongoose_wpool_rabbit).
+-export([init/0, start/4, stop/2, is_supported_strategy/1]).
+
+-spec init() -> ok.
+init() -> ok.
+
+-spec start(mongoose_wpool:host_type(), mongoose_wpool:tag(), list() | map(), list() | map()) ->
+          {ok, reference()} | {error, term()}.
+start(HostType, Tag, WpoolOpts, ConnOpts) ->
+    mongoose_wpool:start(rabbit, HostType, Tag, WpoolOpts, ConnOpts).
+
+-spec stop(mongoose_wpool:host_type(), mongoose_wpool:tag()) -> ok.
+stop(HostType, Tag) ->
+    mongoose_wpool:stop(rabbit, HostType, Tag).
+
+-spec is_supported_strategy(atom()) -> boolean().
+is_supported_strategy(Strategy) ->
+    mongoose_wpool:is_supported_strategy(rabbit, Strategy).

@@ -7,6 +7,7 @@ use futures::future::BoxFuture;
 
 use crate::config::{Node, PoolSettings, PoolType};
 use crate::drivers::http::{HttpConfig, HttpDriver};
+use crate::drivers::ldap::{LdapConfig, LdapDriver};
 use crate::drivers::rdbms::{RdbmsConfig, RdbmsDriver};
 use crate::drivers::redis::{RedisConfig, RedisDriver};
 use crate::engine::pool::{AnyPool, Pool};
@@ -80,7 +81,14 @@ static KINDS: [PoolKind; 9] = [
         ..kind(PoolType::Generic)
     },
     kind(PoolType::Rabbit),
-    kind(PoolType::Ldap),
+    PoolKind {
+        check: Some(|conn| LdapConfig::read(conn).map(drop)),
+        open: Some(|conn, settings| {
+            let driver = LdapDriver::new(LdapConfig::read(conn)?, settings.call_timeout_ms);
+            Ok(opening(driver, settings))
+        }),
+        ..kind(PoolType::Ldap)
+    },
     PoolKind {
         refused: &[Strategy::Available],
         ..kind(PoolType::Riak)

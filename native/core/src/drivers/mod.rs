@@ -2,5 +2,6 @@
 //! for the engine; the table in `registry` says which type opens which.
 
 pub mod http;
+pub mod ldap;
 pub mod rdbms;
 pub mod redis;

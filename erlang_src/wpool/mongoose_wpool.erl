@@ -333,6 +333,8 @@ cast_pool(#pool{res = Res}, Hash, Request) ->
 unwrap(#pool{name = {generic, _, _}}, {ok, Value}) -> Value;
 unwrap(#pool{name = {generic, _, _}}, {raised, Class, Reason, Stack}) ->
     erlang:raise(Class, Reason, Stack);
+%% MongooseIM's LDAP worker answers this while it has no connection.
+unwrap(#pool{name = {ldap, _, _}}, {error, {no_connection, _}}) -> {error, not_connected};
 unwrap(_, Result) -> Result.
 
 refused({no_available_workers, _}) -> exit(no_available_workers);

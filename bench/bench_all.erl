@@ -6,7 +6,8 @@
 
 run() ->
     Rows = lists:append([section(redis_bench), section(rdbms_bench),
-                         section(gd_refresh_bench), section(gd_transport_bench)]),
+                         section(gd_refresh_bench), section(gd_transport_bench),
+                         section(ldap_bench)]),
     io:format("~n~-36s ~12s ~-11s ~-32s ~12s ~7s~n",
               ["workload", "this library", "unit", "best alternative, same run", "", "ratio"]),
     [io:format("~-36s ~12b ~-11s ~-32s ~12b ~7.2f~n",

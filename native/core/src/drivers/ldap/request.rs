@@ -440,10 +440,12 @@ fn substrings(out: &mut String, parts: &[Term]) -> Result<()> {
                 out.push('*');
                 ends_with_final = true;
             }
-            _ => return Err(bad(format!(
+            _ => {
+                return Err(bad(format!(
                 "search: substrings are [{{initial, V}}, {{any, V}}, ..., {{final, V}}], got {}",
                 part.describe()
-            ))),
+            )))
+            }
         }
         escaped(out, &value);
     }

@@ -441,10 +441,11 @@ fn substrings(out: &mut String, parts: &[Term]) -> Result<()> {
                 ends_with_final = true;
             }
             _ => {
+                let form = "[{initial, V}, {any, V}, ..., {final, V}]";
                 return Err(bad(format!(
-                "search: substrings are [{{initial, V}}, {{any, V}}, ..., {{final, V}}], got {}",
-                part.describe()
-            )))
+                    "search: substrings are {form}, got {}",
+                    part.describe()
+                )));
             }
         }
         escaped(out, &value);

@@ -282,7 +282,7 @@ bad_configs(_Config) ->
         "connection.port = ~b\nconnection.root_dn = \"~s\"\nconnection.password = \"secret\"\n",
         [?PORT, ?ROOT])),
     {ok, Pools} = mongoose_native_config:pools_from_toml(File),
-    [{ok, _}] = [R || {ok, _} = R <- mongoose_wpool:start_configured_pools(Pools, [])],
+    [{ok, _}] = mongoose_wpool:start_configured_pools(Pools, []),
     ?assertEqual(ok, call(toml1, {simple_bind, [?ALICE, "alicepw"]})).
 
 failover(_Config) ->
@@ -328,6 +328,22 @@ ldaps(Config) ->
     ct:pal("wrong CA: ~s", [Wrong]),
     ?assertNotEqual(nomatch, binary:match(Wrong, <<"TLS handshake">>)),
     ?assertNotEqual(nomatch, binary:match(Wrong, <<"UnknownIssuer">>)),
+    %% Seed 000's legacy tuple: encrypt tls, tls_options as ssl's options.
+    LegacyConn = fun(CA) ->
+                         [{servers, ["localhost"]}, {port, ?LDAPS_PORT}, {rootdn, ?ROOT},
+                          {password, "secret"}, {encrypt, tls},
+                          {tls_options, [{verify, verify_peer},
+                                         {cacertfile, filename:join(Dir, CA)}]}]
+                 end,
+    Legacy = fun(Tag, Conn) ->
+                     mongoose_wpool:start_configured_pools([{ldap, global, Tag, [{workers, 1}], Conn}], [])
+             end,
+    [{ok, _}] = Legacy(legacy1, LegacyConn("ca.pem")),
+    ?assertEqual(ok, call(legacy1, {simple_bind, [?ALICE, "alicepw"]})),
+    [{error, {connect_failed, WrongLegacy}}] = Legacy(legacy2, LegacyConn("other_ca.pem")),
+    ?assertNotEqual(nomatch, binary:match(WrongLegacy, <<"UnknownIssuer">>)),
+    ?assertEqual([{error, {invalid_config, <<"outgoing_pools.ldap.legacy3.connection: set tls or tls_options, not both">>}}],
+                 Legacy(legacy3, [{tls, []} | LegacyConn("ca.pem")])),
     %% TLS to the plain port fails clearly too, within the connect timeout.
     {error, {connect_failed, Plain}} = start(tls4, #{encrypt => <<"tls">>, port => ?PORT}),
     ?assertNotEqual(nomatch, binary:match(Plain, <<"ldaps://127.0.0.1:13389">>)).

@@ -93,19 +93,16 @@ impl LdapConfig {
         conn.at("connect_interval")
             .int_or(1, i64::from(u32::MAX), 10_000)?;
         let encrypt = conn.at("encrypt").one_of(&["none", "tls"])?;
-        // MongooseIM 6.x has no encrypt: its tls section turns TLS on; seed
-        // 000's tls_options is the same section in its older place.
-        let section = match (conn.at("tls"), conn.at("tls_options")) {
-            (tls, legacy) if tls.is_set() && legacy.is_set() => {
-                return Err(Error::Config(format!(
-                    "{}: set tls or tls_options, not both",
-                    conn.path()
-                )))
-            }
-            (tls, legacy) => {
-                Some(if legacy.is_set() { legacy } else { tls }).filter(|n| n.is_set())
-            }
-        };
+        // MongooseIM 6.x has no encrypt: its tls section turns TLS on.
+        // Seed 000's tls_options is a list of ssl client options instead.
+        let (tls, legacy) = (conn.at("tls"), conn.at("tls_options"));
+        if tls.is_set() && legacy.is_set() {
+            return Err(Error::Config(format!(
+                "{}: set tls or tls_options, not both",
+                conn.path()
+            )));
+        }
+        let section = [&tls, &legacy].into_iter().find(|n| n.is_set());
         let tls = match (encrypt.as_deref(), section) {
             (Some("none"), Some(section)) => {
                 return Err(Error::Config(format!(
@@ -115,10 +112,12 @@ impl LdapConfig {
                 )))
             }
             (Some("none"), None) | (None, None) => None,
-            (_, section) => {
-                let mut config = match section {
-                    Some(s) => read_tls(&s)?,
-                    None => read_tls(&conn.at("tls"))?,
+            (_, _) => {
+                let mut config = if legacy.is_set() {
+                    let translated = ssl_options(&legacy)?;
+                    read_tls(&Node::new(legacy.path(), &translated))?
+                } else {
+                    read_tls(&tls)?
                 };
                 // The shared reader offers HTTP's ALPN names; LDAP has none.
                 config.alpn_protocols.clear();
@@ -134,6 +133,36 @@ impl LdapConfig {
             tls,
         })
     }
+}
+
+/// Seed 000's `tls_options` (ssl's client options) in the shared TLS
+/// section's names: `{verify, verify_peer | verify_none}`, `cacertfile`,
+/// `certfile`, `keyfile`, `server_name_indication` (a host or `disable`).
+fn ssl_options(opts: &Node) -> Result<Term> {
+    opts.only_keys(&[
+        "verify",
+        "cacertfile",
+        "certfile",
+        "keyfile",
+        "server_name_indication",
+    ])?;
+    let mut out = Vec::new();
+    if let Some(v) = opts.at("verify").one_of(&["verify_peer", "verify_none"])? {
+        out.push(("verify_peer", Term::from(v == "verify_peer")));
+    }
+    for file in ["cacertfile", "certfile", "keyfile"] {
+        if let Some(path) = opts.at(file).string()? {
+            out.push((file, Term::from(path)));
+        }
+    }
+    match opts.at("server_name_indication").string()? {
+        Some(d) if d == "disable" => out.push(("server_name_indication", Term::from(false))),
+        Some(host) => out.push(("server_name_indication_host", Term::from(host))),
+        None => {}
+    }
+    Ok(Term::Map(
+        out.into_iter().map(|(k, v)| (Term::atom(k), v)).collect(),
+    ))
 }
 
 pub struct LdapDriver {

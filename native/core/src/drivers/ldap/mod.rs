@@ -61,10 +61,17 @@ impl LdapConfig {
 
     pub fn read(conn: &Node) -> Result<LdapConfig> {
         conn.only_keys(&Self::OPTIONS)?;
-        let servers = match conn.at("servers").list()? {
+        let servers_node = conn.at("servers");
+        if matches!(servers_node.term(), Some(Term::List(l)) if !l.is_empty())
+            && servers_node.string().is_ok()
+        {
+            // A charlist: one host where a list of them belongs.
+            return Err(servers_node.invalid("a list of host names"));
+        }
+        let servers = match servers_node.list()? {
             None => vec!["localhost".to_string()],
             Some(items) if items.is_empty() => {
-                return Err(conn.at("servers").invalid("a non-empty list of host names"))
+                return Err(servers_node.invalid("a non-empty list of host names"))
             }
             Some(items) => items
                 .iter()

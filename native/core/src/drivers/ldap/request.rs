@@ -75,6 +75,17 @@ fn text(t: &Term, what: &str) -> Result<String> {
     String::from_utf8(bytes(t, what)?).map_err(|_| bad(format!("{what}: not UTF-8 text")))
 }
 
+/// A password: like `text`, but an error never shows the value.
+fn secret(t: &Term, what: &str) -> Result<String> {
+    let mut out = Vec::new();
+    match t {
+        Term::Bin(_) | Term::List(_) if t.to_iodata(&mut out) => {
+            String::from_utf8(out).map_err(|_| bad(format!("{what}: not UTF-8 text")))
+        }
+        _ => Err(bad(format!("{what}: expected a string"))),
+    }
+}
+
 /// eldap's `optional/1`: an empty string means the field is absent.
 fn optional(t: &Term, what: &str) -> Result<Option<String>> {
     text(t, what).map(|s| (!s.is_empty()).then_some(s))
@@ -124,7 +135,7 @@ impl LdapRequest {
                 arity(2)?;
                 Ok(LdapRequest::Bind {
                     dn: text(&args[0], "simple_bind: DN")?,
-                    password: text(&args[1], "simple_bind: password")?,
+                    password: secret(&args[1], "simple_bind: password")?,
                 })
             }
             "search" => {
@@ -171,13 +182,16 @@ impl LdapRequest {
                 if !(2..=3).contains(&args.len()) {
                     arity(2)?;
                 }
+                // eldap's optional/1: an empty string leaves the field out.
+                let password =
+                    |t: &Term, what: &str| secret(t, what).map(|s| (!s.is_empty()).then_some(s));
                 let old = match args.get(2) {
-                    Some(old) => optional(old, "modify_password: old password")?,
+                    Some(old) => password(old, "modify_password: old password")?,
                     None => None,
                 };
                 Ok(LdapRequest::ModifyPassword {
                     dn: optional(&args[0], "modify_password: DN")?,
-                    new: optional(&args[1], "modify_password: new password")?,
+                    new: password(&args[1], "modify_password: new password")?,
                     old,
                 })
             }

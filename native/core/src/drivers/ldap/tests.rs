@@ -86,6 +86,27 @@ fn filters_as_rfc4515_text() {
 }
 
 #[test]
+fn passwords_stay_out_of_errors() {
+    let requests = [
+        t(vec![
+            Term::atom("simple_bind"),
+            Term::List(vec![s("uid=a"), Term::Int(31337)]),
+        ]),
+        t(vec![
+            Term::atom("modify_password"),
+            Term::List(vec![s("uid=a"), Term::Int(31337)]),
+        ]),
+    ];
+    for r in requests {
+        let e = LdapRequest::parse(r).err().unwrap().to_string();
+        assert!(
+            e.contains("password: expected a string") && !e.contains("31337"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
 fn malformed_filters_are_refused() {
     let bad = [
         t(vec![Term::atom("equals"), s("x")]),
@@ -142,6 +163,8 @@ fn config_defaults_and_errors() {
     .contains("rootdn or root_dn"));
     assert!(err(vec![("connect_interval", Term::Int(0))])
         .contains("connection.connect_interval: expected an integer between 1 and"));
+    assert!(err(vec![("servers", s("localhost"))])
+        .contains("connection.servers: expected a list of host names, got \"localhost\""));
     let e = err(vec![("password", Term::Int(42))]);
     assert!(
         e.contains("connection.password") && !e.contains("42"),

@@ -16,7 +16,8 @@
 all() ->
     [searches_match_eldap, binds, identity_is_restored, anonymous_pool, writes,
      modify_password, eldap_pool_api, bad_requests, bad_configs, failover,
-     reconnect_after_restart, ldaps, silent_server, stopped_server_times_out].
+     reconnect_after_restart, closed_under_a_request, ldaps, silent_server,
+     stopped_server_times_out].
 
 init_per_suite(Config) ->
     ok = mongoose_wpool:ensure_started(),
@@ -305,6 +306,69 @@ reconnect_after_restart(Config) ->
     ok = wait_until(fun() -> call(rs, {simple_bind, [?ALICE, "alicepw"]}) =:= ok end, 100),
     ?assertEqual(ok, add_user("after_restart", "x")),
     ?assertEqual(ok, call(rs, {delete, ["uid=after_restart," ++ ?PEOPLE]})).
+
+%% The server closes the connection under a request (a proxy in front of
+%% slapd cuts it): the request is retried once on a new connection, as
+%% MongooseIM's worker does. When the new connection is cut too, the caller
+%% hears not_connected.
+closed_under_a_request(_Config) ->
+    {Port, Cuts} = proxy(),
+    {ok, _} = start(px, [{workers, 1}], #{port => Port}),
+    Search = {search, [[{base, ?ALICE}, {scope, baseObject}, {filter, eldap:present("uid")}]]},
+    ?assertMatch({ok, {eldap_search_result, [_], [], _}}, call(px, Search)),
+    ets:insert(Cuts, {cuts, 1}),
+    ?assertMatch({ok, {eldap_search_result, [_], [], _}}, call(px, Search)),
+    ?assertEqual([{cuts, 0}], ets:lookup(Cuts, cuts)),
+    ets:insert(Cuts, {cuts, 2}),
+    ?assertEqual({error, not_connected}, call(px, Search)),
+    ?assertEqual([{cuts, 0}], ets:lookup(Cuts, cuts)),
+    ok = wait_until(fun() -> call(px, Search) =/= {error, not_connected} end, 100),
+    ?assertMatch({ok, {eldap_search_result, [_], [], _}}, call(px, Search)).
+
+%% A TCP proxy to the suite's slapd on a free port. While the `cuts' counter
+%% in the returned table is above 0, the next data a client sends is not
+%% forwarded: that connection is closed instead, and the counter goes down.
+proxy() ->
+    Cuts = ets:new(cuts, [public]),
+    ets:insert(Cuts, {cuts, 0}),
+    Self = self(),
+    spawn(fun() ->
+                  {ok, L} = gen_tcp:listen(0, [binary, {ip, {127, 0, 0, 1}}, {active, false}]),
+                  Self ! {proxy_port, inet:port(L)},
+                  proxy_accept(L, Cuts)
+          end),
+    receive {proxy_port, {ok, Port}} -> {Port, Cuts} end.
+
+proxy_accept(L, Cuts) ->
+    {ok, C} = gen_tcp:accept(L),
+    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, ?PORT, [binary, {active, false}]),
+    Relay = spawn(fun() -> receive go -> relay(C, S, Cuts) end end),
+    ok = gen_tcp:controlling_process(C, Relay),
+    ok = gen_tcp:controlling_process(S, Relay),
+    Relay ! go,
+    proxy_accept(L, Cuts).
+
+relay(C, S, Cuts) ->
+    ok = inet:setopts(C, [{active, once}]),
+    ok = inet:setopts(S, [{active, once}]),
+    receive
+        {tcp, C, Data} ->
+            case ets:lookup(Cuts, cuts) of
+                [{cuts, N}] when N > 0 ->
+                    ets:insert(Cuts, {cuts, N - 1}),
+                    gen_tcp:close(C),
+                    gen_tcp:close(S);
+                _ ->
+                    ok = gen_tcp:send(S, Data),
+                    relay(C, S, Cuts)
+            end;
+        {tcp, S, Data} ->
+            ok = gen_tcp:send(C, Data),
+            relay(C, S, Cuts);
+        {tcp_closed, _} ->
+            gen_tcp:close(C),
+            gen_tcp:close(S)
+    end.
 
 wait_until(_F, 0) -> {error, gave_up};
 wait_until(F, N) ->

@@ -6,7 +6,7 @@
 
 run() ->
     Rows = lists:append([section(handover_bench), section(redis_bench), section(redis_cluster_bench),
-                         section(rdbms_bench), section(rabbit_bench),
+                         section(rdbms_bench), section(rabbit_bench), section(ldap_bench),
                          section(gd_refresh_bench), section(gd_transport_bench)]),
     io:format("~n~-36s ~12s ~-11s ~-32s ~12s ~7s~n",
               ["workload", "this library", "unit", "best alternative, same run", "", "ratio"]),

@@ -58,8 +58,10 @@ for p in unixodbc unixodbc-dev odbc-postgresql odbc-mariadb; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need_pkgs+=(rabbitmq-server)
+[ -x /usr/sbin/slapd ] || need_pkgs+=(slapd)
+have ldapsearch || need_pkgs+=(ldap-utils)
 for p in erlang-dev erlang-common-test erlang-eunit erlang-inets erlang-ssl erlang-crypto \
-         erlang-public-key erlang-tools erlang-dialyzer erlang-runtime-tools erlang-syntax-tools; do
+         erlang-public-key erlang-tools erlang-dialyzer erlang-runtime-tools erlang-syntax-tools erlang-eldap; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -228,6 +230,21 @@ else
   (cd /var/lib/rabbitmq && HOME=/var/lib/rabbitmq setsid runuser -u rabbitmq -- \
      /usr/lib/rabbitmq/bin/rabbitmq-server </dev/null >>"$rabbit_log" 2>&1 &)
   wait_for 90 - amqp_ok || fail "RabbitMQ does not answer on 127.0.0.1:5672" "$rabbit_log"
+
+# --- OpenLDAP on 127.0.0.1:3389 (LDAPS 3636) -----------------------------------
+# A throwaway slapd whose configuration, data and CA live in _build/slapd
+# (see scripts/slapd.sh for its directory tree, root DN and users).
+slapd_dir="$(cd "$(dirname "$0")/.." && pwd)/_build/slapd"
+slapd_ok() {
+  timeout 5 ldapsearch -x -H ldap://127.0.0.1:3389 -D cn=admin,dc=example,dc=com -w secret \
+    -b dc=example,dc=com -s base dn >/dev/null 2>&1
+}
+if slapd_ok; then
+  log "slapd answers on 127.0.0.1:3389: reusing it"
+else
+  act "starting slapd on 127.0.0.1:3389 (ldaps 3636) from $slapd_dir"
+  bash "$(dirname "$0")/slapd.sh" start "$slapd_dir" 3389 3636 >/dev/null ||
+    fail "slapd did not start" "$slapd_dir/slapd.log"
 fi
 
 if [ "$changed" = 0 ]; then log "ready: nothing to do"; else log "ready"; fi

@@ -302,7 +302,24 @@ cast(PoolType, HostType, Tag, Request) ->
 cast(PoolType, HostType, Tag, HashKey, Request) ->
     with_pool(PoolType, HostType, Tag, fun(P) -> cast_pool(P, hash(P, HashKey), Request) end).
 
-call_pool(P = #pool{res = Res}, Hash, Request, Timeout) ->
+%% MongooseIM's LDAP worker reopens a connection the server closed under a
+%% request and retries that request once; the engine has started reopening
+%% it when the answer arrives, so the retry waits for the new connection.
+call_pool(P = #pool{name = {ldap, _, _}}, Hash, Request, Timeout) ->
+    T0 = erlang:monotonic_time(millisecond),
+    case submit_call(P, Hash, Request, Timeout) of
+        {error, {connection_lost, _}} when is_integer(Timeout) ->
+            Left = max(0, Timeout - (erlang:monotonic_time(millisecond) - T0)),
+            submit_call(P, Hash, Request, Left);
+        {error, {connection_lost, _}} ->
+            submit_call(P, Hash, Request, Timeout);
+        Result ->
+            Result
+    end;
+call_pool(P, Hash, Request, Timeout) ->
+    submit_call(P, Hash, Request, Timeout).
+
+submit_call(P = #pool{res = Res}, Hash, Request, Timeout) ->
     Submit = fun(Pid, Ref) -> mongoose_native_nif:submit(Res, Hash, Request, Pid, Ref) end,
     case mongoose_native_nif:call(Submit, Timeout) of
         {reply, {error, {worker_wait_timeout, _}}} -> exit_timeout(P, Timeout);
@@ -333,6 +350,8 @@ cast_pool(#pool{res = Res}, Hash, Request) ->
 unwrap(#pool{name = {generic, _, _}}, {ok, Value}) -> Value;
 unwrap(#pool{name = {generic, _, _}}, {raised, Class, Reason, Stack}) ->
     erlang:raise(Class, Reason, Stack);
+%% MongooseIM's LDAP worker answers this while it has no connection.
+unwrap(#pool{name = {ldap, _, _}}, {error, {no_connection, _}}) -> {error, not_connected};
 unwrap(_, Result) -> Result.
 
 refused({no_available_workers, _}) -> exit(no_available_workers);

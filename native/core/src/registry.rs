@@ -8,6 +8,7 @@ use futures::future::BoxFuture;
 use crate::config::{Node, PoolSettings, PoolType};
 use crate::drivers::elastic::{self, ElasticConfig};
 use crate::drivers::http::{HttpConfig, HttpDriver};
+use crate::drivers::ldap::{LdapConfig, LdapDriver};
 use crate::drivers::rabbit::RabbitConfig;
 use crate::drivers::rdbms::{RdbmsConfig, RdbmsDriver};
 use crate::drivers::redis::{RedisConfig, RedisDriver};
@@ -92,7 +93,14 @@ static KINDS: [PoolKind; 9] = [
         }),
         ..kind(PoolType::Rabbit)
     },
-    kind(PoolType::Ldap),
+    PoolKind {
+        check: Some(|conn| LdapConfig::read(conn).map(drop)),
+        open: Some(|conn, settings| {
+            let driver = LdapDriver::new(LdapConfig::read(conn)?, settings.call_timeout_ms);
+            Ok(opening(driver, settings))
+        }),
+        ..kind(PoolType::Ldap)
+    },
     PoolKind {
         refused: &[Strategy::Available],
         ..kind(PoolType::Riak)

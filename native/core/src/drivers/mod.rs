@@ -4,6 +4,7 @@
 pub mod elastic;
 pub mod http;
 pub mod http_client;
+pub mod ldap;
 pub mod rabbit;
 pub mod rdbms;
 pub mod redis;

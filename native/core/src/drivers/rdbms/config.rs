@@ -207,10 +207,17 @@ impl RdbmsConfig {
 
 /// An `odbc` pool: its connection string, non-empty.
 fn odbc_config(settings: &Node) -> Result<RdbmsConfig> {
-    let expected = "an ODBC connection string such as \"DSN=mydb\"";
+    let expected = "an ODBC connection string of KEY=VALUE attributes such as \"DSN=mydb\"";
+    // Attributes only: a URL (`pgsql://user:pass@host/db`) is refused here
+    // rather than handed to the driver manager, whose error would echo it.
+    let attributes = |text: &str| {
+        let mut attrs = text.split(';').map(str::trim).filter(|a| !a.is_empty());
+        let all = attrs.clone().all(|a| a.contains('=') && !a.contains("://"));
+        all && attrs.next().is_some()
+    };
     let secret = match settings.secret()? {
         None => return Err(settings.missing(expected)),
-        Some(s) if s.expose().trim().is_empty() => return Err(settings.invalid(expected)),
+        Some(s) if !attributes(s.expose()) => return Err(settings.invalid(expected)),
         Some(s) => s,
     };
     Engine::named("odbc", settings)?;

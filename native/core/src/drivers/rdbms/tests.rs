@@ -107,6 +107,19 @@ fn config_forms() {
     };
     let c = odbc(vec![]).unwrap();
     assert_eq!(c.target(), "DSN=db;UID=u;PWD=<secret>");
+    // A URL is no connection string: refused without showing its password.
+    for url in [
+        "pgsql://user:hunter2@127.0.0.1/test",
+        "DSN=x;pgsql://u:hunter2@h",
+    ] {
+        let e = read(&Term::Map(vec![
+            kv("driver", Term::atom("odbc")),
+            kv("settings", Term::from(url)),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("KEY=VALUE") && !e.contains("hunter2"), "{e}");
+    }
     let e = odbc(vec![kv("host", Term::from("h"))]).unwrap_err();
     assert!(e.to_string().contains("host: unknown option"), "{e}");
     let e = read(&Term::Map(vec![kv("host", Term::from("h"))])).unwrap_err();

@@ -23,8 +23,10 @@ lint: setup
 	rebar3 dialyzer
 
 demo: setup build
-	erlc -o _build/default/lib/mongoose_native/ebin examples/mongoose_native_demo*.erl
-	erl -sname mongoose_native_demo_$$$$ -noshell -pa _build/default/lib/mongoose_native/ebin \
+	@# Beside the application, not in its ebin: dialyzer reads that one.
+	mkdir -p _build/demo
+	erlc -o _build/demo examples/mongoose_native_demo*.erl
+	erl -sname mongoose_native_demo_$$$$ -noshell -pa _build/default/lib/mongoose_native/ebin -pa _build/demo \
 	    -eval 'mongoose_native_demo:run("examples/demo_pools.toml"), halt().'
 
 clean:

@@ -230,6 +230,7 @@ else
   (cd /var/lib/rabbitmq && HOME=/var/lib/rabbitmq setsid runuser -u rabbitmq -- \
      /usr/lib/rabbitmq/bin/rabbitmq-server </dev/null >>"$rabbit_log" 2>&1 &)
   wait_for 90 - amqp_ok || fail "RabbitMQ does not answer on 127.0.0.1:5672" "$rabbit_log"
+fi
 
 # --- OpenLDAP on 127.0.0.1:3389 (LDAPS 3636) -----------------------------------
 # A throwaway slapd whose configuration, data and CA live in _build/slapd

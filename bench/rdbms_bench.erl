@@ -1,5 +1,6 @@
 %% Prepared `SELECT ?::int' through mongoose_rdbms:execute/3 on a 10-worker
-%% pgsql pool at 1, 16 and 128 concurrent callers, beside pgbench running
+%% pool, pgsql and then odbc (psqlODBC, the DSN scripts/setup.sh registers),
+%% at 1, 16 and 128 concurrent callers, beside pgbench running
 %% the same prepared statement in the same run with as many connections as
 %% the pool may use (the callers, at most the 10 workers). Prints numbers only.
 -module(rdbms_bench).
@@ -12,20 +13,24 @@ run() -> run([1, 16, 128]).
 
 run(Concurrencies) ->
     ok = mongoose_wpool:ensure_started(),
-    {ok, _} = mongoose_wpool:start(rdbms, global, default, [{workers, ?WORKERS}],
-                                   #{driver => pgsql, host => "127.0.0.1", database => "test",
-                                     username => "postgres", password => ""}),
     mongoose_rdbms:prepare(bench_select, bench, [x], <<"SELECT ?::int">>),
-    {selected, [{7}]} = mongoose_rdbms:execute(global, bench_select, [7]),
     io:format("~-26s ~9s ~8s ~8s ~7s | ~11s ~7s ~7s | ~6s~n",
               ["workload", "ops/s", "p50 us", "p99 us", "CPU us", "pgbench tps", "clients",
                "CPU us", "ratio"]),
-    Rows = [row(C) || C <- Concurrencies],
+    Drivers = [{pgsql, #{driver => pgsql, host => "127.0.0.1", database => "test",
+                         username => "postgres", password => ""}},
+               {odbc, #{driver => odbc, settings => "DSN=mongoose_pgsql"}}],
+    lists:append([rows(Driver, Conn, Concurrencies) || {Driver, Conn} <- Drivers]).
+
+rows(Driver, Conn, Concurrencies) ->
+    {ok, _} = mongoose_wpool:start(rdbms, global, default, [{workers, ?WORKERS}], Conn),
+    {selected, [_]} = mongoose_rdbms:execute(global, bench_select, [7]),
+    Rows = [row(Driver, C) || C <- Concurrencies],
     mongoose_wpool:stop(rdbms, global, default),
     Rows.
 
 %% CPU us: machine CPU per query (PostgreSQL's included), ours and pgbench's.
-row(C) ->
+row(Driver, C) ->
     Select = fun(_) ->
                      {selected, [_]} = mongoose_rdbms:execute(global, bench_select,
                                                               [rand:uniform(1000)])
@@ -35,9 +40,9 @@ row(C) ->
     Clients = min(C, ?WORKERS),
     {Tps, PgCpu} = bench_cpu:per_op(fun() -> pgbench(Clients) end, fun(T) -> T * ?DURATION_S end),
     io:format("~-26s ~9b ~8b ~8b ~7.1f | ~11b ~7b ~7.1f | ~6.2f~n",
-              [io_lib:format("SELECT ?::int, ~b callers", [C]), Ops, P50, P99, Cpu, Tps, Clients,
+              [io_lib:format("~s SELECT ?::int, ~b callers", [Driver, C]), Ops, P50, P99, Cpu, Tps, Clients,
                PgCpu, Ops / max(Tps, 1)]),
-    {io_lib:format("pgsql prepared SELECT, ~b callers", [C]), Ops, "ops/s",
+    {io_lib:format("~s prepared SELECT, ~b callers", [Driver, C]), Ops, "ops/s",
      io_lib:format("pgbench -M prepared -c ~b", [Clients]), Tps}.
 
 pgbench(Clients) ->

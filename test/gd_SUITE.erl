@@ -14,13 +14,22 @@
 -define(DCS, [dc1, dc2, dc3]).
 
 all() ->
-    [messages_both_ways, hundred_messages_in_order, reconnect_to_another_dc,
-     ungraceful_reconnect_to_another_dc, components_and_hidden_domains,
-     stock_mongooseim_pids_decode,
-     bounced_until_mapped_in_order, bounce_gives_up_with_an_error, routing_decisions,
-     endpoints_enabled_and_disabled, disabled_endpoints_collected, waits_for_connection,
-     metrics,
-     start_stop_cleanly, tls_between_datacenters, stopped_dc_fails_fast].
+    [{group, single}, {group, cluster}].
+
+%% `single': the session table on one Redis (database ?DB), every case.
+%% `cluster': the same datacenters with their table on the Redis Cluster of
+%% scripts/redis_topologies.sh (issue 20), the cases of messages and moves.
+groups() ->
+    [{single, [], [messages_both_ways, hundred_messages_in_order, reconnect_to_another_dc,
+                   ungraceful_reconnect_to_another_dc, components_and_hidden_domains,
+                   stock_mongooseim_pids_decode,
+                   bounced_until_mapped_in_order, bounce_gives_up_with_an_error,
+                   routing_decisions, endpoints_enabled_and_disabled,
+                   disabled_endpoints_collected, waits_for_connection, metrics,
+                   start_stop_cleanly, tls_between_datacenters, stopped_dc_fails_fast]},
+     {cluster, [], [messages_both_ways, hundred_messages_in_order, reconnect_to_another_dc,
+                    ungraceful_reconnect_to_another_dc, bounced_until_mapped_in_order,
+                    routing_decisions]}].
 
 suite() ->
     [{timetrap, {minutes, 3}}].
@@ -33,15 +42,35 @@ init_per_suite(Config) ->
         _ ->
             ok
     end,
-    "OK" ++ _ = os:cmd("redis-cli -n " ++ integer_to_list(?DB) ++ " FLUSHDB"),
-    Ports = free_ports(length(?DCS)),
     persistent_term:put({?MODULE, log_dir}, ?config(priv_dir, Config)),
-    Dcs = [start_dc(Dc, Port) || {Dc, Port} <- lists:zip(?DCS, Ports)],
-    [{dcs, maps:from_list(Dcs)} | Config].
+    Config.
 
-end_per_suite(Config) ->
+end_per_suite(_Config) ->
+    ok.
+
+init_per_group(single, Config) ->
+    persistent_term:put({?MODULE, redis}, {"redis-cli -n " ++ integer_to_list(?DB),
+                                           #{database => ?DB}}),
+    "OK" ++ _ = redis(["FLUSHDB"]),
+    start_dcs(Config);
+init_per_group(cluster, Config) ->
+    ok = redis_cluster_SUITE:topologies(),
+    Ports = [7000, 7001, 7002, 7003, 7004, 7005],
+    %% Replicas refuse the flush; their masters' reaches them.
+    [os:cmd("redis-cli -p " ++ integer_to_list(P) ++ " FLUSHALL") || P <- Ports],
+    Servers = [#{host => <<"127.0.0.1">>, port => P} || P <- Ports],
+    persistent_term:put({?MODULE, redis}, {"redis-cli -c -p 7000",
+                                           #{mode => <<"cluster">>, servers => Servers}}),
+    start_dcs(Config).
+
+end_per_group(_, Config) ->
     [catch peer:stop(Peer) || {_, #{peer := Peer}} <- maps:to_list(?config(dcs, Config))],
     ok.
+
+start_dcs(Config) ->
+    Ports = free_ports(length(?DCS)),
+    Dcs = [start_dc(Dc, Port) || {Dc, Port} <- lists:zip(?DCS, Ports)],
+    [{dcs, maps:from_list(Dcs)} | Config].
 
 init_per_testcase(_, Config) ->
     Config.
@@ -96,7 +125,8 @@ start_dc(Dc, Port, Opts) ->
     Log = filename:join(persistent_term:get({?MODULE, log_dir}), atom_to_list(Dc) ++ ".log"),
     ok = erpc:call(Node, logger, add_handler, [gd_file, logger_std_h,
                                                #{config => #{file => Log}, level => warning}]),
-    ok = erpc:call(Node, gd_test_dc, start, [local_host(Dc), ?DB, Opts], 60000),
+    {_, RedisConn} = persistent_term:get({?MODULE, redis}),
+    ok = erpc:call(Node, gd_test_dc, start, [local_host(Dc), RedisConn, Opts], 60000),
     {Dc, #{peer => Peer, node => Node, port => Port}}.
 
 free_ports(N) ->
@@ -168,7 +198,8 @@ wait_mapped(Dc, User, Host, Config) ->
                end, 5000).
 
 redis(Args) ->
-    os:cmd(lists:flatten(["redis-cli -n ", integer_to_list(?DB) | [[" ", A] || A <- Args]])).
+    {Cli, _} = persistent_term:get({?MODULE, redis}),
+    os:cmd(lists:flatten([Cli | [[" ", A] || A <- Args]])).
 
 %%--------------------------------------------------------------------
 %% Cases

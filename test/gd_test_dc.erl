@@ -9,11 +9,12 @@
 
 -define(GLOBAL, <<"example.test">>).
 
-start(LocalHost, Db, Opts) ->
+%% RedisConn: the redis pool's connection options (one server's database,
+%% or a cluster).
+start(LocalHost, RedisConn, Opts) ->
     application:set_env(mongoose_native, hosts, [?GLOBAL, LocalHost]),
     {ok, _} = application:ensure_all_started(mongoose_native),
-    {ok, _} = mongoose_wpool:start(redis, global, global_distrib, [{workers, 4}],
-                                   #{database => Db}),
+    {ok, _} = mongoose_wpool:start(redis, global, global_distrib, [{workers, 4}], RedisConn),
     mod_global_distrib:start(?GLOBAL, Opts).
 
 stop() ->

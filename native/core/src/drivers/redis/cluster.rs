@@ -99,35 +99,57 @@ pub async fn run(conn: ClusterConnection, request: RedisRequest) -> Term {
     answer.unwrap_or_else(|e| e.to_term())
 }
 
+/// How often a command redirected mid-migration is sent again.
+const REDIRECTS: usize = 3;
+
 async fn one(mut conn: ClusterConnection, cmd: Cmd) -> Result<Term> {
-    let first = conn.req_packed_command(&cmd).await;
-    match asked_to(&first) {
-        // The crate sends ASKING and the command as two requests on a
-        // connection other callers share, so another's command may take the
-        // ASKING; as one pipeline they reach the node back to back.
-        Some((host, port)) => {
-            let mut p = redis::Pipeline::with_capacity(2);
-            p.add_command(redis::cmd("ASKING")).add_command(cmd);
-            let route = SingleNodeRoutingInfo::ByAddress { host, port };
-            match conn.route_pipeline(p, 1, 1, route).await {
-                Ok(mut values) => reply(values.pop().map_or(first, Ok)),
-                Err(e) => reply(Err(e)),
+    let mut answer = conn.req_packed_command(&cmd).await;
+    for _ in 0..REDIRECTS {
+        answer = match redirect(&answer) {
+            // The crate sends ASKING and the command as two requests on a
+            // connection other callers share, so another's command may take
+            // the ASKING; as one pipeline they reach the node back to back.
+            Some(Redirect::Ask(host, port)) => {
+                let mut p = redis::Pipeline::with_capacity(2);
+                p.add_command(redis::cmd("ASKING")).add_command(cmd.clone());
+                let route = SingleNodeRoutingInfo::ByAddress { host, port };
+                match conn.route_pipeline(p, 1, 1, route).await {
+                    Ok(mut values) => values.pop().map_or(answer, Ok),
+                    Err(e) => Err(e),
+                }
             }
-        }
-        None => reply(first),
+            // A MOVED the crate handed back (its own retries spent while a
+            // migration ends): the command did not run, so it is sent again
+            // by the refreshed slot map.
+            Some(Redirect::Moved) => conn.req_packed_command(&cmd).await,
+            None => break,
+        };
     }
+    reply(answer)
 }
 
-/// The node an `ASK` answer sends the command to (a slot being migrated).
-fn asked_to(answer: &RedisResult<Value>) -> Option<(String, u16)> {
+enum Redirect {
+    /// To the node importing the slot, for this command only.
+    Ask(String, u16),
+    Moved,
+}
+
+/// Where an `ASK` or `MOVED` answer sends the command.
+fn redirect(answer: &RedisResult<Value>) -> Option<Redirect> {
     let (code, detail) = match answer {
         Ok(Value::ServerError(e)) => (e.code(), e.details()),
         Err(e) => (e.code()?, e.detail()),
         Ok(_) => return None,
     };
-    let addr = detail?.split_ascii_whitespace().nth(1)?;
-    let (host, port) = addr.rsplit_once(':')?;
-    (code == "ASK").then(|| Some((host.to_string(), port.parse().ok()?)))?
+    match code {
+        "MOVED" => Some(Redirect::Moved),
+        "ASK" => {
+            let addr = detail?.split_ascii_whitespace().nth(1)?;
+            let (host, port) = addr.rsplit_once(':')?;
+            Some(Redirect::Ask(host.to_string(), port.parse().ok()?))
+        }
+        _ => None,
+    }
 }
 
 fn list(values: RedisResult<Vec<Value>>, n: usize) -> Result<Term> {

@@ -14,7 +14,7 @@ run() -> run([1, 16, 128]).
 run(Concurrencies) ->
     ok = mongoose_wpool:ensure_started(),
     mongoose_rdbms:prepare(bench_select, bench, [x], <<"SELECT ?::int">>),
-    io:format("~-26s ~9s ~8s ~8s ~7s | ~11s ~7s ~7s | ~6s~n",
+    io:format("~-32s ~9s ~8s ~8s ~7s | ~11s ~7s ~7s | ~6s~n",
               ["workload", "ops/s", "p50 us", "p99 us", "CPU us", "pgbench tps", "clients",
                "CPU us", "ratio"]),
     Drivers = [{pgsql, #{driver => pgsql, host => "127.0.0.1", database => "test",
@@ -39,7 +39,7 @@ row(Driver, C) ->
     {{Ops, P50, P99}, Cpu} = bench_cpu:per_op(Measure, fun({O, _, _}) -> O * ?DURATION_S end),
     Clients = min(C, ?WORKERS),
     {Tps, PgCpu} = bench_cpu:per_op(fun() -> pgbench(Clients) end, fun(T) -> T * ?DURATION_S end),
-    io:format("~-26s ~9b ~8b ~8b ~7.1f | ~11b ~7b ~7.1f | ~6.2f~n",
+    io:format("~-32s ~9b ~8b ~8b ~7.1f | ~11b ~7b ~7.1f | ~6.2f~n",
               [io_lib:format("~s SELECT ?::int, ~b callers", [Driver, C]), Ops, P50, P99, Cpu, Tps, Clients,
                PgCpu, Ops / max(Tps, 1)]),
     {io_lib:format("~s prepared SELECT, ~b callers", [Driver, C]), Ops, "ops/s",

@@ -66,7 +66,7 @@ start_dc(Dc, Port, LogDir) ->
              %% Long enough for a wrong cached host to lose the next message.
              cache => #{jid_lifetime_seconds => 5, domain_lifetime_seconds => 5},
              bounce => #{resend_after_ms => 50, max_retries => 7}},
-    ok = erpc:call(Node, gd_test_dc, start, [local_host(Dc), ?DB, Opts], 60000),
+    ok = erpc:call(Node, gd_test_dc, start, [local_host(Dc), #{database => ?DB}, Opts], 60000),
     {Dc, #{peer => Peer, node => Node}}.
 
 local_host(Dc) -> <<(atom_to_binary(Dc))/binary, ".test">>.

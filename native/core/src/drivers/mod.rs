@@ -8,3 +8,4 @@ pub mod ldap;
 pub mod rabbit;
 pub mod rdbms;
 pub mod redis;
+pub mod tcp;

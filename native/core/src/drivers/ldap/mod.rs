@@ -19,7 +19,6 @@ use futures::future::BoxFuture;
 use ldap3::exop::PasswordModify;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, SearchOptions, StdStream};
 use rustls::ClientConfig;
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Node, Secret};
@@ -196,11 +195,6 @@ pub struct LdapConn {
     closed: CancellationToken,
 }
 
-/// TCP keepalive, so a connection that died silently is found in about a minute.
-const TCP_KEEPALIVE: socket2::TcpKeepalive = socket2::TcpKeepalive::new()
-    .with_time(Duration::from_secs(30))
-    .with_interval(Duration::from_secs(10));
-
 fn url(config: &LdapConfig, host: &str) -> String {
     let scheme = if config.tls.is_some() {
         "ldaps"
@@ -217,13 +211,7 @@ fn url(config: &LdapConfig, host: &str) -> String {
 
 /// Opens a connection to `host` and binds as the pool's identity.
 async fn open(config: &LdapConfig, host: &str) -> std::result::Result<LdapConn, String> {
-    let tcp = TcpStream::connect((host, config.port))
-        .await
-        .map_err(|e| e.to_string())?;
-    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    socket2::SockRef::from(&tcp)
-        .set_tcp_keepalive(&TCP_KEEPALIVE)
-        .map_err(|e| e.to_string())?;
+    let tcp = crate::drivers::tcp::connect(host, config.port).await?;
     let std = tcp.into_std().map_err(|e| e.to_string())?;
     let mut settings = LdapConnSettings::new().set_std_stream(StdStream::Tcp(std));
     if let Some(tls) = &config.tls {

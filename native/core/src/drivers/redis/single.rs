@@ -6,7 +6,6 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisConnectionInfo, Value};
 use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
@@ -26,25 +25,13 @@ pub struct Conn {
     pub closed: CancellationToken,
 }
 
-/// TCP keepalive on idle connections, so one that died silently (no FIN: a
-/// partition, a host gone) is found and replaced within about a minute.
-const TCP_KEEPALIVE: socket2::TcpKeepalive = socket2::TcpKeepalive::new()
-    .with_time(Duration::from_secs(30))
-    .with_interval(Duration::from_secs(10));
-
 pub async fn open(
     host: String,
     port: u16,
     settings: RedisConnectionInfo,
     tls: Option<Tls>,
 ) -> std::result::Result<Conn, String> {
-    let tcp = TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| e.to_string())?;
-    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    socket2::SockRef::from(&tcp)
-        .set_tcp_keepalive(&TCP_KEEPALIVE)
-        .map_err(|e| e.to_string())?;
+    let tcp = crate::drivers::tcp::connect(&host, port).await?;
     let config = AsyncConnectionConfig::new().set_response_timeout(None);
     match tls {
         None => handshake(&settings, tcp, config).await,

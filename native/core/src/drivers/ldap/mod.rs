@@ -173,15 +173,19 @@ fn ssl_options(opts: &Node) -> Result<Term> {
 
 pub struct LdapDriver {
     config: Arc<LdapConfig>,
-    /// Each request must end before its caller gives up.
-    call_timeout: Duration,
+    /// How long one operation may take: a little past `call_timeout`, so the
+    /// caller's own timeout (an exit, as MongooseIM's) always comes first
+    /// and this one only frees the connection of a server that stalled.
+    op_timeout: Duration,
 }
+
+const CLIENT_MARGIN: Duration = Duration::from_millis(500);
 
 impl LdapDriver {
     pub fn new(config: LdapConfig, call_timeout_ms: u64) -> LdapDriver {
         LdapDriver {
             config: Arc::new(config),
-            call_timeout: Duration::from_millis(call_timeout_ms),
+            op_timeout: Duration::from_millis(call_timeout_ms) + CLIENT_MARGIN,
         }
     }
 }
@@ -288,7 +292,7 @@ impl Driver for LdapDriver {
 
     fn execute(&self, conn: LdapConn, request: LdapRequest) -> BoxFuture<'static, Outcome> {
         let config = self.config.clone();
-        let timeout = self.call_timeout;
+        let timeout = self.op_timeout;
         Box::pin(async move {
             let mut ldap = conn.ldap.clone();
             if !matches!(request, LdapRequest::Bind { .. }) {
@@ -304,7 +308,7 @@ impl Driver for LdapDriver {
 
     fn reset(&self, conn: LdapConn) -> BoxFuture<'static, Result<()>> {
         let config = self.config.clone();
-        let timeout = self.call_timeout;
+        let timeout = self.op_timeout;
         Box::pin(async move { rebind(&config, &conn, timeout).await })
     }
 

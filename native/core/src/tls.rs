@@ -45,6 +45,17 @@ enum NameCheck {
     None,
 }
 
+/// The options of Erlang's ssl client that seed 000's legacy forms carry
+/// (rdbms `ssl_opts`, ldap `tls_options`); each reader maps them onto its
+/// TLS settings.
+pub const SSL_CLIENT_OPTIONS: [&str; 5] = [
+    "verify",
+    "cacertfile",
+    "certfile",
+    "keyfile",
+    "server_name_indication",
+];
+
 /// Reads the `tls` table (seed 002's TLS section, and the forms of
 /// MongooseIM 6.3's maps) into a rustls client configuration:
 ///

@@ -145,13 +145,7 @@ impl LdapConfig {
 /// section's names: `{verify, verify_peer | verify_none}`, `cacertfile`,
 /// `certfile`, `keyfile`, `server_name_indication` (a host or `disable`).
 fn ssl_options(opts: &Node) -> Result<Term> {
-    opts.only_keys(&[
-        "verify",
-        "cacertfile",
-        "certfile",
-        "keyfile",
-        "server_name_indication",
-    ])?;
+    opts.only_keys(&crate::tls::SSL_CLIENT_OPTIONS)?;
     let mut out = Vec::new();
     if let Some(v) = opts.at("verify").one_of(&["verify_peer", "verify_none"])? {
         out.push(("verify_peer", Term::from(v == "verify_peer")));

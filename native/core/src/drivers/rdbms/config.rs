@@ -412,13 +412,7 @@ fn legacy_ssl(ssl: &Node, engine: Engine) -> Result<Option<RdbmsTls>> {
         } else {
             (Some("true".to_string()), ssl.clone())
         };
-    opts.only_keys(&[
-        "verify",
-        "cacertfile",
-        "certfile",
-        "keyfile",
-        "server_name_indication",
-    ])?;
+    opts.only_keys(&crate::tls::SSL_CLIENT_OPTIONS)?;
     let verify = opts.at("verify").one_of(&["verify_peer", "verify_none"])?;
     // Accepted: the certificate's name is checked against Host either way.
     opts.at("server_name_indication").string()?;

@@ -97,7 +97,7 @@ mod tests {
         tokio::time::timeout(Duration::from_millis(500), waiting)
             .await
             .expect("woken by the acknowledgement")
-            .unwrap();
+            .expect("the waiting task ended without a panic");
         assert_eq!(credit.outstanding(), 9);
     }
 

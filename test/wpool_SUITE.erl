@@ -12,7 +12,7 @@ all() ->
      best_worker_prefers_idle, random_worker_runs, hash_worker_is_sticky,
      available_worker_waits, available_worker_times_out, next_available_worker_fails_fast,
      max_worker_queue_len_bounds_queue, timeout_leaves_mailbox_empty, exceptions_reach_caller,
-     cast_and_send_request, stats_count_in_flight, map_config_expansion,
+     cast_and_send_request, stream_on_a_one_part_pool_is_refused, stats_count_in_flight, map_config_expansion,
      legacy_tuple_example, toml_file_config, bad_configs_are_named, executor_restart,
      every_example_file_is_valid].
 
@@ -276,3 +276,18 @@ every_example_file_is_valid(Config) ->
     ok = file:write_file(Bad, <<"[outgoing_pools.redis.x.connection]\nport = 0\n">>),
     ?assertEqual({error, {invalid_config, <<"outgoing_pools.redis.x.connection.port: expected an integer between 1 and 65534, got 0">>}},
                  mongoose_native_config:check_toml(Bad)).
+
+%% A type without requests answered in parts refuses a stream as a reply,
+%% folds nothing, and leaves no message behind.
+stream_on_a_one_part_pool_is_refused(_Config) ->
+    {ok, _} = mongoose_wpool:start(redis, global, parts, [{workers, 1}],
+                                   #{host => "127.0.0.1", port => 6379}),
+    Fold = fun(Part, Acc) -> [Part | Acc] end,
+    {{error, {bad_request, Why}}, []} =
+        mongoose_wpool:stream(redis, global, parts, key, {q, [<<"PING">>]}, Fold, []),
+    ?assertMatch({match, _}, re:run(Why, "one part")),
+    ?assertEqual(<<"PONG">>, element(2, mongoose_wpool:call(redis, global, parts, {q, [<<"PING">>]}))),
+    ?assertEqual({error, {pool_not_started, {redis, global, nope}}},
+                 mongoose_wpool:stream(redis, global, nope, key, {q, []}, Fold, [])),
+    ?assertEqual({messages, []}, process_info(self(), messages)),
+    ok = mongoose_wpool:stop(redis, global, parts).

@@ -4,9 +4,10 @@
 -module(mongoose_native_nif).
 -on_load(init/0).
 
--export([call/2, start/2]).
+-export([call/2, start/2, fold/4]).
 
--export([pool_kind/1, pool_start/6, generic_start/5, submit/5, cast/3, cancel/1, stats/1, stop/1,
+-export([pool_kind/1, pool_start/6, generic_start/5, submit/5, stream/5, more/1, cast/3, cancel/1,
+         stats/1, stop/1,
          parse_toml/1, check_toml/1, generic_executors/1, generic_attach/3, generic_done/2,
          set_log_relay/1,
          gd_transport_start/4, gd_transport_send/5, gd_transport_set_endpoints/4,
@@ -59,6 +60,42 @@ call(Submit, Timeout) ->
             Error
     end.
 
+%% @doc `call/2' for a request answered in parts: `Fun(Part, Acc)' folds
+%% each part as it comes, the next one asked for only after it; each part
+%% and the final answer must come within `Timeout' of the one before. A
+%% `Fun' that raises, or a timeout, cancels the rest.
+-spec fold(fun((pid(), reference()) -> {ok, reference()} | {error, term()}),
+           fun((term(), Acc) -> Acc), Acc, timeout()) ->
+          {reply, term(), Acc} | {error, term()} | {timeout, Acc}.
+fold(Submit, Fun, Acc0, Timeout) ->
+    Ref = make_ref(),
+    case Submit(self(), Ref) of
+        {ok, Slot} ->
+            try fold_parts(Ref, Slot, Fun, Acc0, Timeout)
+            after
+                %% Nothing more after this: no part, no answer.
+                cancel(Slot),
+                receive {Ref, part, _} -> ok after 0 -> ok end
+            end;
+        {error, _} = Error ->
+            Error
+    end.
+
+fold_parts(Ref, Slot, Fun, Acc, Timeout) ->
+    receive
+        {Ref, part, Part} ->
+            Acc1 = Fun(Part, Acc),
+            more(Slot),
+            fold_parts(Ref, Slot, Fun, Acc1, Timeout);
+        {Ref, Result} ->
+            {reply, Result, Acc}
+    after Timeout ->
+            case cancel(Slot) of
+                cancelled -> {timeout, Acc};
+                replied -> receive {Ref, Result} -> {reply, Result, Acc} end
+            end
+    end.
+
 %% @doc `call/2' for the NIFs that start something: their answer, their
 %% refusal, or `{error, {timeout, _}}'.
 -spec start(fun((pid(), reference()) -> {ok, reference()} | {error, term()}), timeout()) ->
@@ -92,6 +129,15 @@ submit(Pool, Hash, Request, Pid, Tag) ->
         Result -> Result
     end.
 
+%% @doc `submit/5' for a request answered in parts (see `fold/4').
+-spec stream(reference(), integer(), term(), pid(), term()) ->
+          {ok, reference()} | {error, {atom(), binary()}}.
+stream(Pool, Hash, Request, Pid, Tag) ->
+    case stream_nif(Pool, Hash, Request, Pid, Tag) of
+        reschedule -> stream_dirty(Pool, Hash, Request, Pid, Tag);
+        Result -> Result
+    end.
+
 -spec cast(reference(), integer(), term()) -> ok | {error, {atom(), binary()}}.
 cast(Pool, Hash, Request) ->
     case cast_nif(Pool, Hash, Request) of
@@ -110,6 +156,9 @@ lease_call(Lease, Request, Pid, Tag) ->
 
 submit_nif(_Pool, _Hash, _Request, _Pid, _Tag) -> ?NOT_LOADED.
 submit_dirty(_Pool, _Hash, _Request, _Pid, _Tag) -> ?NOT_LOADED.
+stream_nif(_Pool, _Hash, _Request, _Pid, _Tag) -> ?NOT_LOADED.
+stream_dirty(_Pool, _Hash, _Request, _Pid, _Tag) -> ?NOT_LOADED.
+more(_Slot) -> ?NOT_LOADED.
 cast_nif(_Pool, _Hash, _Request) -> ?NOT_LOADED.
 cast_dirty(_Pool, _Hash, _Request) -> ?NOT_LOADED.
 lease_call_nif(_Lease, _Request, _Pid, _Tag) -> ?NOT_LOADED.

@@ -13,7 +13,7 @@
          get_worker/2, get_worker/3,
          call/2, call/3, call/4, call/5,
          send_request/2, send_request/3, send_request/4, send_request/5,
-         cast/2, cast/3, cast/4, cast/5,
+         cast/2, cast/3, cast/4, cast/5, stream/7,
          get_pool_settings/3, get_pools/0, stats/3]).
 -export([start_configured_pools/0, start_configured_pools/1,
          start_configured_pools/2, start_configured_pools/3]).
@@ -266,6 +266,26 @@ call(PoolType, HostType, Tag, HashKey, Request) ->
 -spec call_with_timeout(pool_type(), host_type(), tag(), term(), timeout()) -> term().
 call_with_timeout(PoolType, HostType, Tag, Request, Timeout) ->
     with_pool(PoolType, HostType, Tag, fun(P) -> call_pool(P, -1, Request, Timeout) end).
+
+%% @doc A request answered in parts (pages, streamed results): `Fun(Part,
+%% Acc)' folds each part in the caller as it arrives, the next produced only
+%% after it, each within the pool's `call_timeout'. Returns `{Final, Acc}',
+%% `Final' the answer after the last part; a timeout exits as `call' does.
+-spec stream(pool_type(), host_type(), tag(), term(), term(), fun((term(), Acc) -> Acc), Acc) ->
+          {term(), Acc} | {error, term()}.
+stream(PoolType, HostType, Tag, HashKey, Request, Fun, Acc0) ->
+    with_pool(PoolType, HostType, Tag,
+              fun(P = #pool{res = Res, call_timeout = Timeout}) ->
+                      Hash = hash(P, HashKey),
+                      Submit = fun(Pid, Ref) ->
+                                       mongoose_native_nif:stream(Res, Hash, Request, Pid, Ref)
+                               end,
+                      case mongoose_native_nif:fold(Submit, Fun, Acc0, Timeout) of
+                          {reply, Final, Acc} -> {unwrap(P, Final), Acc};
+                          {timeout, _} -> exit_timeout(P, Timeout);
+                          {error, Reason} -> refused(Reason)
+                      end
+              end).
 
 -spec send_request(pool_type(), term()) -> reference() | {error, term()}.
 send_request(PoolType, Request) ->

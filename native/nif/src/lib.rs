@@ -176,7 +176,12 @@ fn submit<'a>(
     pid: LocalPid,
     tag: rustler::Term<'a>,
 ) -> rustler::Term<'a> {
-    submit_within(env, SCHEDULER_BUDGET, pool, hash, req, pid, tag)
+    let to = Caller {
+        pid,
+        tag,
+        mode: Mode::Call,
+    };
+    submit_within(env, SCHEDULER_BUDGET, pool, hash, req, to)
 }
 
 /// `submit` for requests past the scheduler budget: decoded on a dirty CPU
@@ -190,7 +195,60 @@ fn submit_dirty<'a>(
     pid: LocalPid,
     tag: rustler::Term<'a>,
 ) -> rustler::Term<'a> {
-    submit_within(env, convert::max_request_size(), pool, hash, req, pid, tag)
+    let to = Caller {
+        pid,
+        tag,
+        mode: Mode::Call,
+    };
+    submit_within(env, convert::max_request_size(), pool, hash, req, to)
+}
+
+/// As `submit`, for a request answered in parts: `{Tag, part, Part}`
+/// messages, each after a `more(Slot)` but the first, then `{Tag, Result}`.
+#[rustler::nif(name = "stream_nif")]
+fn stream<'a>(
+    env: Env<'a>,
+    pool: ResourceArc<PoolRes>,
+    hash: i64,
+    req: rustler::Term<'a>,
+    pid: LocalPid,
+    tag: rustler::Term<'a>,
+) -> rustler::Term<'a> {
+    let to = Caller {
+        pid,
+        tag,
+        mode: Mode::Stream,
+    };
+    submit_within(env, SCHEDULER_BUDGET, pool, hash, req, to)
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn stream_dirty<'a>(
+    env: Env<'a>,
+    pool: ResourceArc<PoolRes>,
+    hash: i64,
+    req: rustler::Term<'a>,
+    pid: LocalPid,
+    tag: rustler::Term<'a>,
+) -> rustler::Term<'a> {
+    let to = Caller {
+        pid,
+        tag,
+        mode: Mode::Stream,
+    };
+    submit_within(env, convert::max_request_size(), pool, hash, req, to)
+}
+
+enum Mode {
+    Call,
+    Stream,
+}
+
+/// Who gets the answer, and how it is answered.
+struct Caller<'a> {
+    pid: LocalPid,
+    tag: rustler::Term<'a>,
+    mode: Mode,
 }
 
 fn submit_within<'a>(
@@ -199,18 +257,26 @@ fn submit_within<'a>(
     pool: ResourceArc<PoolRes>,
     hash: i64,
     req: rustler::Term<'a>,
-    pid: LocalPid,
-    tag: rustler::Term<'a>,
+    to: Caller<'a>,
 ) -> rustler::Term<'a> {
     let req = match request(&pool, req, budget) {
         Ok(Some(r)) => r,
         Ok(None) => return reschedule().encode(env),
         Err(e) => return error_term(env, e.reason()),
     };
-    let (slot, reply) = reply::slot(pid, tag);
-    match pool.pool.submit(choice(hash), req, reply) {
-        Ok(()) => (ok(), slot).encode(env),
-        Err(e) => error_term(env, e.reason()),
+    let submitted = match to.mode {
+        Mode::Call => {
+            let (slot, reply) = reply::slot(to.pid, to.tag);
+            (slot, pool.pool.submit(choice(hash), req, reply))
+        }
+        Mode::Stream => {
+            let (slot, reply) = reply::stream_slot(env, to.pid, to.tag);
+            (slot, pool.pool.stream(choice(hash), req, reply))
+        }
+    };
+    match submitted {
+        (slot, Ok(())) => (ok(), slot).encode(env),
+        (_, Err(e)) => error_term(env, e.reason()),
     }
 }
 
@@ -259,6 +325,13 @@ fn cancel(slot: ResourceArc<CallSlot>) -> Atom {
     } else {
         replied()
     }
+}
+
+/// The caller took a streamed request's part and asks for the next.
+#[rustler::nif]
+fn more(slot: ResourceArc<CallSlot>) -> Atom {
+    slot.more();
+    ok()
 }
 
 #[rustler::nif]

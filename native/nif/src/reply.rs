@@ -5,21 +5,28 @@
 //! `cancel` has exactly two outcomes: the answer will never be sent, or it
 //! is already in the caller's mailbox. That is what keeps late answers out
 //! of a caller that gave up.
+//!
+//! A streamed request's parts come first, as `{Tag, part, Part}`, one at a
+//! time: the next is produced only after the caller's `more(Slot)`. Such a
+//! slot monitors its caller, so a caller that dies mid-stream frees the
+//! worker instead of leaving it waiting for credit.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use futures::future::BoxFuture;
 use futures::FutureExt;
 use mongoose_native::engine::reply::{Reply, ReplySink};
 use mongoose_native::{runtime, Error, Term};
 use rustler::env::SavedTerm;
-use rustler::{Encoder, Env, LocalPid, OwnedEnv, ResourceArc};
+use rustler::{Encoder, Env, LocalPid, Monitor, OwnedEnv, ResourceArc};
+use tokio::sync::Semaphore;
 
 use crate::convert::encode;
 
-rustler::atoms! { ok, error }
+rustler::atoms! { ok, error, part }
 
 struct Target {
     pid: LocalPid,
@@ -30,10 +37,16 @@ struct Target {
 pub struct CallSlot {
     target: Mutex<Option<Target>>,
     done: AtomicBool,
+    /// The caller's `more` calls not yet used by a part; closed on cancel.
+    credit: Semaphore,
 }
 
 #[rustler::resource_impl]
-impl rustler::Resource for CallSlot {}
+impl rustler::Resource for CallSlot {
+    fn down<'a>(&'a self, _env: Env<'a>, _pid: LocalPid, _monitor: Monitor) {
+        self.cancel();
+    }
+}
 
 impl CallSlot {
     pub fn new(pid: LocalPid, tag: rustler::Term) -> CallSlot {
@@ -42,16 +55,42 @@ impl CallSlot {
         CallSlot {
             target: Mutex::new(Some(Target { pid, env, tag })),
             done: AtomicBool::new(false),
+            credit: Semaphore::new(0),
         }
     }
 
     /// `true`: no answer will ever be sent; `false`: it was sent already.
+    /// Parts sent before it may still be in the mailbox.
     pub fn cancel(&self) -> bool {
         self.done.store(true, Ordering::Release);
+        self.credit.close();
         self.target
             .lock()
             .map(|mut t| t.take().is_some())
             .unwrap_or(false)
+    }
+
+    /// The caller took a part and asks for the next.
+    pub fn more(&self) {
+        self.credit.add_permits(1);
+    }
+
+    /// Sends `{Tag, part, Part}` unless cancelled; `false` if it was not sent.
+    fn send_part(&self, part_term: &Term) -> bool {
+        let Ok(guard) = self.target.lock() else {
+            return false;
+        };
+        let Some(Target { pid, env, tag }) = guard.as_ref() else {
+            return false;
+        };
+        // The tag stays saved in the slot's env for the final answer; the
+        // part goes from an env of its own, which sending clears.
+        OwnedEnv::new()
+            .send_and_clear(pid, |msg| {
+                let tag = env.run(|env| tag.load(env).in_env(msg));
+                (tag, part(), encode(msg, part_term)).encode(msg)
+            })
+            .is_ok()
     }
 
     /// Sends `{Tag, answer(Env)}` unless cancelled, at most once; from a
@@ -87,6 +126,22 @@ impl ReplySink for SlotRef {
     fn is_cancelled(&self) -> bool {
         self.0.done.load(Ordering::Acquire)
     }
+
+    fn part(&self, part: Term) -> BoxFuture<'static, bool> {
+        let slot = self.0.clone();
+        Box::pin(async move {
+            if !slot.send_part(&part) {
+                return false;
+            }
+            match slot.credit.acquire().await {
+                Ok(permit) => {
+                    permit.forget();
+                    true
+                }
+                Err(_) => false,
+            }
+        })
+    }
 }
 
 /// A slot for the caller (it gets `{ok, Slot}`) and the [`Reply`] that
@@ -94,6 +149,16 @@ impl ReplySink for SlotRef {
 pub fn slot(pid: LocalPid, tag: rustler::Term) -> (ResourceArc<CallSlot>, Reply) {
     let slot = ResourceArc::new(CallSlot::new(pid, tag));
     let reply = Reply::new(Arc::new(SlotRef(slot.clone())));
+    (slot, reply)
+}
+
+/// A slot for a streamed request: as `slot`, cancelled when the caller dies.
+pub fn stream_slot(env: Env, pid: LocalPid, tag: rustler::Term) -> (ResourceArc<CallSlot>, Reply) {
+    let (slot, reply) = slot(pid, tag);
+    if env.monitor(&slot, &pid).is_none() {
+        // Already dead: nobody will ask for a part.
+        slot.cancel();
+    }
     (slot, reply)
 }
 

@@ -168,6 +168,8 @@ pub struct Pool<D: Driver> {
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// A deadline that never comes, for the timer with nothing to wait for.
+const FAR: Duration = Duration::from_secs(86_400 * 365);
 
 impl<D: Driver> Pool<D> {
     /// Opens every worker's connection; the pool starts only if all succeed.
@@ -515,6 +517,12 @@ impl<D: Driver> WorkerState<D> {
         let limit = self.driver.concurrency().max(1);
         let keepalive = self.driver.keepalive();
         let mut last_activity = Instant::now();
+        // With no keepalive, never due.
+        let ping_due = |last: Instant| keepalive.map_or(last + FAR, |k| last + k);
+        // One timer for the reconnection wait and the keepalive, moved only
+        // when its deadline changes: a request does not touch it.
+        let mut ping_check = ping_due(last_activity);
+        let mut timer = Box::pin(tokio::time::sleep_until(ping_check));
         loop {
             if !open && running.is_empty() && waiting_lease.is_none() {
                 self.load.connected.store(false, Ordering::Release);
@@ -550,7 +558,6 @@ impl<D: Driver> WorkerState<D> {
             if link.conn.is_none() && link.connecting.is_none() && Instant::now() >= link.retry_at {
                 link.connecting = Some(self.driver.connect(self.load.index));
             }
-            let ping_at = keepalive.map(|k| last_activity + k);
             // While a connection is being opened, requests wait in the queue
             // for it; while the worker waits to retry, they fail at once.
             let taking = open
@@ -558,6 +565,18 @@ impl<D: Driver> WorkerState<D> {
                 && !leased
                 && waiting_lease.is_none()
                 && link.connecting.is_none();
+            let wake_at = match (&link.conn, &link.connecting) {
+                (None, None) => Some(link.retry_at),
+                (Some(_), _)
+                    if keepalive.is_some() && running.is_empty() && waiting_lease.is_none() =>
+                {
+                    Some(ping_check)
+                }
+                _ => None,
+            };
+            if let Some(at) = wake_at.filter(|&at| at != timer.deadline()) {
+                timer.as_mut().reset(at);
+            }
             tokio::select! {
                 biased;
                 Some(done) = running.next(), if !running.is_empty() => {
@@ -588,6 +607,7 @@ impl<D: Driver> WorkerState<D> {
                             link.conn = Some(c);
                             link.generation += 1;
                             link.backoff = RECONNECT_MIN;
+                            ping_check = ping_due(Instant::now());
                             self.load.connected.store(true, Ordering::Release);
                             log::info!("worker reconnected");
                         }
@@ -599,49 +619,70 @@ impl<D: Driver> WorkerState<D> {
                         }
                     }
                 }
-                job = rx.recv(), if taking => {
-                    let Some(job) = job else { open = false; continue };
-                    self.load.running.fetch_add(1, Ordering::AcqRel);
-                    if job.reply.is_cancelled() {
-                        job.reply.disarm();
-                        self.finish();
-                        continue;
-                    }
-                    let fut = match (job.work, &link.conn) {
-                        (Work::Lease(wrap), _) => {
-                            waiting_lease = Some((wrap, job.reply));
-                            continue;
-                        }
-                        (_, None) => {
-                            self.refuse_down(job.reply);
-                            continue;
-                        }
-                        (Work::Run(request), Some(c)) => self.driver.execute(c.clone(), request),
-                        (Work::Stream(request), Some(c)) => {
-                            self.driver.stream(c.clone(), request, job.reply.parts())
-                        }
-                    };
-                    let reply = Some(job.reply);
-                    let generation = link.generation;
-                    running.push(Box::pin(async move {
-                        let outcome = guarded(fut).await.unwrap_or_else(Outcome::failed);
-                        Finished { outcome, reply, generation }
-                    }));
-                }
+                job = rx.recv(), if taking => match job {
+                    Some(job) => self.start(job, &link, &mut running, &mut waiting_lease),
+                    None => open = false,
+                },
                 _ = &mut link.closed, if link.conn.is_some() => {
                     link.lost(&self.load, "closed by the server");
                 }
-                _ = tokio::time::sleep_until(link.retry_at), if link.conn.is_none() && link.connecting.is_none() => {}
-                _ = tokio::time::sleep_until(ping_at.unwrap_or(last_activity)), if ping_at.is_some() && link.conn.is_some() && running.is_empty() && waiting_lease.is_none() => {
-                    last_activity = Instant::now();
-                    if let Some(c) = &link.conn {
-                        let ping = tokio::time::timeout(PING_TIMEOUT, guarded(self.driver.ping(c.clone())));
-                        let outcome = ping.await.unwrap_or_else(|_| Err(Error::Timeout("keepalive got no answer".into())));
-                        if let Err(e) = outcome.and_then(|r| r) {
-                            link.lost(&self.load, &format!("keepalive failed: {e}"));
-                        }
+                _ = &mut timer, if wake_at.is_some() => {
+                    if link.conn.is_some() && Instant::now() >= ping_due(last_activity) {
+                        last_activity = Instant::now();
+                        self.ping(&mut link).await;
                     }
+                    ping_check = ping_due(last_activity);
                 }
+            }
+        }
+    }
+
+    /// Takes a job from the queue: runs it on the connection, or keeps a
+    /// lease until the requests before it are done.
+    fn start(
+        &self,
+        job: Job<D::Request>,
+        link: &Link<D>,
+        running: &mut FuturesUnordered<Running>,
+        waiting_lease: &mut Option<(WrapLease, Reply)>,
+    ) {
+        self.load.running.fetch_add(1, Ordering::AcqRel);
+        if job.reply.is_cancelled() {
+            job.reply.disarm();
+            self.finish();
+            return;
+        }
+        let fut = match (job.work, &link.conn) {
+            (Work::Lease(wrap), _) => {
+                *waiting_lease = Some((wrap, job.reply));
+                return;
+            }
+            (_, None) => return self.refuse_down(job.reply),
+            (Work::Run(request), Some(c)) => self.driver.execute(c.clone(), request),
+            (Work::Stream(request), Some(c)) => {
+                self.driver.stream(c.clone(), request, job.reply.parts())
+            }
+        };
+        let reply = Some(job.reply);
+        let generation = link.generation;
+        running.push(Box::pin(async move {
+            let outcome = guarded(fut).await.unwrap_or_else(Outcome::failed);
+            Finished {
+                outcome,
+                reply,
+                generation,
+            }
+        }));
+    }
+
+    async fn ping(&self, link: &mut Link<D>) {
+        if let Some(c) = &link.conn {
+            let ping = tokio::time::timeout(PING_TIMEOUT, guarded(self.driver.ping(c.clone())));
+            let outcome = ping
+                .await
+                .unwrap_or_else(|_| Err(Error::Timeout("keepalive got no answer".into())));
+            if let Err(e) = outcome.and_then(|r| r) {
+                link.lost(&self.load, &format!("keepalive failed: {e}"));
             }
         }
     }

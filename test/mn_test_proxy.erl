@@ -11,8 +11,8 @@
 %%                      connection, then closes it: cut mid-response;
 %%   {cut_requests, N}  the next N chunks clients send close their
 %%                      connection instead of being forwarded (counted down);
-%%   refuse             closes every connection, open or new: the server is
-%%                      gone.
+%%   refuse             closes every open connection and stops listening, so
+%%                      new ones are refused: the server is gone.
 %%
 %% Shared by the suites (ldap_SUITE, reliability_SUITE); no process of it
 %% is linked to the caller, so a test's crash does not take it down early.
@@ -38,18 +38,21 @@ start(TargetPort, ListenPort) ->
     Acceptor = spawn(fun() ->
                              Table = ets:new(mn_test_proxy, [public, set]),
                              ets:insert(Table, {mode, pass}),
-                             {ok, L} = gen_tcp:listen(ListenPort, [binary, {ip, {127, 0, 0, 1}},
-                                                                   {active, false}, {reuseaddr, true},
-                                                                   {backlog, 1024}]),
+                             L = listen(ListenPort),
                              {ok, Port} = inet:port(L),
                              Self ! {?MODULE, self(), Port, Table},
-                             accept(L, TargetPort, Table)
+                             accept(L, Port, TargetPort, Table)
                      end),
     receive
         {?MODULE, Acceptor, Port, Table} ->
             #{port => Port, table => Table, acceptor => Acceptor}
     after 5000 -> error(proxy_did_not_start)
     end.
+
+listen(Port) ->
+    {ok, L} = gen_tcp:listen(Port, [binary, {ip, {127, 0, 0, 1}}, {active, false}, {reuseaddr, true},
+                                    {backlog, 1024}]),
+    L.
 
 -spec port(proxy()) -> inet:port_number().
 port(#{port := Port}) -> Port.
@@ -83,20 +86,27 @@ current(T) ->
     catch error:badarg -> refuse
     end.
 
-accept(L, TargetPort, T) ->
-    case gen_tcp:accept(L) of
-        {ok, C} ->
-            case current(T) of
-                refuse ->
-                    gen_tcp:close(C);
-                _ ->
+%% While refusing, nothing listens on the port: connections are refused
+%% as by a host whose server is down.
+accept(closed, Port, TargetPort, T) ->
+    case current(T) of
+        refuse -> timer:sleep(?POLL_MS), accept(closed, Port, TargetPort, T);
+        _ -> accept(listen(Port), Port, TargetPort, T)
+    end;
+accept(L, Port, TargetPort, T) ->
+    case current(T) of
+        refuse ->
+            gen_tcp:close(L),
+            accept(closed, Port, TargetPort, T);
+        _ ->
+            case gen_tcp:accept(L, ?POLL_MS) of
+                {ok, C} ->
                     Pid = spawn(fun() -> receive {go, C} -> connect(C, TargetPort, T) end end),
                     ok = gen_tcp:controlling_process(C, Pid),
-                    Pid ! {go, C}
+                    Pid ! {go, C};
+                {error, timeout} -> ok
             end,
-            accept(L, TargetPort, T);
-        {error, _} ->
-            ok
+            accept(L, Port, TargetPort, T)
     end.
 
 connect(C, TargetPort, T) ->

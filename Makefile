@@ -17,8 +17,8 @@ ct: build
 
 test: setup rust-test ct
 
-# The reliability suite (issue 21; README "Reliability"): not part of
-# `make test`.
+# The reliability suite (issue 21; README "Reliability") alone, with its
+# results table; `make test` runs its parts among the rest.
 reliability: setup build
 	bash scripts/reliability.sh
 

@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` and `make test`.
-.PHONY: all setup build test rust-test ct demo bench lint clean
+.PHONY: all setup build test rust-test ct demo bench lint clean reliability
 
 all: build
 
@@ -16,6 +16,11 @@ ct: build
 	rebar3 ct
 
 test: setup rust-test ct
+
+# The reliability suite (issue 21; README "Reliability") alone, with its
+# results table; `make test` runs its parts among the rest.
+reliability: setup build
+	bash scripts/reliability.sh
 
 lint: setup
 	cargo fmt --all -- --check

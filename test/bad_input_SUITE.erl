@@ -11,7 +11,8 @@
 -define(HANDLER, bad_input_capture).
 
 all() ->
-    [secrets_stay_out_of_errors_logs_and_crashes, improper_lists_are_bad_requests,
+    [secrets_stay_out_of_errors_logs_and_crashes, planted_passwords_of_every_type_stay_hidden,
+     improper_lists_are_bad_requests,
      deep_nesting_is_a_bad_request, huge_requests_do_not_stall_schedulers,
      requests_past_max_request_size_are_refused].
 
@@ -30,6 +31,7 @@ end_per_testcase(_, _Config) ->
     _ = logger:remove_handler(?HANDLER),
     mongoose_wpool:stop(),
     ok.
+
 
 q(Cmd) -> mongoose_wpool:call(redis, global, default, {q, Cmd}).
 
@@ -70,6 +72,86 @@ secrets_stay_out_of_errors_logs_and_crashes(_Config) ->
     %% The redacted descriptions still say what was found.
     ?assertNotEqual(nomatch, binary:match(Seen, <<"{password,<secret>}">>)),
     ?assertNotEqual(nomatch, binary:match(Seen, <<"pgsql://<secret>@127.0.0.1/test">>)).
+
+%% A unique password planted in every pool type, in pools that start (a
+%% private Redis requiring it, PostgreSQL over trust, ODBC's connection
+%% string) and in pools the server refuses (MariaDB, RabbitMQ, slapd, a
+%% wrong Redis password, Elasticsearch and HTTP with nobody listening):
+%% neither the start results, the calls' answers, stats/3, any log event,
+%% the crash reports of processes that die on those results, nor
+%% `sys:get_status' of every process of the application shows it.
+planted_passwords_of_every_type_stay_hidden(_Config) ->
+    C = "pw-" ++ integer_to_list(erlang:unique_integer([positive])) ++ "-planted",
+    RedisPort = 6393,
+    ok = mn_test_redis:start(RedisPort, ["--requirepass", C]),
+    start_capture(),
+    try
+        Started = [{redis, #{port => RedisPort, password => C}},
+                   {rdbms, #{driver => pgsql, host => "127.0.0.1", database => "test",
+                             username => "postgres", password => C}},
+                   {rdbms, #{driver => odbc,
+                             settings => "DSN=mongoose_pgsql;PWD=" ++ C}}],
+        Refused = [{redis, #{port => RedisPort, password => C ++ "x"}},
+                   {rdbms, #{driver => mysql, host => "127.0.0.1", database => "test",
+                             username => "root", password => C}},
+                   {rabbit, #{host => "127.0.0.1", amqp_password => C}},
+                   {rabbit, #{host => "127.0.0.1", password => C, username => "nobody"}},
+                   {ldap, #{servers => ["127.0.0.1"], port => 3389,
+                            rootdn => "cn=admin,dc=example,dc=com", password => C}},
+                   {elastic, #{host => "127.0.0.1", port => 1, username => "u", password => C}},
+                   {http, #{host => "http://u:" ++ C ++ "@127.0.0.1:1"}}],
+        Shapes = lists:enumerate(Started ++ Refused),
+        Results = [begin
+                       {Us, R} = timer:tc(fun() -> start_in_process(Type, 100 + I, Conn) end),
+                       ct:pal("~p start: ~p ms", [Type, Us div 1000]),
+                       {Type, R}
+                   end || {I, {Type, Conn}} <- Shapes],
+        {Up, Down} = lists:split(length(Started), Results),
+        [?assertMatch({_, {ok, _}}, R) || R <- Up],
+        [?assertMatch({_, {error, _}}, R) || R <- Down],
+        UpTags = [{Type, list_to_atom("shape" ++ integer_to_list(100 + I))}
+                  || {I, {Type, _}} <- lists:sublist(Shapes, length(Started))],
+        Answers = [mongoose_wpool:call(redis, global, shape101, {q, ["NO_SUCH_COMMAND", "x"]}),
+                   mongoose_rdbms:sql_query(global, shape102, <<"SELECT no_such_column">>),
+                   mongoose_rdbms:sql_query(global, shape103, <<"SELECT no_such_column">>)],
+        Stats = [mongoose_wpool:stats(Type, global, Tag) || {Type, Tag} <- UpTags]
+            ++ [mongoose_wpool:get_pools()]
+            ++ [mongoose_wpool:get_pool_settings(Type, global, Tag) || {Type, Tag} <- UpTags],
+        Statuses = app_statuses(),
+        ?assert(length(Statuses) > 0),
+        timer:sleep(300),
+        Logged = stop_capture(),
+        Seen = iolist_to_binary(io_lib:format("~p~n~p~n~p~n~p~n~p",
+                                              [Results, Answers, Stats, Statuses, Logged])),
+        ct:pal("~b start results, ~b answers, ~b stats, ~b process states, ~b log events "
+               "searched for the planted password", [length(Results), length(Answers),
+                                                      length(Stats), length(Statuses),
+                                                      length(Logged)]),
+        Found = binary:matches(Seen, list_to_binary(C)),
+        [ct:pal("the planted password, seen here: ~s",
+                [binary:part(Seen, max(0, At - 300), min(400, byte_size(Seen) - max(0, At - 300)))])
+         || {At, _} <- Found],
+        mn_test_results:row("secrets: a planted password in every pool type",
+                            [{"pools", length(Results)}, {"log events", length(Logged)},
+                             {"process states", length(Statuses)},
+                             {"bytes searched", byte_size(Seen)},
+                             {"occurrences", length(Found)}]),
+        ?assertEqual([], Found)
+    after
+        _ = logger:remove_handler(?HANDLER),
+        mn_test_redis:stop(RedisPort)
+    end.
+
+%% sys:get_status of every process of the application that answers it.
+app_statuses() ->
+    Procs = [P || P <- processes(),
+                  {ok, mongoose_native} =:= application:get_application(P)],
+    [S || P <- Procs, {ok, S} <- [catch_status(P)]].
+
+catch_status(P) ->
+    try {ok, sys:get_status(P, 1000)}
+    catch _:_ -> none
+    end.
 
 %% Starts a pool from a process that crashes on anything but `{ok, _}', as a
 %% supervisor child would; returns the start result.

@@ -10,7 +10,7 @@ all() ->
     [both_ways, order_over_many_connections, library_reads_plain_erlang_frames,
      plain_erlang_reads_library_frames, bad_peers_are_disconnected, unsafe_terms_are_dropped,
      unknown_host_fails_fast, tls_links_and_refuses_wrong_certificates,
-     slow_worker_slows_its_senders, killed_worker_is_replaced].
+     slow_worker_slows_its_senders, killed_worker_is_replaced, hostile_peers].
 
 init_per_suite(Config) ->
     ok = mongoose_wpool:ensure_started(),
@@ -146,8 +146,8 @@ bad_peers_are_disconnected(_Config) ->
     link(Dc1, <<"dc2.test">>, Dc2),
     ok = mongoose_native_gd_transport:send(Dc1, <<"dc2.test">>, <<"k">>, stanza(1)),
     {got, _, <<"dc1.test">>, _, _, _} = got(2000),
-    M = mongoose_native_gd_transport:metrics(Dc2),
-    ?assertEqual(3, maps:get(mod_global_distrib_incoming_errored_count, M)),
+    %% Counted just after the socket closes: the peer may see the close first.
+    ?assertEqual(3, errored_count(Dc2, 3, 20)),
     [mongoose_native_gd_transport:stop(T) || T <- [Dc1, Dc2]].
 
 %% binary_to_term(Bin, [safe]): a term that would create atoms is dropped,
@@ -265,3 +265,103 @@ killed_worker_is_replaced(_Config) ->
     W2 = receive {handled_by, P2, 2} -> P2 after 5000 -> ct:fail(second_not_handled) end,
     ?assertNotEqual(W1, W2),
     [mongoose_native_gd_transport:stop(T) || T <- [Dc1, Dc2]].
+
+%% Hostile peers on the listener (default max_frame_size, 16 MiB): 100 that
+%% connect and send nothing, 50 that announce a frame just under the limit
+%% and send four bytes of it, one announcing 4 GB, one sending its
+%% gd_start and a frame a byte at a time, one flooding valid frames. The
+%% node's memory grows by far less than the announced frames (800 MB), a
+%% datacenter keeps being served meanwhile, the byte-at-a-time frame
+%% arrives whole, and every bad connection is closed and counted (the
+%% silent ones after the 5 s gd_start deadline).
+hostile_peers(_Config) ->
+    Dc1 = dc(<<"dc1.test">>, #{}),
+    Dc2 = dc(<<"dc2.test">>, #{}),
+    link(Dc1, <<"dc2.test">>, Dc2),
+    [{Ip, Port}] = mongoose_native_gd_transport:listening(Dc2),
+    Connect = fun() ->
+                      {ok, S} = gen_tcp:connect(binary_to_list(Ip), Port, [binary, {active, false}]),
+                      S
+              end,
+    Start = <<"<gd_start server='hostile.test' conn_id='h'/>">>,
+    StartFrame = <<(byte_size(Start)):32, Start/binary>>,
+    Frame = fun(Key, Term) ->
+                    Bin = term_to_binary(Term),
+                    Body = <<(erlang:system_time(microsecond)):64, (byte_size(Key)):16, Key/binary,
+                             Bin/binary>>,
+                    <<(byte_size(Body)):32, Body/binary>>
+            end,
+    Rss0 = rss_kb(),
+    Silent = [Connect() || _ <- lists:seq(1, 100)],
+    Announcing = [begin
+                      S = Connect(),
+                      ok = gen_tcp:send(S, <<(16 * 1024 * 1024 - 1):32, "abcd">>),
+                      S
+                  end || _ <- lists:seq(1, 50)],
+    Huge = Connect(),
+    ok = gen_tcp:send(Huge, <<16#FFFFFFFF:32>>),
+    Trickle = spawn_link(fun() ->
+                                 S = Connect(),
+                                 [begin ok = gen_tcp:send(S, <<B>>), timer:sleep(2) end
+                                  || <<B>> <= <<StartFrame/binary, (Frame(<<"t">>, trickled))/binary>>],
+                                 receive stop -> gen_tcp:close(S) end
+                         end),
+    Flood = spawn_link(fun() ->
+                               S = Connect(),
+                               ok = gen_tcp:send(S, StartFrame),
+                               F = Frame(<<"f">>, flood),
+                               [ok = gen_tcp:send(S, F) || _ <- lists:seq(1, 20000)],
+                               receive stop -> gen_tcp:close(S) end
+                       end),
+    %% The datacenter is served meanwhile.
+    [ok = mongoose_native_gd_transport:send(Dc1, <<"dc2.test">>, <<"good">>, stanza(N))
+     || N <- lists:seq(1, 100)],
+    {Good, Trickled, Flooded} = count_arrivals(0, false, 0, erlang:monotonic_time(millisecond) + 20000),
+    Rss1 = rss_kb(),
+    ct:pal("memory with the hostile peers connected: ~b kB more (announced: ~b kB); "
+           "good stanzas ~b, flood ~b, trickled ~p", [Rss1 - Rss0, 50 * 16 * 1024, Good,
+                                                      Flooded, Trickled]),
+    ?assertEqual(100, Good),
+    ?assert(Trickled),
+    ?assertEqual(20000, Flooded),
+    ?assert(Rss1 - Rss0 < 100 * 1024),
+    %% The silent and announcing ones are closed after the deadline, the
+    %% 4 GB one at once; each is counted.
+    [?assertMatch({error, E} when E =:= closed; E =:= econnreset, gen_tcp:recv(S, 0, 8000))
+     || S <- [Huge | Silent ++ Announcing]],
+    Errored = errored_count(Dc2, 151, 20),
+    mn_test_results:row("hostile peers on the gd listener",
+                        [{"silent", 100}, {"announcing 16 MiB", 50}, {"4 GB header", 1},
+                         {"byte at a time", 1}, {"flood frames", 20000},
+                         {"memory growth (kB)", Rss1 - Rss0},
+                         {"good stanzas served", Good}, {"bad connections counted", Errored}]),
+    ?assertEqual(151, Errored),
+    [P ! stop || P <- [Trickle, Flood]],
+    [mongoose_native_gd_transport:stop(T) || T <- [Dc1, Dc2]].
+
+count_arrivals(Good, Trickled, Flooded, _Deadline)
+  when Good =:= 100, Trickled, Flooded =:= 20000 ->
+    {Good, Trickled, Flooded};
+count_arrivals(Good, Trickled, Flooded, Deadline) ->
+    Left = max(0, Deadline - erlang:monotonic_time(millisecond)),
+    receive
+        {got, _, <<"dc1.test">>, _, <<"good">>, _} -> count_arrivals(Good + 1, Trickled, Flooded, Deadline);
+        {got, _, <<"hostile.test">>, _, <<"t">>, trickled} -> count_arrivals(Good, true, Flooded, Deadline);
+        {got, _, <<"hostile.test">>, _, <<"f">>, flood} -> count_arrivals(Good, Trickled, Flooded + 1, Deadline)
+    after Left -> {Good, Trickled, Flooded}
+    end.
+
+%% This VM's resident memory, in kB.
+rss_kb() ->
+    {ok, Status} = file:read_file("/proc/self/status"),
+    {match, [Kb]} = re:run(Status, "VmRSS:\\s+(\\d+)", [{capture, all_but_first, binary}]),
+    binary_to_integer(Kb).
+
+%% incoming_errored_count once it reaches Expected (or after Tries tenths
+%% of a second).
+errored_count(T, Expected, Tries) ->
+    N = maps:get(mod_global_distrib_incoming_errored_count, mongoose_native_gd_transport:metrics(T)),
+    case N < Expected andalso Tries > 0 of
+        true -> timer:sleep(100), errored_count(T, Expected, Tries - 1);
+        false -> N
+    end.

@@ -312,63 +312,19 @@ reconnect_after_restart(Config) ->
 %% MongooseIM's worker does. When the new connection is cut too, the caller
 %% hears not_connected.
 closed_under_a_request(_Config) ->
-    {Port, Cuts} = proxy(),
-    {ok, _} = start(px, [{workers, 1}], #{port => Port}),
+    Proxy = mn_test_proxy:start(?PORT),
+    {ok, _} = start(px, [{workers, 1}], #{port => mn_test_proxy:port(Proxy)}),
     Search = {search, [[{base, ?ALICE}, {scope, baseObject}, {filter, eldap:present("uid")}]]},
     ?assertMatch({ok, {eldap_search_result, [_], [], _}}, call(px, Search)),
-    ets:insert(Cuts, {cuts, 1}),
+    mn_test_proxy:set(Proxy, {cut_requests, 1}),
     ?assertMatch({ok, {eldap_search_result, [_], [], _}}, call(px, Search)),
-    ?assertEqual([{cuts, 0}], ets:lookup(Cuts, cuts)),
-    ets:insert(Cuts, {cuts, 2}),
+    ?assertEqual({cut_requests, 0}, mn_test_proxy:mode(Proxy)),
+    mn_test_proxy:set(Proxy, {cut_requests, 2}),
     ?assertEqual({error, not_connected}, call(px, Search)),
-    ?assertEqual([{cuts, 0}], ets:lookup(Cuts, cuts)),
+    ?assertEqual({cut_requests, 0}, mn_test_proxy:mode(Proxy)),
     ok = wait_until(fun() -> call(px, Search) =/= {error, not_connected} end, 100),
-    ?assertMatch({ok, {eldap_search_result, [_], [], _}}, call(px, Search)).
-
-%% A TCP proxy to the suite's slapd on a free port. While the `cuts' counter
-%% in the returned table is above 0, the next data a client sends is not
-%% forwarded: that connection is closed instead, and the counter goes down.
-proxy() ->
-    Cuts = ets:new(cuts, [public]),
-    ets:insert(Cuts, {cuts, 0}),
-    Self = self(),
-    spawn(fun() ->
-                  {ok, L} = gen_tcp:listen(0, [binary, {ip, {127, 0, 0, 1}}, {active, false}]),
-                  Self ! {proxy_port, inet:port(L)},
-                  proxy_accept(L, Cuts)
-          end),
-    receive {proxy_port, {ok, Port}} -> {Port, Cuts} end.
-
-proxy_accept(L, Cuts) ->
-    {ok, C} = gen_tcp:accept(L),
-    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, ?PORT, [binary, {active, false}]),
-    Relay = spawn(fun() -> receive go -> relay(C, S, Cuts) end end),
-    ok = gen_tcp:controlling_process(C, Relay),
-    ok = gen_tcp:controlling_process(S, Relay),
-    Relay ! go,
-    proxy_accept(L, Cuts).
-
-relay(C, S, Cuts) ->
-    ok = inet:setopts(C, [{active, once}]),
-    ok = inet:setopts(S, [{active, once}]),
-    receive
-        {tcp, C, Data} ->
-            case ets:lookup(Cuts, cuts) of
-                [{cuts, N}] when N > 0 ->
-                    ets:insert(Cuts, {cuts, N - 1}),
-                    gen_tcp:close(C),
-                    gen_tcp:close(S);
-                _ ->
-                    ok = gen_tcp:send(S, Data),
-                    relay(C, S, Cuts)
-            end;
-        {tcp, S, Data} ->
-            ok = gen_tcp:send(C, Data),
-            relay(C, S, Cuts);
-        {tcp_closed, _} ->
-            gen_tcp:close(C),
-            gen_tcp:close(S)
-    end.
+    ?assertMatch({ok, {eldap_search_result, [_], [], _}}, call(px, Search)),
+    mn_test_proxy:stop(Proxy).
 
 wait_until(_F, 0) -> {error, gave_up};
 wait_until(F, N) ->

@@ -11,6 +11,7 @@ use std::fmt;
 
 use crate::engine::strategy::Strategy;
 use crate::error::{Error, Result};
+use crate::options::Opt;
 use crate::term::{is_secret_key, Term};
 
 /// The queue bound per worker when `max_worker_queue_len` is not set.
@@ -276,22 +277,22 @@ pub struct PoolSettings {
     pub max_worker_queue_len: Option<usize>,
 }
 
+const WORKERS: Opt = Opt::int("workers", 1, 100_000);
+const STRATEGY: Opt = Opt::one_of("strategy", &Strategy::NAMES);
+const CALL_TIMEOUT: Opt = Opt::int("call_timeout", 1, u32::MAX as i64);
+const MAX_WORKER_QUEUE_LEN: Opt = Opt::queue_len("max_worker_queue_len");
+
 impl PoolSettings {
-    pub const OPTIONS: [&'static str; 4] = [
-        "workers",
-        "strategy",
-        "call_timeout",
-        "max_worker_queue_len",
-    ];
+    pub const OPTIONS: [Opt; 4] = [WORKERS, STRATEGY, CALL_TIMEOUT, MAX_WORKER_QUEUE_LEN];
 
     /// Reads `opts` (a map or proplist) found at `path` (`outgoing_pools.TYPE.TAG`).
     pub fn read(kind: PoolType, opts: &Node) -> Result<PoolSettings> {
-        opts.only_keys(&Self::OPTIONS)?;
+        opts.only(&Self::OPTIONS)?;
         let row = kind.kind();
-        let workers = opts.at("workers").int_or(1, 100_000, row.default_workers)?;
+        let workers = opts.opt(&WORKERS).int_or(row.default_workers)?;
         let strategy = opts
-            .at("strategy")
-            .one_of(&Strategy::NAMES)?
+            .opt(&STRATEGY)
+            .one_of()?
             .map_or(Ok(Strategy::Best), |s| Strategy::parse(&s))?;
         if row.refused.contains(&strategy) {
             return Err(Error::Config(format!(
@@ -301,16 +302,10 @@ impl PoolSettings {
                 strategy.name()
             )));
         }
-        let call_timeout =
-            opts.at("call_timeout")
-                .int_or(1, i64::from(u32::MAX), row.default_call_timeout_ms)?;
-        let queue = opts.at("max_worker_queue_len");
-        let max_worker_queue_len = match queue.term() {
-            None => None,
-            Some(t) if t.as_text().as_deref() == Some("infinity") => Some(INFINITE_QUEUE_BOUND),
-            Some(Term::Int(n)) if *n >= 0 => Some((*n as usize).clamp(1, INFINITE_QUEUE_BOUND)),
-            Some(_) => return Err(queue.invalid("a non-negative integer or \"infinity\"")),
-        };
+        let call_timeout = opts
+            .opt(&CALL_TIMEOUT)
+            .int_or(row.default_call_timeout_ms)?;
+        let max_worker_queue_len = opts.opt(&MAX_WORKER_QUEUE_LEN).queue_len()?;
         Ok(PoolSettings {
             kind,
             workers: workers as usize,
@@ -370,7 +365,7 @@ pub fn pools_from_toml(text: &str) -> Result<Vec<Term>> {
 
 fn pool_map_from_toml(type_name: &str, tag: &str, pool: &Node) -> Result<Term> {
     let mut allowed = vec!["scope", "host", "host_type", "connection"];
-    allowed.extend(PoolSettings::OPTIONS);
+    allowed.extend(PoolSettings::OPTIONS.map(|o| o.name));
     pool.only_keys(&allowed)?;
     let host = pool.at("host").string()?.or(pool.at("host_type").string()?);
     let scope = match pool
@@ -387,6 +382,7 @@ fn pool_map_from_toml(type_name: &str, tag: &str, pool: &Node) -> Result<Term> {
     let opts = Term::Map(
         PoolSettings::OPTIONS
             .iter()
+            .map(|o| o.name)
             .filter_map(|k| {
                 pool.at(k)
                     .term()

@@ -15,6 +15,7 @@ use crate::drivers::redis::{RedisConfig, RedisDriver};
 use crate::engine::pool::{AnyPool, Pool};
 use crate::engine::strategy::Strategy;
 use crate::error::{Error, Result};
+use crate::options::Opt;
 use crate::term::Term;
 
 /// A pool being opened: every worker's connection, then the pool.
@@ -26,6 +27,9 @@ pub struct PoolKind {
     pub default_call_timeout_ms: i64,
     /// Seed 002: redis and riak refuse `available_worker`.
     pub refused: &'static [Strategy],
+    /// The options of the `connection` section, which `check` and `open`
+    /// read (and the generated bad-config tests mutate).
+    pub options: &'static [Opt],
     /// Checks the connection options without connecting; `None` while
     /// mongoose_native does not support the type.
     pub check: Option<fn(&Node) -> Result<()>>,
@@ -40,6 +44,7 @@ const fn kind(kind: PoolType) -> PoolKind {
         default_workers: 10,
         default_call_timeout_ms: 5_000,
         refused: &[],
+        options: &[],
         check: None,
         open: None,
     }
@@ -49,6 +54,7 @@ const fn kind(kind: PoolType) -> PoolKind {
 static KINDS: [PoolKind; 9] = [
     PoolKind {
         refused: &[Strategy::Available],
+        options: &RedisConfig::OPTIONS,
         check: Some(|conn| RedisDriver::new(RedisConfig::read(conn)?, 0).map(drop)),
         open: Some(|conn, settings| {
             let driver = RedisDriver::new(RedisConfig::read(conn)?, settings.call_timeout_ms)?;
@@ -57,6 +63,7 @@ static KINDS: [PoolKind; 9] = [
         ..kind(PoolType::Redis)
     },
     PoolKind {
+        options: &HttpConfig::OPTIONS,
         check: Some(|conn| HttpConfig::read(conn).map(drop)),
         open: Some(|conn, settings| {
             let driver = HttpDriver::new(HttpConfig::read(conn)?, settings.workers)?;
@@ -66,6 +73,7 @@ static KINDS: [PoolKind; 9] = [
     },
     PoolKind {
         default_call_timeout_ms: 60_000,
+        options: &RdbmsConfig::OPTIONS,
         check: Some(|conn| RdbmsConfig::read(conn).map(drop)),
         open: Some(|conn, settings| {
             let driver = RdbmsDriver::new(RdbmsConfig::read(conn)?, settings.call_timeout_ms)?;
@@ -78,15 +86,17 @@ static KINDS: [PoolKind; 9] = [
         ..kind(PoolType::Cassandra)
     },
     PoolKind {
+        options: &ElasticConfig::OPTIONS,
         check: Some(|conn| ElasticConfig::read(conn).map(drop)),
         open: Some(elastic::open),
         ..kind(PoolType::Elastic)
     },
     PoolKind {
-        check: Some(|conn| conn.only_keys(&[])),
+        check: Some(|conn| conn.only(&[])),
         ..kind(PoolType::Generic)
     },
     PoolKind {
+        options: &RabbitConfig::OPTIONS,
         check: Some(|conn| RabbitConfig::read(conn).map(drop)),
         open: Some(|conn, settings| {
             crate::drivers::rabbit::open(RabbitConfig::read(conn)?, settings)
@@ -94,6 +104,7 @@ static KINDS: [PoolKind; 9] = [
         ..kind(PoolType::Rabbit)
     },
     PoolKind {
+        options: &LdapConfig::OPTIONS,
         check: Some(|conn| LdapConfig::read(conn).map(drop)),
         open: Some(|conn, settings| {
             let driver = LdapDriver::new(LdapConfig::read(conn)?, settings.call_timeout_ms);

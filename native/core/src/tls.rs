@@ -17,22 +17,43 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 use crate::config::Node;
 use crate::error::{Error, Result};
+use crate::options::{Field, Opt};
 use crate::term::Term;
 
-const TLS_OPTIONS: [&str; 12] = [
-    "verify_peer",
-    "verify_mode",
-    "cacertfile",
-    "certfile",
-    "keyfile",
-    "password",
-    "dhfile",
-    "ciphers",
-    "versions",
-    "server_name_indication",
-    "server_name_indication_host",
-    "server_name_indication_protocol",
+const VERIFY_MODE: Opt = Opt::one_of("verify_mode", &["peer", "none", "selfsigned_peer"]);
+const SNI_PROTOCOL: Opt = Opt::one_of("server_name_indication_protocol", &["default", "https"]);
+/// Inside 6.3's `server_name_indication` table.
+const SNI_TABLE_PROTOCOL: Opt = Opt::one_of("protocol", &["default", "https"]);
+const SNI_TABLE: [Opt; 3] = [Opt::bool("enabled"), Opt::text("host"), SNI_TABLE_PROTOCOL];
+const VERSION: Opt = Opt::one_of("versions", &["tlsv1.3", "tlsv1.2", "tlsv1.1", "tlsv1"]);
+
+/// Seed 002's TLS section.
+pub const TLS_OPTIONS: [Opt; 12] = [
+    Opt::bool("verify_peer"),
+    VERIFY_MODE,
+    Opt::text("cacertfile"),
+    Opt::text("certfile"),
+    Opt::text("keyfile"),
+    Opt::secret("password"),
+    Opt::text("dhfile"),
+    Opt::text("ciphers"),
+    Opt::shaped("versions", "a list of \"tlsv1.2\", \"tlsv1.3\""),
+    Opt::shaped(
+        "server_name_indication",
+        "a boolean or a table of enabled, host, protocol",
+    ),
+    Opt::text("server_name_indication_host"),
+    SNI_PROTOCOL,
 ];
+/// mod_global_distrib's `connections.tls`, both sides of a mutual TLS link.
+pub const MUTUAL_TLS_OPTIONS: [Opt; 4] = [
+    Opt::text("certfile"),
+    Opt::text("cacertfile"),
+    Opt::text("ciphers"),
+    Opt::text("dhfile"),
+];
+/// The `tls` section of a pool's connection.
+pub const TLS_SECTION: Opt = Opt::section("tls", &TLS_OPTIONS);
 
 /// Which name the server certificate must carry.
 #[derive(Debug, Clone)]
@@ -82,7 +103,7 @@ pub const SSL_CLIENT_OPTIONS: [&str; 5] = [
 ///   accepted and ignored (rustls implements neither).
 /// - `dhfile` is accepted and has no effect: rustls uses ECDHE only.
 pub fn read_tls(tls: &Node) -> Result<ClientConfig> {
-    tls.only_keys(&TLS_OPTIONS)?;
+    tls.only(&TLS_OPTIONS)?;
     let verify = read_verify(tls)?;
     let name_check = read_name_check(tls)?;
     tls.at("password").secret()?;
@@ -141,7 +162,7 @@ pub fn read_tls(tls: &Node) -> Result<ClientConfig> {
 /// chains to `cacertfile`; names are not checked, as datacenters dial each
 /// other by address. `dhfile` is accepted and has no effect (ECDHE only).
 pub fn read_mutual(tls: &Node) -> Result<(rustls::ServerConfig, ClientConfig)> {
-    tls.only_keys(&["certfile", "cacertfile", "ciphers", "dhfile"])?;
+    tls.only(&MUTUAL_TLS_OPTIONS)?;
     let certfile = tls.at("certfile");
     let cacertfile = tls.at("cacertfile");
     let cert_path = certfile.required_string()?;
@@ -191,10 +212,7 @@ fn read_verify(tls: &Node) -> Result<bool> {
             mode.path()
         )));
     }
-    match mode
-        .one_of(&["peer", "none", "selfsigned_peer"])?
-        .as_deref()
-    {
+    match Field::of(mode.clone(), &VERIFY_MODE).one_of()?.as_deref() {
         Some("peer") => Ok(true),
         Some("none") => Ok(false),
         Some(_) => Err(Error::Config(format!(
@@ -210,7 +228,7 @@ fn read_name_check(tls: &Node) -> Result<NameCheck> {
     let sni = tls.at("server_name_indication");
     let (enabled, host, protocol) = match sni.term() {
         Some(Term::Map(_)) => {
-            sni.only_keys(&["enabled", "host", "protocol"])?;
+            sni.only(&SNI_TABLE)?;
             for legacy in [
                 "server_name_indication_host",
                 "server_name_indication_protocol",
@@ -223,18 +241,18 @@ fn read_name_check(tls: &Node) -> Result<NameCheck> {
                 }
             }
             (
-                sni.at("enabled").bool()?,
-                sni.at("host"),
-                sni.at("protocol"),
+                sni.at(SNI_TABLE[0].name).bool()?,
+                sni.at(SNI_TABLE[1].name),
+                sni.opt(&SNI_TABLE_PROTOCOL),
             )
         }
         _ => (
             sni.bool()?,
             tls.at("server_name_indication_host"),
-            tls.at("server_name_indication_protocol"),
+            tls.opt(&SNI_PROTOCOL),
         ),
     };
-    protocol.one_of(&["default", "https"])?;
+    protocol.one_of()?;
     let name = host.string()?;
     match (enabled, name) {
         (Some(false), Some(_)) => Err(Error::Config(format!(
@@ -340,10 +358,7 @@ fn read_versions(node: &Node) -> Result<Vec<&'static SupportedProtocolVersion>> 
     };
     let mut versions = vec![];
     for item in &items {
-        match item
-            .one_of(&["tlsv1.3", "tlsv1.2", "tlsv1.1", "tlsv1"])?
-            .as_deref()
-        {
+        match Field::of(item.clone(), &VERSION).one_of()?.as_deref() {
             Some("tlsv1.3") => versions.push(&rustls::version::TLS13),
             Some("tlsv1.2") => versions.push(&rustls::version::TLS12),
             _ => {}
@@ -406,6 +421,8 @@ type ClientAuth = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 fn read_client_auth(tls: &Node) -> Result<Option<ClientAuth>> {
     let certfile = tls.at("certfile");
     let keyfile = tls.at("keyfile");
+    // A malformed keyfile is named as such, even without a certfile.
+    keyfile.string()?;
     let Some(cert_path) = certfile.string()? else {
         if keyfile.is_set() {
             return Err(certfile.missing("a certificate file to go with keyfile"));

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use futures::future::BoxFuture;
 use mongoose_native::config::Node;
-use mongoose_native::gd::config::{socket_addr, CONNECTIONS_PER_ENDPOINT};
+use mongoose_native::gd::config::{socket_addr, MAX_CONNECTIONS_PER_ENDPOINT};
 use mongoose_native::gd::transport::credit::Credit;
 use mongoose_native::gd::transport::frame::DEFAULT_MAX_FRAME;
 use mongoose_native::gd::transport::listener::{
@@ -220,7 +220,7 @@ fn read_options(opts: &Term) -> Result<Options, Error> {
         listen,
         per_endpoint: node.at("connections_per_endpoint").int_or(
             1,
-            CONNECTIONS_PER_ENDPOINT.1,
+            MAX_CONNECTIONS_PER_ENDPOINT,
             1,
         )? as usize,
         max_frame: node.at("max_frame_size").int_or(

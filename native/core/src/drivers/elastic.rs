@@ -55,9 +55,10 @@ use crate::drivers::http::shape;
 use crate::drivers::http_client::{build_client, failure, failure_parts, reason, timed_out};
 use crate::engine::pool::{AnyPool, Driver, Outcome, Pool};
 use crate::error::{Error, Result};
+use crate::options::Opt;
 use crate::registry::Opening;
 use crate::term::Term;
-use crate::tls::read_tls;
+use crate::tls::{read_tls, TLS_SECTION};
 
 pub const DEFAULT_HOST: &str = "localhost";
 pub const DEFAULT_PORT: i64 = 9200;
@@ -83,15 +84,23 @@ impl fmt::Debug for ElasticConfig {
     }
 }
 
+const PORT: Opt = Opt::int("port", 1, 65535);
+
 impl ElasticConfig {
-    pub const OPTIONS: [&'static str; 5] = ["host", "port", "username", "password", "tls"];
+    pub const OPTIONS: [Opt; 5] = [
+        Opt::text("host"),
+        PORT,
+        Opt::text("username"),
+        Opt::secret("password"),
+        TLS_SECTION,
+    ];
 
     pub fn read(conn: &Node) -> Result<ElasticConfig> {
-        conn.only_keys(&Self::OPTIONS)?;
+        conn.only(&Self::OPTIONS)?;
         let host_node = conn.at("host");
         let host = host_node.string_or(DEFAULT_HOST)?;
-        let port = conn.at("port").int_or(1, 65535, DEFAULT_PORT)?;
-        let tls_node = conn.at("tls");
+        let port = conn.opt(&PORT).int_or(DEFAULT_PORT)?;
+        let tls_node = conn.at(TLS_SECTION.name);
         let scheme = if tls_node.is_set() { "https" } else { "http" };
         let name = if host.contains(':') && !host.starts_with('[') {
             format!("[{host}]")

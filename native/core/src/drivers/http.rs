@@ -50,8 +50,9 @@ use crate::config::Node;
 use crate::drivers::http_client::{build_client, failure, timed_out};
 use crate::engine::pool::{Driver, Outcome};
 use crate::error::{Error, Result};
+use crate::options::Opt;
 use crate::term::Term;
-use crate::tls::read_tls;
+use crate::tls::{read_tls, TLS_SECTION};
 
 pub const DEFAULT_HOST: &str = "http://localhost";
 pub const DEFAULT_PATH_PREFIX: &str = "/";
@@ -78,14 +79,21 @@ impl fmt::Debug for HttpConfig {
     }
 }
 
+const REQUEST_TIMEOUT: Opt = Opt::int("request_timeout", 1, i64::MAX);
+
 impl HttpConfig {
-    pub const OPTIONS: [&'static str; 5] =
-        ["host", "server", "path_prefix", "request_timeout", "tls"];
+    pub const OPTIONS: [Opt; 5] = [
+        Opt::text("host"),
+        Opt::text("server").alias_of("host"),
+        Opt::text("path_prefix"),
+        REQUEST_TIMEOUT,
+        TLS_SECTION,
+    ];
 
     /// Reads the options at `conn` (a map or a proplist). Certificate and key
     /// files are read here, so a bad file is an error naming its option.
     pub fn read(conn: &Node) -> Result<HttpConfig> {
-        conn.only_keys(&Self::OPTIONS)?;
+        conn.only(&Self::OPTIONS)?;
         let host = match (conn.at("host"), conn.at("server")) {
             (h, s) if h.is_set() && s.is_set() => {
                 return Err(Error::Config(format!(
@@ -98,10 +106,10 @@ impl HttpConfig {
         };
         let base = read_host(&host)?;
         let path_prefix = conn.at("path_prefix").string_or(DEFAULT_PATH_PREFIX)?;
-        let request_timeout =
-            conn.at("request_timeout")
-                .int_or(1, i64::MAX, DEFAULT_REQUEST_TIMEOUT_MS)? as u64;
-        let tls = read_tls(&conn.at("tls"))?;
+        let request_timeout = conn
+            .opt(&REQUEST_TIMEOUT)
+            .int_or(DEFAULT_REQUEST_TIMEOUT_MS)? as u64;
+        let tls = read_tls(&conn.at(TLS_SECTION.name))?;
         Ok(HttpConfig {
             base,
             path_prefix,

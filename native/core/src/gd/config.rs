@@ -5,7 +5,9 @@
 use crate::config::Node;
 use crate::error::{Error, Result};
 use crate::gd::GdError;
+use crate::options::{Field, Opt};
 use crate::term::Term;
+use crate::tls::MUTUAL_TLS_OPTIONS;
 
 /// Where the options live in mongooseim.toml.
 pub const ROOT: &str = "modules.mod_global_distrib";
@@ -89,45 +91,66 @@ pub struct GdConfig {
     pub bounce: BounceOptions,
 }
 
-const TOP: [&str; 8] = [
-    "global_host",
-    "local_host",
-    "message_ttl",
-    "hosts_refresh_interval",
-    "connections",
-    "redis",
-    "cache",
-    "bounce",
-];
-const CONNECTIONS: [&str; 8] = [
-    "endpoints",
-    "advertised_endpoints",
-    "connections_per_endpoint",
-    "endpoint_refresh_interval",
-    "endpoint_refresh_interval_when_empty",
-    "disabled_gc_interval",
-    "tls",
-    // Added by MongooseIM's own processing of `endpoints`; ignored here.
-    "resolved_endpoints",
-];
-const TLS: [&str; 4] = ["certfile", "cacertfile", "ciphers", "dhfile"];
-const REDIS: [&str; 3] = ["pool", "expire_after", "refresh_after"];
-const CACHE: [&str; 4] = [
-    "cache_missed",
-    "domain_lifetime_seconds",
-    "jid_lifetime_seconds",
-    "max_jids",
-];
-const BOUNCE: [&str; 3] = ["enabled", "resend_after_ms", "max_retries"];
+const NON_NEG: i64 = 0;
+const POS: i64 = 1;
+const MAX: i64 = i64::MAX;
 
+const MESSAGE_TTL: Opt = Opt::int("message_ttl", NON_NEG, MAX);
+const HOSTS_REFRESH_INTERVAL: Opt = Opt::int("hosts_refresh_interval", NON_NEG, MAX);
+/// A listener or advertised address (or the `{Host, Port}` tuples
+/// MongooseIM's config processing turns them into).
+const ENDPOINT_PORT: Opt = Opt::int("port", 1, 65535);
+const ENDPOINT: [Opt; 2] = [Opt::text("host"), ENDPOINT_PORT];
 /// Connections to one endpoint: 0 counts as 1, as in MongooseIM; the
 /// transport takes 1 to this many.
-pub const CONNECTIONS_PER_ENDPOINT: (i64, i64) = (0, 1000);
-const NON_NEG: (i64, i64) = (0, i64::MAX);
-const POS: (i64, i64) = (1, i64::MAX);
+pub const MAX_CONNECTIONS_PER_ENDPOINT: i64 = 1000;
+const CONNECTIONS_PER_ENDPOINT: Opt =
+    Opt::int("connections_per_endpoint", 0, MAX_CONNECTIONS_PER_ENDPOINT);
+const ENDPOINT_REFRESH_INTERVAL: Opt = Opt::int("endpoint_refresh_interval", POS, MAX);
+const ENDPOINT_REFRESH_INTERVAL_WHEN_EMPTY: Opt =
+    Opt::int("endpoint_refresh_interval_when_empty", POS, MAX);
+const DISABLED_GC_INTERVAL: Opt = Opt::int("disabled_gc_interval", POS, MAX);
+const CONNECTIONS: [Opt; 8] = [
+    Opt::sections("endpoints", &ENDPOINT),
+    Opt::sections("advertised_endpoints", &ENDPOINT),
+    CONNECTIONS_PER_ENDPOINT,
+    ENDPOINT_REFRESH_INTERVAL,
+    ENDPOINT_REFRESH_INTERVAL_WHEN_EMPTY,
+    DISABLED_GC_INTERVAL,
+    Opt::section("tls", &MUTUAL_TLS_OPTIONS),
+    // Added by MongooseIM's own processing of `endpoints`; ignored here.
+    Opt::ignored("resolved_endpoints"),
+];
+const EXPIRE_AFTER: Opt = Opt::int("expire_after", POS, MAX);
+const REFRESH_AFTER: Opt = Opt::int("refresh_after", NON_NEG, MAX);
+const REDIS: [Opt; 3] = [Opt::text("pool"), EXPIRE_AFTER, REFRESH_AFTER];
+const DOMAIN_LIFETIME_SECONDS: Opt = Opt::int("domain_lifetime_seconds", NON_NEG, MAX);
+const JID_LIFETIME_SECONDS: Opt = Opt::int("jid_lifetime_seconds", NON_NEG, MAX);
+const MAX_JIDS: Opt = Opt::int("max_jids", NON_NEG, MAX);
+const CACHE: [Opt; 4] = [
+    Opt::bool("cache_missed"),
+    DOMAIN_LIFETIME_SECONDS,
+    JID_LIFETIME_SECONDS,
+    MAX_JIDS,
+];
+const RESEND_AFTER_MS: Opt = Opt::int("resend_after_ms", NON_NEG, MAX);
+const MAX_RETRIES: Opt = Opt::int("max_retries", NON_NEG, MAX);
+const BOUNCE: [Opt; 3] = [Opt::bool("enabled"), RESEND_AFTER_MS, MAX_RETRIES];
 
-fn int(node: &Node, (min, max): (i64, i64), default: i64) -> Result<u64> {
-    Ok(node.int_or(min, max, default)? as u64)
+/// Seed 004's options, at [`ROOT`].
+pub const OPTIONS: [Opt; 8] = [
+    Opt::text("global_host"),
+    Opt::text("local_host"),
+    MESSAGE_TTL,
+    HOSTS_REFRESH_INTERVAL,
+    Opt::section("connections", &CONNECTIONS),
+    Opt::section("redis", &REDIS),
+    Opt::section("cache", &CACHE),
+    Opt::section("bounce", &BOUNCE),
+];
+
+fn int(section: &Node, opt: &'static Opt, default: i64) -> Result<u64> {
+    Ok(section.opt(opt).int_or(default)? as u64)
 }
 
 fn domain(node: &Node) -> Result<String> {
@@ -158,14 +181,14 @@ impl GdConfig {
     }
 
     pub fn read_options(root: &Node) -> Result<GdConfig> {
-        root.only_keys(&TOP)?;
+        root.only(&OPTIONS)?;
         let global_host = domain(&root.at("global_host"))?;
         let local_host = domain(&root.at("local_host"))?;
-        let message_ttl = int(&root.at("message_ttl"), NON_NEG, 4)?;
-        let hosts_refresh_interval = int(&root.at("hosts_refresh_interval"), NON_NEG, 3000)?;
+        let message_ttl = int(root, &MESSAGE_TTL, 4)?;
+        let hosts_refresh_interval = int(root, &HOSTS_REFRESH_INTERVAL, 3000)?;
 
         let c = root.at("connections");
-        c.only_keys(&CONNECTIONS)?;
+        c.only(&CONNECTIONS)?;
         let endpoints = match read_endpoints(&c.at("endpoints"))? {
             Some(e) => e,
             None => vec![Endpoint {
@@ -177,7 +200,7 @@ impl GdConfig {
             read_endpoints(&c.at("advertised_endpoints"))?.unwrap_or_else(|| endpoints.clone());
         let tls_node = c.at("tls");
         let tls = if tls_node.is_set() {
-            tls_node.only_keys(&TLS)?;
+            tls_node.only(&MUTUAL_TLS_OPTIONS)?;
             Some(TlsOptions {
                 certfile: tls_node.at("certfile").required_string()?,
                 cacertfile: tls_node.at("cacertfile").required_string()?,
@@ -190,49 +213,44 @@ impl GdConfig {
         let connections = Connections {
             endpoints,
             advertised_endpoints,
-            connections_per_endpoint: int(
-                &c.at("connections_per_endpoint"),
-                CONNECTIONS_PER_ENDPOINT,
-                1,
-            )?
-            .max(1),
-            endpoint_refresh_interval: int(&c.at("endpoint_refresh_interval"), POS, 60)?,
+            connections_per_endpoint: int(&c, &CONNECTIONS_PER_ENDPOINT, 1)?.max(1),
+            endpoint_refresh_interval: int(&c, &ENDPOINT_REFRESH_INTERVAL, 60)?,
             endpoint_refresh_interval_when_empty: int(
-                &c.at("endpoint_refresh_interval_when_empty"),
-                POS,
+                &c,
+                &ENDPOINT_REFRESH_INTERVAL_WHEN_EMPTY,
                 3,
             )?,
-            disabled_gc_interval: int(&c.at("disabled_gc_interval"), POS, 60)?,
+            disabled_gc_interval: int(&c, &DISABLED_GC_INTERVAL, 60)?,
             tls,
         };
 
         let r = root.at("redis");
-        r.only_keys(&REDIS)?;
+        r.only(&REDIS)?;
         let pool = r.at("pool").string_or("global_distrib")?;
         if pool.is_empty() {
             return Err(r.at("pool").invalid("a pool name"));
         }
         let redis = RedisOptions {
             pool,
-            expire_after: int(&r.at("expire_after"), POS, 120)?,
-            refresh_after: int(&r.at("refresh_after"), NON_NEG, 60)?,
+            expire_after: int(&r, &EXPIRE_AFTER, 120)?,
+            refresh_after: int(&r, &REFRESH_AFTER, 60)?,
         };
 
         let k = root.at("cache");
-        k.only_keys(&CACHE)?;
+        k.only(&CACHE)?;
         let cache = CacheOptions {
             cache_missed: k.at("cache_missed").bool_or(true)?,
-            domain_lifetime_seconds: int(&k.at("domain_lifetime_seconds"), NON_NEG, 600)?,
-            jid_lifetime_seconds: int(&k.at("jid_lifetime_seconds"), NON_NEG, 5)?,
-            max_jids: int(&k.at("max_jids"), NON_NEG, 10_000)?,
+            domain_lifetime_seconds: int(&k, &DOMAIN_LIFETIME_SECONDS, 600)?,
+            jid_lifetime_seconds: int(&k, &JID_LIFETIME_SECONDS, 5)?,
+            max_jids: int(&k, &MAX_JIDS, 10_000)?,
         };
 
         let b = root.at("bounce");
-        b.only_keys(&BOUNCE)?;
+        b.only(&BOUNCE)?;
         let bounce = BounceOptions {
             enabled: b.at("enabled").bool_or(true)?,
-            resend_after_ms: int(&b.at("resend_after_ms"), NON_NEG, 200)?,
-            max_retries: int(&b.at("max_retries"), NON_NEG, 4)?,
+            resend_after_ms: int(&b, &RESEND_AFTER_MS, 200)?,
+            max_retries: int(&b, &MAX_RETRIES, 4)?,
         };
 
         Ok(GdConfig {
@@ -363,15 +381,18 @@ fn endpoint(node: &Node) -> Result<Endpoint> {
         Some(Term::Tuple(t)) if t.len() == 2 => {
             let host = Node::new(format!("{}.host", node.path()), &t[0]);
             let port = Node::new(format!("{}.port", node.path()), &t[1]);
-            (endpoint_host(&host)?, port.int(1, 65535)?)
+            (
+                endpoint_host(&host)?,
+                Field::of(port, &ENDPOINT_PORT).int()?,
+            )
         }
         Some(Term::Map(_)) | Some(Term::List(_)) => {
-            node.only_keys(&["host", "port"])?;
-            let port = node.at("port");
+            node.only(&ENDPOINT)?;
+            let port = node.opt(&ENDPOINT_PORT);
             if !port.is_set() {
                 return Err(port.missing("an integer between 1 and 65535"));
             }
-            (endpoint_host(&node.at("host"))?, port.int(1, 65535)?)
+            (endpoint_host(&node.at(ENDPOINT[0].name))?, port.int()?)
         }
         _ => return Err(node.invalid(expected)),
     };

@@ -24,9 +24,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Node, Secret};
 use crate::engine::pool::{Driver, Outcome};
 use crate::error::{Error, Result};
+use crate::options::Opt;
 use crate::runtime;
 use crate::term::Term;
-use crate::tls::read_tls;
+use crate::tls::{read_tls, TLS_SECTION};
 
 pub use request::LdapRequest;
 
@@ -45,21 +46,25 @@ pub struct LdapConfig {
     pub tls: Option<Arc<ClientConfig>>,
 }
 
+const PORT: Opt = Opt::int("port", 1, 65535);
+const CONNECT_INTERVAL: Opt = Opt::int("connect_interval", 1, u32::MAX as i64);
+const ENCRYPT: Opt = Opt::one_of("encrypt", &["none", "tls"]);
+
 impl LdapConfig {
-    pub const OPTIONS: [&'static str; 9] = [
-        "servers",
-        "port",
-        "rootdn",
-        "root_dn",
-        "password",
-        "connect_interval",
-        "encrypt",
-        "tls",
-        "tls_options",
+    pub const OPTIONS: [Opt; 9] = [
+        Opt::shaped("servers", "a non-empty list of host names"),
+        PORT,
+        Opt::text("rootdn"),
+        Opt::text("root_dn").alias_of("rootdn"),
+        Opt::secret("password"),
+        CONNECT_INTERVAL,
+        ENCRYPT,
+        TLS_SECTION,
+        Opt::shaped("tls_options", "a list of ssl client options").alias_of("tls"),
     ];
 
     pub fn read(conn: &Node) -> Result<LdapConfig> {
-        conn.only_keys(&Self::OPTIONS)?;
+        conn.only(&Self::OPTIONS)?;
         let servers_node = conn.at("servers");
         if matches!(servers_node.term(), Some(Term::List(l)) if !l.is_empty())
             && servers_node.string().is_ok()
@@ -96,12 +101,11 @@ impl LdapConfig {
             .filter(|p| !p.expose().is_empty());
         // MongooseIM retries every connect_interval; the engine's capped
         // backoff (at most 5 s) replaces it, so it is only checked.
-        conn.at("connect_interval")
-            .int_or(1, i64::from(u32::MAX), 10_000)?;
-        let encrypt = conn.at("encrypt").one_of(&["none", "tls"])?;
+        conn.opt(&CONNECT_INTERVAL).int()?;
+        let encrypt = conn.opt(&ENCRYPT).one_of()?;
         // MongooseIM 6.x has no encrypt: its tls section turns TLS on.
         // Seed 000's tls_options is a list of ssl client options instead.
-        let (tls, legacy) = (conn.at("tls"), conn.at("tls_options"));
+        let (tls, legacy) = (conn.at(TLS_SECTION.name), conn.at("tls_options"));
         if tls.is_set() && legacy.is_set() {
             return Err(Error::Config(format!(
                 "{}: set tls or tls_options, not both",
@@ -133,7 +137,7 @@ impl LdapConfig {
         let default_port = if tls.is_some() { 636 } else { 389 };
         Ok(LdapConfig {
             servers,
-            port: conn.at("port").int_or(1, 65535, default_port)? as u16,
+            port: conn.opt(&PORT).int_or(default_port)? as u16,
             root_dn,
             password,
             tls,

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use rustls::ClientConfig;
 
-use crate::config::{Node, Secret, INFINITE_QUEUE_BOUND};
+use crate::config::{Node, Secret};
 use crate::error::{Error, Result};
-use crate::tls::read_tls;
+use crate::options::{find, Field, Opt};
+use crate::tls::{read_tls, TLS_SECTION};
 
 #[derive(Debug, Clone)]
 pub struct RabbitConfig {
@@ -38,53 +39,68 @@ pub struct Names {
     pub host: String,
 }
 
-/// Seed 002's name and MongooseIM 6.x's for each option both given.
-const ALIASES: [(&str, &str); 4] = [
-    ("amqp_host", "host"),
-    ("amqp_port", "port"),
-    ("amqp_username", "username"),
-    ("amqp_password", "password"),
-];
+const HOST: Opt = Opt::text("host");
+const PORT: Opt = Opt::int("port", 1, 65535);
+const USERNAME: Opt = Opt::text("username");
+const PASSWORD: Opt = Opt::secret("password");
+// Seed 002's names for the four above.
+const AMQP_HOST: Opt = Opt::text("amqp_host").alias_of("host");
+const AMQP_PORT: Opt = Opt::int("amqp_port", 1, 65535).alias_of("port");
+const AMQP_USERNAME: Opt = Opt::text("amqp_username").alias_of("username");
+const AMQP_PASSWORD: Opt = Opt::secret("amqp_password").alias_of("password");
+const VIRTUAL_HOST: Opt = Opt::text("virtual_host");
+const CONFIRMS_ENABLED: Opt = Opt::bool("confirms_enabled");
+const MAX_WORKER_QUEUE_LEN: Opt = Opt::queue_len("max_worker_queue_len");
+const ATTEMPTS: Opt = Opt::int("attempts", 0, 1000);
+const DELAY: Opt = Opt::int("delay", 0, 3_600_000);
+const RECONNECT: [Opt; 2] = [ATTEMPTS, DELAY];
+const RECONNECT_SECTION: Opt = Opt::section("reconnect", &RECONNECT);
 
 impl RabbitConfig {
-    pub const OPTIONS: [&'static str; 13] = [
-        "amqp_host",
-        "host",
-        "amqp_port",
-        "port",
-        "amqp_username",
-        "username",
-        "amqp_password",
-        "password",
-        "virtual_host",
-        "confirms_enabled",
-        "max_worker_queue_len",
-        "tls",
-        "reconnect",
+    pub const OPTIONS: [Opt; 13] = [
+        AMQP_HOST,
+        HOST,
+        AMQP_PORT,
+        PORT,
+        AMQP_USERNAME,
+        USERNAME,
+        AMQP_PASSWORD,
+        PASSWORD,
+        VIRTUAL_HOST,
+        CONFIRMS_ENABLED,
+        MAX_WORKER_QUEUE_LEN,
+        TLS_SECTION,
+        RECONNECT_SECTION,
     ];
     pub const DEFAULT_MAX_QUEUE_LEN: usize = 1000;
 
     pub fn read(conn: &Node) -> Result<RabbitConfig> {
-        conn.only_keys(&Self::OPTIONS)?;
+        conn.only(&Self::OPTIONS)?;
         // An option left out is named in errors as those given are.
-        let seed_names = ALIASES.iter().any(|(seed, _)| conn.at(seed).is_set());
-        let mut names = Vec::with_capacity(ALIASES.len());
-        for (seed, mim) in ALIASES {
-            let name = match (conn.at(seed).is_set(), conn.at(mim).is_set()) {
+        let table: &'static [Opt] = &Self::OPTIONS;
+        let aliases: Vec<(&'static Opt, &'static Opt)> = table
+            .iter()
+            .filter_map(|seed| Some((seed, find(table, seed.alias?)?)))
+            .collect();
+        let seed_names = aliases.iter().any(|(seed, _)| conn.at(seed.name).is_set());
+        let mut names = Vec::with_capacity(aliases.len());
+        for (seed_opt, mim_opt) in aliases.iter().copied() {
+            let (seed, mim) = (seed_opt.name, mim_opt.name);
+            let opt = match (conn.at(seed).is_set(), conn.at(mim).is_set()) {
                 (true, true) => {
                     return Err(Error::Config(format!(
                         "{}: {seed} and {mim} name the same option; give one",
                         conn.path()
                     )))
                 }
-                (true, false) => seed,
-                (false, true) => mim,
-                (false, false) if seed_names => seed,
-                (false, false) => mim,
+                (true, false) => seed_opt,
+                (false, true) => mim_opt,
+                (false, false) if seed_names => seed_opt,
+                (false, false) => mim_opt,
             };
-            names.push(conn.at(name));
+            names.push(conn.opt(opt));
         }
-        let [host, port, username, password] = <[Node; 4]>::try_from(names)
+        let [host, port, username, password] = <[Field; 4]>::try_from(names)
             .map_err(|_| Error::Internal("rabbit option aliases".into()))?;
         let non_empty = |node: &Node, default: &str| -> Result<String> {
             let value = node.string_or(default)?;
@@ -102,7 +118,7 @@ impl RabbitConfig {
             }
             other => other,
         };
-        let tls = match conn.at("tls") {
+        let tls = match conn.at(TLS_SECTION.name) {
             tls if tls.is_set() => {
                 let mut config = read_tls(&tls)?;
                 config.alpn_protocols.clear();
@@ -110,22 +126,23 @@ impl RabbitConfig {
             }
             _ => None,
         };
-        let reconnect = conn.at("reconnect");
-        reconnect.only_keys(&["attempts", "delay"])?;
-        let vhost = conn.at("virtual_host");
+        let reconnect = conn.at(RECONNECT_SECTION.name);
+        reconnect.only(&RECONNECT)?;
+        let vhost = conn.at(VIRTUAL_HOST.name);
         Ok(RabbitConfig {
             host: non_empty(&host, "localhost")?,
-            port: port.int_or(1, 65535, 5672)? as u16,
+            port: port.int_or(5672)? as u16,
             username: non_empty(&username, "guest")?,
             password: password_value,
             virtual_host: non_empty(&vhost, "/")?,
-            confirms: conn.at("confirms_enabled").bool_or(false)?,
-            max_queue_len: read_queue_len(&conn.at("max_worker_queue_len"))?,
+            confirms: conn.at(CONFIRMS_ENABLED.name).bool_or(false)?,
+            max_queue_len: conn
+                .opt(&MAX_WORKER_QUEUE_LEN)
+                .queue_len()?
+                .unwrap_or(Self::DEFAULT_MAX_QUEUE_LEN),
             tls,
-            start_attempts: reconnect.at("attempts").int_or(0, 1000, 0)? as u32,
-            start_delay: Duration::from_millis(
-                reconnect.at("delay").int_or(0, 3_600_000, 2000)? as u64
-            ),
+            start_attempts: reconnect.opt(&ATTEMPTS).int_or(0)? as u32,
+            start_delay: Duration::from_millis(reconnect.opt(&DELAY).int_or(2000)? as u64),
             names: Names {
                 username: username.path().to_string(),
                 password: password.path().to_string(),
@@ -133,19 +150,5 @@ impl RabbitConfig {
                 host: host.path().to_string(),
             },
         })
-    }
-}
-
-/// A non-negative integer or `infinity` (still bounded, far away). 0 keeps
-/// one waiting request: MongooseIM's worker drops a request only while
-/// others wait behind it.
-fn read_queue_len(node: &Node) -> Result<usize> {
-    match node.term() {
-        None => Ok(RabbitConfig::DEFAULT_MAX_QUEUE_LEN),
-        Some(t) if t.as_text().as_deref() == Some("infinity") => Ok(INFINITE_QUEUE_BOUND),
-        Some(crate::term::Term::Int(n)) if *n >= 0 => {
-            Ok((*n as usize).clamp(1, INFINITE_QUEUE_BOUND))
-        }
-        Some(_) => Err(node.invalid("a non-negative integer or \"infinity\"")),
     }
 }

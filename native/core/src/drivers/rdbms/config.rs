@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use crate::config::{Node, Secret};
 use crate::error::{Error, Result};
+use crate::options::{Field, Opt};
 use crate::term::Term;
 use crate::tls::read_tls;
 
@@ -115,43 +116,68 @@ pub struct RdbmsConfig {
     pub settings: Option<Secret>,
 }
 
+const DRIVER: Opt = Opt::one_of("driver", &["pgsql", "mysql", "odbc", "cockroachdb"]);
+const PORT: Opt = Opt::int("port", 1, 65535);
+const KEEPALIVE_INTERVAL: Opt = Opt::int("keepalive_interval", 1, u32::MAX as i64);
+const QUERY_TIMEOUT: Opt = Opt::int("query_timeout", 1, u32::MAX as i64);
+const MAX_START_INTERVAL: Opt = Opt::int("max_start_interval", 1, u32::MAX as i64);
+const SERVER: Opt = Opt::shaped(
+    "server",
+    "{Type, Host, [Port,] Database, User, Password[, SSL]} or an ODBC connection string",
+);
+const SETTINGS: Opt = Opt::secret("settings");
+const REQUIRED: Opt = Opt::bool("required");
+/// Seed 002's TLS section with `required` (pgsql only).
+const TLS_OPTIONS: [Opt; 13] = with_required();
+const TLS: Opt = Opt::section("tls", &TLS_OPTIONS);
+
+const fn with_required() -> [Opt; 13] {
+    let mut out = [REQUIRED; 13];
+    let mut i = 0;
+    while i < crate::tls::TLS_OPTIONS.len() {
+        out[i + 1] = crate::tls::TLS_OPTIONS[i];
+        i += 1;
+    }
+    out
+}
+
 impl RdbmsConfig {
-    pub const OPTIONS: [&'static str; 12] = [
-        "driver",
-        "host",
-        "port",
-        "database",
-        "username",
-        "password",
-        "keepalive_interval",
-        "query_timeout",
-        "max_start_interval",
-        "tls",
-        "server",
-        "settings",
+    pub const OPTIONS: [Opt; 12] = [
+        DRIVER,
+        Opt::text("host"),
+        PORT,
+        Opt::text("database"),
+        Opt::text("username"),
+        Opt::secret("password"),
+        KEEPALIVE_INTERVAL,
+        QUERY_TIMEOUT,
+        MAX_START_INTERVAL,
+        TLS,
+        SERVER,
+        SETTINGS,
     ];
     /// What an `odbc` connection takes: the rest is in the connection string.
-    const ODBC_OPTIONS: [&'static str; 6] = [
-        "driver",
-        "settings",
-        "keepalive_interval",
-        "query_timeout",
-        "max_start_interval",
-        "server",
+    const ODBC_OPTIONS: [Opt; 6] = [
+        DRIVER,
+        SETTINGS,
+        KEEPALIVE_INTERVAL,
+        QUERY_TIMEOUT,
+        MAX_START_INTERVAL,
+        SERVER,
     ];
 
     pub fn read(conn: &Node) -> Result<RdbmsConfig> {
-        conn.only_keys(&Self::OPTIONS)?;
+        conn.only(&Self::OPTIONS)?;
         let keepalive_interval = conn
-            .at("keepalive_interval")
-            .int(1, i64::from(u32::MAX))?
+            .opt(&KEEPALIVE_INTERVAL)
+            .int()?
             .map(|s| Duration::from_secs(s as u64));
         let query_timeout = conn
-            .at("query_timeout")
-            .int(1, i64::from(u32::MAX))?
+            .opt(&QUERY_TIMEOUT)
+            .int()?
             .map(|ms| Duration::from_millis(ms as u64));
-        conn.at("max_start_interval").int(1, i64::from(u32::MAX))?;
-        let server = conn.at("server");
+        conn.opt(&MAX_START_INTERVAL).int()?;
+        let server = conn.at(SERVER.name);
         if server.is_set() {
             if conn.at("driver").is_set() {
                 return Err(Error::Config(format!(
@@ -165,13 +191,13 @@ impl RdbmsConfig {
                 ..read_legacy_server(&server)?
             });
         }
-        let driver = conn.at("driver");
-        let engine = match driver.one_of(&["pgsql", "mysql", "odbc", "cockroachdb"])? {
+        let driver = conn.opt(&DRIVER);
+        let engine = match driver.one_of()? {
             None => return Err(driver.missing("\"pgsql\", \"mysql\" or \"odbc\"")),
             Some(name) => Engine::named(&name, &driver)?,
         };
         if engine == Engine::Odbc {
-            conn.only_keys(&Self::ODBC_OPTIONS)?;
+            conn.only(&Self::ODBC_OPTIONS)?;
             return Ok(RdbmsConfig {
                 keepalive_interval,
                 query_timeout,
@@ -184,13 +210,11 @@ impl RdbmsConfig {
                 conn.at("settings").path()
             )));
         }
-        let tls = read_tls_section(&conn.at("tls"), engine)?;
+        let tls = read_tls_section(&conn.at(TLS.name), engine)?;
         Ok(RdbmsConfig {
             engine,
             host: conn.at("host").required_string()?,
-            port: conn
-                .at("port")
-                .int_or(1, 65535, i64::from(engine.default_port()))? as u16,
+            port: conn.opt(&PORT).int_or(i64::from(engine.default_port()))? as u16,
             database: conn.at("database").required_string()?,
             username: conn.at("username").required_string()?,
             password: conn
@@ -267,17 +291,18 @@ fn read_tls_section(tls: &Node, engine: Engine) -> Result<Option<RdbmsTls>> {
     let Some(term) = tls.term() else {
         return Ok(None);
     };
-    let required = tls.at("required").bool()?;
+    let required = tls.at(REQUIRED.name).bool()?;
     if required.is_some() && engine == Engine::Mysql {
         return Err(Error::Config(format!(
             "{}: the required option is not supported for MySQL",
-            tls.at("required").path()
+            tls.at(REQUIRED.name).path()
         )));
     }
     // Everything else is seed 002's TLS section, checked by the reader every
     // driver uses. sqlx takes no rustls configuration, only the settings
     // below, so the one read_tls builds serves as that check alone.
-    let rest = without_key(term, "required");
+    tls.only(&TLS_OPTIONS)?;
+    let rest = without_key(term, REQUIRED.name);
     let rest_node = Node::new(tls.path().to_string(), &rest);
     read_tls(&rest_node)?;
     let verify_mode = rest_node.at("verify_mode").string()?;
@@ -372,7 +397,7 @@ fn read_legacy_server(server: &Node) -> Result<RdbmsConfig> {
     let host = element(2, "host", host).required_string()?;
     let default_port = i64::from(engine.default_port());
     let port = match port {
-        Some(p) => element(3, "port", p).int_or(1, 65535, default_port)?,
+        Some(p) => Field::of(element(3, "port", p), &PORT).int_or(default_port)?,
         None => default_port,
     };
     Ok(RdbmsConfig {

@@ -8,7 +8,8 @@ use rustls::ClientConfig;
 
 use crate::config::{Node, Secret};
 use crate::error::{Error, Result};
-use crate::tls::read_tls;
+use crate::options::{Field, Opt};
+use crate::tls::{read_tls, TLS_SECTION};
 
 /// One `servers` entry: a seed node of a cluster, or a sentinel.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,25 +48,34 @@ pub struct RedisConfig {
 const SENTINEL_PORT: i64 = 26379;
 const REDIS_PORT: i64 = 6379;
 
+const MODE: Opt = Opt::one_of("mode", &["single", "cluster", "sentinel"]);
+const HOST: Opt = Opt::text("host");
+const PORT: Opt = Opt::int("port", 1, 65534);
+/// A seed node or a sentinel (or, in legacy tuples, `{Host, Port}`).
+const SERVER_PORT: Opt = Opt::int("port", 1, 65535);
+const SERVER: [Opt; 2] = [Opt::text("host"), SERVER_PORT];
+const SERVERS: Opt = Opt::sections("servers", &SERVER);
+const MASTER_NAME: Opt = Opt::text("master_name");
+const READ_FROM_REPLICAS: Opt = Opt::bool("read_from_replicas");
+const DATABASE: Opt = Opt::int("database", 0, i32::MAX as i64);
+const PASSWORD: Opt = Opt::secret("password");
+
 impl RedisConfig {
-    pub const OPTIONS: [&'static str; 9] = [
-        "mode",
-        "host",
-        "port",
-        "servers",
-        "master_name",
-        "read_from_replicas",
-        "database",
-        "password",
-        "tls",
+    pub const OPTIONS: [Opt; 9] = [
+        MODE,
+        HOST,
+        PORT,
+        SERVERS,
+        MASTER_NAME,
+        READ_FROM_REPLICAS,
+        DATABASE,
+        PASSWORD,
+        TLS_SECTION,
     ];
 
     pub fn read(conn: &Node) -> Result<RedisConfig> {
-        conn.only_keys(&Self::OPTIONS)?;
-        let mode = conn
-            .at("mode")
-            .one_of(&["single", "cluster", "sentinel"])?
-            .unwrap_or_else(|| "single".into());
+        conn.only(&Self::OPTIONS)?;
+        let mode = conn.opt(&MODE).one_of()?.unwrap_or_else(|| "single".into());
         // Options of one mode set in another are refused, so that a config
         // that means a cluster never silently talks to one server.
         let only_in = |key: &str, modes: &str| -> Result<()> {
@@ -83,19 +93,19 @@ impl RedisConfig {
                 only_in("port", "\"single\"; list the seed nodes in servers")?;
                 only_in("master_name", "\"sentinel\"")?;
                 Mode::Cluster {
-                    seeds: servers(&conn.at("servers"), REDIS_PORT)?,
+                    seeds: servers(&conn.at(SERVERS.name), REDIS_PORT)?,
                 }
             }
             "sentinel" => {
                 only_in("host", "\"single\"; list the sentinels in servers")?;
                 only_in("port", "\"single\"; list the sentinels in servers")?;
-                let name = conn.at("master_name");
+                let name = conn.at(MASTER_NAME.name);
                 let master_name = name.required_string()?;
                 if master_name.is_empty() {
                     return Err(name.invalid("the name the sentinels monitor the master by"));
                 }
                 Mode::Sentinel {
-                    sentinels: servers(&conn.at("servers"), SENTINEL_PORT)?,
+                    sentinels: servers(&conn.at(SERVERS.name), SENTINEL_PORT)?,
                     master_name,
                 }
             }
@@ -104,13 +114,13 @@ impl RedisConfig {
                 only_in("master_name", "\"sentinel\"")?;
                 only_in("read_from_replicas", "\"cluster\" or \"sentinel\"")?;
                 Mode::Single {
-                    host: conn.at("host").string_or("127.0.0.1")?,
-                    port: conn.at("port").int_or(1, 65534, REDIS_PORT)? as u16,
+                    host: conn.at(HOST.name).string_or("127.0.0.1")?,
+                    port: conn.opt(&PORT).int_or(REDIS_PORT)? as u16,
                 }
             }
         };
-        let database = conn.at("database");
-        let tls = conn.at("tls");
+        let database = conn.opt(&DATABASE);
+        let tls = conn.at(TLS_SECTION.name);
         if !matches!(mode, Mode::Single { .. }) && tls.is_set() {
             // The redis crate opens cluster and sentinel connections itself,
             // with its own TLS; TLS here comes only from the shared module.
@@ -120,17 +130,17 @@ impl RedisConfig {
             )));
         }
         let password = conn
-            .at("password")
+            .at(PASSWORD.name)
             .secret()?
             .filter(|p| !p.expose().is_empty());
         let config = RedisConfig {
-            database: database.int_or(0, i64::from(i32::MAX), 0)?,
+            database: database.int_or(0)?,
             password,
             tls: match tls {
                 tls if tls.is_set() => Some(Arc::new(read_tls(&tls)?)),
                 _ => None,
             },
-            read_from_replicas: conn.at("read_from_replicas").bool_or(false)?,
+            read_from_replicas: conn.at(READ_FROM_REPLICAS.name).bool_or(false)?,
             mode,
         };
         if matches!(config.mode, Mode::Cluster { .. }) && config.database != 0 {
@@ -153,24 +163,31 @@ fn servers(node: &Node, default_port: i64) -> Result<Vec<Server>> {
         .map(|item| match item.term() {
             Some(crate::term::Term::Tuple(t)) if t.len() == 2 => {
                 let host = Node::new(format!("{}.host", item.path()), &t[0]);
-                let port = Node::new(format!("{}.port", item.path()), &t[1]);
+                let port = Field::of(
+                    Node::new(format!("{}.port", item.path()), &t[1]),
+                    &SERVER_PORT,
+                );
                 server(host, port, default_port)
             }
             _ => {
-                item.only_keys(&["host", "port"])?;
-                server(item.at("host"), item.at("port"), default_port)
+                item.only(&SERVER)?;
+                server(
+                    item.at(SERVER[0].name),
+                    item.opt(&SERVER_PORT),
+                    default_port,
+                )
             }
         })
         .collect()
 }
 
-fn server(host: Node, port: Node, default_port: i64) -> Result<Server> {
+fn server(host: Node, port: Field, default_port: i64) -> Result<Server> {
     let name = host.required_string()?;
     if name.is_empty() {
         return Err(host.invalid("a host name or address"));
     }
     Ok(Server {
         host: name,
-        port: port.int_or(1, 65535, default_port)? as u16,
+        port: port.int_or(default_port)? as u16,
     })
 }

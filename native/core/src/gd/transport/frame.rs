@@ -59,10 +59,12 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         return Err(FrameError::Oversized { size, max });
     }
     buf.clear();
-    buf.resize(size, 0);
-    match reader.read_exact(buf).await {
-        Ok(_) => Ok(Some(())),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(FrameError::Truncated),
+    // The buffer grows as the bytes arrive, not to the size the header
+    // announces: a peer that announces 16 MiB and sends four bytes holds
+    // about four bytes here, not 16 MiB.
+    match (&mut *reader).take(size as u64).read_to_end(buf).await {
+        Ok(n) if n == size => Ok(Some(())),
+        Ok(_) => Err(FrameError::Truncated),
         Err(e) => Err(FrameError::Io(e.to_string())),
     }
 }

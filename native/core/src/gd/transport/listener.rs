@@ -1,12 +1,15 @@
 //! Incoming connections: `gd_start`, then data frames handed to a sink.
 //!
 //! A malformed, oversized or cut frame closes that connection only and
-//! counts `incoming_errored_count`; nothing else is affected. Frames are
-//! handed over in batches: everything one read of the socket brought.
+//! counts `incoming_errored_count`; nothing else is affected, and so does a
+//! peer that has not finished its TLS handshake or sent its `gd_start`
+//! within [`GD_START_TIMEOUT`] (it would hold a connection for nothing).
+//! Frames are handed over in batches: everything one read of the socket
+//! brought.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite, BufReader};
@@ -22,6 +25,9 @@ use crate::runtime;
 const READ_BUFFER: usize = 64 * 1024;
 /// At most this many frames wait for a flush, however fast they come.
 const MAX_BATCH: usize = 512;
+/// A connected peer's time to finish TLS and send `gd_start`; a
+/// datacenter sends it at once.
+pub const GD_START_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Receives every data frame of one connection, in order.
 pub trait Sink: Send + 'static {
@@ -84,10 +90,15 @@ pub async fn listen(addr: SocketAddr, incoming: Arc<Incoming>) -> std::io::Resul
                 let served = async {
                     match &incoming.tls {
                         None => serve(stream, &incoming, &mut counts).await,
-                        Some(acceptor) => match acceptor.accept(stream).await {
-                            Ok(tls) => serve(tls, &incoming, &mut counts).await,
-                            Err(e) => Err(FrameError::Io(format!("TLS handshake: {e}"))),
-                        },
+                        Some(acceptor) => {
+                            match tokio::time::timeout(GD_START_TIMEOUT, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(tls)) => serve(tls, &incoming, &mut counts).await,
+                                Ok(Err(e)) => Err(FrameError::Io(format!("TLS handshake: {e}"))),
+                                Err(_) => Err(silent()),
+                            }
+                        }
                     }
                 };
                 let outcome = tokio::select! {
@@ -119,11 +130,14 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     // Frames are small and many: read the socket in large chunks.
     let mut stream = BufReader::with_capacity(READ_BUFFER, stream);
     let mut buf = Vec::new();
-    if read_frame(&mut stream, incoming.max_frame, &mut buf)
-        .await?
-        .is_none()
-    {
-        return Ok(());
+    let first = read_frame(&mut stream, incoming.max_frame, &mut buf);
+    match tokio::time::timeout(GD_START_TIMEOUT, first).await {
+        Err(_) => return Err(silent()),
+        Ok(read) => {
+            if read?.is_none() {
+                return Ok(());
+            }
+        }
     }
     let (host, _conn_id) = parse_gd_start(&buf)?;
     counts.host = Some(incoming.metrics.host(&host));
@@ -154,6 +168,13 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     // What arrived before a close or a bad frame is still delivered.
     sink.flush().await;
     outcome
+}
+
+fn silent() -> FrameError {
+    FrameError::Io(format!(
+        "no gd_start within {} s of connecting",
+        GD_START_TIMEOUT.as_secs()
+    ))
 }
 
 pub fn now_us() -> i64 {

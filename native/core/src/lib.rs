@@ -8,6 +8,7 @@ pub mod drivers;
 pub mod engine;
 pub mod error;
 pub mod gd;
+pub mod prometheus;
 pub mod registry;
 pub mod runtime;
 pub mod term;

@@ -305,8 +305,8 @@ summary_family(Histogram, Unit, Help, M, Hosts) ->
                none -> atom_to_binary(Histogram)
            end,
     Scale = case Unit of
-                seconds -> 1.0e-6;
-                none -> 1
+                seconds -> fun(Us) -> Us / 1.0e6 end;
+                none -> fun(V) -> V end
             end,
     Sources = case Hosts of
                   [] -> [{[], maps:get(Histogram, M, #{})}];
@@ -319,8 +319,8 @@ summary_family(Histogram, Unit, Help, M, Hosts) ->
 summary_series(Name, Labels, H, Scale) ->
     Quantiles = [{<<"0.5">>, median}, {<<"0.75">>, 75}, {<<"0.9">>, 90}, {<<"0.95">>, 95},
                  {<<"0.99">>, 99}, {<<"0.999">>, 999}],
-    [series(Name, Labels ++ [{quantile, Q}], maps:get(K, H, 0) * Scale) || {Q, K} <- Quantiles]
-        ++ [series(<<Name/binary, "_sum">>, Labels, maps:get(sum, H, 0) * Scale),
+    [series(Name, Labels ++ [{quantile, Q}], Scale(maps:get(K, H, 0))) || {Q, K} <- Quantiles]
+        ++ [series(<<Name/binary, "_sum">>, Labels, Scale(maps:get(sum, H, 0))),
             series(<<Name/binary, "_count">>, Labels, maps:get(count, H, 0))].
 
 family(Name, Help, Type, Series) ->

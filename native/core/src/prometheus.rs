@@ -190,7 +190,7 @@ pub fn render() -> String {
 
 fn render_pools(pools: &[(PoolLabels, Figures)]) -> String {
     let mut out = String::new();
-    let gauges: [(&str, &str, fn(&Figures) -> u64); 4] = [
+    let gauges: [Family; 4] = [
         ("workers", "Workers (connections) of the pool.", |f| {
             f.workers
         }),
@@ -214,7 +214,7 @@ fn render_pools(pools: &[(PoolLabels, Figures)]) -> String {
             series(&mut out, name, &labels(l, &[]), value(f));
         }
     }
-    let counters: [(&str, &str, fn(&Figures) -> u64); 4] = [
+    let counters: [Family; 4] = [
         (
             "requests_total",
             "Requests made to the pool, answered or not.",
@@ -270,6 +270,9 @@ fn render_pools(pools: &[(PoolLabels, Figures)]) -> String {
 }
 
 const PREFIX: &str = "mongoose_native_pool_";
+
+/// A family with one series per pool: its name, help and value.
+type Family = (&'static str, &'static str, fn(&Figures) -> u64);
 
 fn family(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {PREFIX}{name} {help}");

@@ -5,7 +5,8 @@
 -export([run/0]).
 
 run() ->
-    Rows = lists:append([section(handover_bench), section(redis_bench), section(redis_cluster_bench),
+    Rows = lists:append([section(handover_bench), section(redis_bench), section(metrics_bench),
+                         section(redis_cluster_bench),
                          section(rdbms_bench), section(rabbit_bench), section(ldap_bench),
                          section(gd_refresh_bench), section(gd_transport_bench)]),
     io:format("~n~-36s ~12s ~-11s ~-32s ~12s ~7s~n",

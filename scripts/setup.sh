@@ -72,6 +72,14 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   apt-get "${apt_opts[@]}" update
   apt-get "${apt_opts[@]}" install -y "${need_pkgs[@]}" >/dev/null
 fi
+# promtool (metrics_SUITE validates the Prometheus endpoint's text with it):
+# Debian's prometheus package without its recommends (node exporter, ...).
+if ! have promtool; then
+  act "installing prometheus (for promtool)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -qq -o DPkg::Lock::Timeout=600 update
+  apt-get -qq -o DPkg::Lock::Timeout=600 install -y --no-install-recommends prometheus >/dev/null
+fi
 
 # --- Python virtualenv with the official Elasticsearch client ------------------
 # No Elasticsearch runs here: elastic_SUITE checks its test server with this

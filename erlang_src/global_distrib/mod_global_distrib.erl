@@ -14,9 +14,11 @@
 -export([find_metadata/2, get_metadata/2, get_metadata/3, remove_metadata/2, put_metadata/3]).
 -export([maybe_reroute/3]).
 -export([process_opts/1, process_endpoint/1]).
--export([metrics/0, transport/0]).
+-export([metrics/0, transport/0, instrumentation/0, all_instrumentation/1]).
 
 -define(TRANSPORT, {?MODULE, transport}).
+%% The instrumentation events declared at start, torn down at stop.
+-define(EVENTS, {?MODULE, events}).
 %% Ordered workers the transport hands incoming stanzas to (per worker key).
 -define(WORKERS, 16).
 
@@ -47,6 +49,9 @@ do_start(HostType, Opts) ->
         false ->
             case mod_global_distrib_mapping:start(HostType, Opts) of
                 ok ->
+                    Events = events(HostType, mod_global_distrib_mapping:opts()),
+                    mongoose_native_instrument:set_up(Events),
+                    persistent_term:put(?EVENTS, Events),
                     Result = try start_rest()
                              catch Class:Reason:Stack ->
                                      mod_global_distrib_adapter:log_warning(
@@ -62,6 +67,30 @@ do_start(HostType, Opts) ->
                     Error
             end
     end.
+
+%% @doc MongooseIM 6.3's events of this module.
+-spec instrumentation() -> [mongoose_native_instrument:spec()].
+instrumentation() ->
+    [{mod_global_distrib_delivered_with_ttl, #{}, #{metrics => #{value => histogram}}},
+     {mod_global_distrib_stop_ttl_zero, #{}, #{metrics => #{count => spiral}}}].
+
+%% @doc Every event of mod_global_distrib and its submodules (in MongooseIM
+%% each submodule declares its own as a gen_mod module). Not named
+%% `instrumentation/1': gen_mod would declare that once per host type,
+%% and this module is configured for every host type but runs once.
+-spec all_instrumentation(term()) -> [mongoose_native_instrument:spec()].
+all_instrumentation(HostType) ->
+    instrumentation() ++ mod_global_distrib_mapping:instrumentation(HostType)
+        ++ mod_global_distrib_receiver:instrumentation(HostType)
+        ++ mod_global_distrib_hosts_refresher:instrumentation(HostType)
+        ++ mod_global_distrib_bounce:instrumentation(HostType).
+
+%% The events of what the validated options start: the bounce store's only
+%% when it runs (MongooseIM probes it).
+events(HostType, #{bounce := #{enabled := false}}) ->
+    all_instrumentation(HostType) -- mod_global_distrib_bounce:instrumentation(HostType);
+events(HostType, _Opts) ->
+    all_instrumentation(HostType).
 
 is_global_host(HostType, Opts) ->
     Global = case Opts of
@@ -89,6 +118,8 @@ start_rest() ->
     case mongoose_native_gd_transport:start(TOpts, Handler, ?WORKERS) of
         {ok, T} ->
             persistent_term:put(?TRANSPORT, T),
+            %% Instrumented: each stanza's queue time from the first one.
+            [] = mongoose_native_gd_transport:queue_times(T, mongoose_native_instrument:enabled()),
             case mod_global_distrib_utils:opt(bounce, enabled) of
                 true -> ok = mod_global_distrib_bounce:start(GlobalHost);
                 false -> ok
@@ -109,6 +140,8 @@ stop(HostType) ->
     end.
 
 stop_all(HostType) ->
+    mongoose_native_instrument:tear_down(persistent_term:get(?EVENTS, [])),
+    _ = persistent_term:erase(?EVENTS),
     case mod_global_distrib_utils:started() of
         true ->
             GlobalHost = mod_global_distrib_utils:opt(global_host),

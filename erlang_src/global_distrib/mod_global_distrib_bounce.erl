@@ -13,7 +13,7 @@
 
 -export([start/1, stop/1, hooks/1, start_link/0]).
 -export([maybe_store_message/3, reroute_messages/3]).
--export([bounce_queue_size/0]).
+-export([bounce_queue_size/0, instrumentation/1, probe/2]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 %% {{ResendAtMs, Seq}, Key, FPacket}
@@ -42,6 +42,17 @@ hooks(GlobalHost) ->
 
 start_link() ->
     gen_server:start_link(?MODULE, [], []).
+
+%% @doc MongooseIM 6.3's event: the store's size, probed by MongooseIM
+%% every `instrumentation.probe_interval'.
+-spec instrumentation(term()) -> [mongoose_native_instrument:spec()].
+instrumentation(_HostType) ->
+    [{mod_global_distrib_bounce_queue, #{}, #{probe => #{module => ?MODULE},
+                                               metrics => #{size => gauge}}}].
+
+-spec probe(atom(), map()) -> #{size := non_neg_integer()}.
+probe(mod_global_distrib_bounce_queue, #{}) ->
+    #{size => bounce_queue_size()}.
 
 %% @doc Stanzas waiting in the store on this node.
 -spec bounce_queue_size() -> non_neg_integer().

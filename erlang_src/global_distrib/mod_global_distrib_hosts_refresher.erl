@@ -14,6 +14,18 @@
 
 -export([start/0, stop/0, start_link/0, refresh/0, pause/0, unpause/0, learn_nodes_of/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
+-export([instrumentation/1]).
+
+%% @doc MongooseIM 6.3's events of the sending side (declared by this
+%% module there, as the owner of the outgoing connections); the NIF counts
+%% them and mongoose_native_metrics executes them.
+-spec instrumentation(term()) -> [mongoose_native_instrument:spec()].
+instrumentation(_HostType) ->
+    [{mod_global_distrib_outgoing_messages, #{}, #{metrics => #{count => spiral}}},
+     {mod_global_distrib_outgoing_queue, #{}, #{metrics => #{time => histogram}}},
+     {mod_global_distrib_outgoing_established, #{}, #{metrics => #{count => spiral}}},
+     {mod_global_distrib_outgoing_errored, #{}, #{metrics => #{count => spiral}}},
+     {mod_global_distrib_outgoing_closed, #{}, #{metrics => #{count => spiral}}}].
 
 start() ->
     {ok, _} = mongoose_native_sup:start_child(#{id => ?MODULE, start => {?MODULE, start_link, []}}),

@@ -15,7 +15,7 @@
 -export([register_subhost/3, unregister_subhost/3, packet_to_component/3,
          session_opened/3, session_closed/3]).
 -export([endpoints/1, hosts/0, nodes/1]).
--export([metrics/0, refresh/0, cache_sizes/0, opts/0]).
+-export([metrics/0, refresh/0, cache_sizes/0, opts/0, instrumentation/1]).
 
 -define(OPTS_KEY, {?MODULE, opts}).
 -define(CALL_TIMEOUT, 10000).
@@ -67,6 +67,14 @@ stop(_HostType) ->
 deps(_HostType, _Opts) ->
     [].
 
+%% @doc MongooseIM 6.3's events of the session table: fetches are measured
+%% here around each lookup (as MongooseIM's span does); the cache misses,
+%% counted in the NIF, are executed by mongoose_native_metrics.
+-spec instrumentation(term()) -> [mongoose_native_instrument:spec()].
+instrumentation(_HostType) ->
+    [{mod_global_distrib_mapping_fetches, #{}, #{metrics => #{count => spiral, time => histogram}}},
+     {mod_global_distrib_mapping_cache_misses, #{}, #{metrics => #{count => spiral}}}].
+
 hooks(HostType) ->
     [{register_subhost, global, fun ?MODULE:register_subhost/3, #{}, 90},
      {unregister_subhost, global, fun ?MODULE:unregister_subhost/3, #{}, 90},
@@ -80,7 +88,9 @@ hooks(HostType) ->
 
 -spec for_domain(binary()) -> {ok, binary()} | error.
 for_domain(Domain) when is_binary(Domain) ->
-    lookup(for_domain, [Domain]).
+    mongoose_native_instrument:span(
+      mod_global_distrib_mapping_fetches, #{}, fun() -> lookup(for_domain, [Domain]) end,
+      fun(Time, _) -> #{count => 1, time => Time, domain => Domain} end).
 
 -spec insert_for_domain(binary()) -> ok.
 insert_for_domain(Domain) when is_binary(Domain) ->
@@ -115,7 +125,10 @@ public_domains() ->
 
 -spec for_jid(jid()) -> {ok, binary()} | error.
 for_jid(Jid) ->
-    lookup(for_jid, [mod_global_distrib_adapter:to_lower(Jid)]).
+    LJid = mod_global_distrib_adapter:to_lower(Jid),
+    mongoose_native_instrument:span(
+      mod_global_distrib_mapping_fetches, #{}, fun() -> lookup(for_jid, [LJid]) end,
+      fun(Time, _) -> #{count => 1, time => Time, jid => LJid} end).
 
 -spec insert_for_jid(jid()) -> ok.
 insert_for_jid(Jid) ->

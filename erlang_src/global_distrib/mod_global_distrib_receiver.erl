@@ -5,7 +5,21 @@
 %% datacenter (mod_global_distrib:maybe_reroute/3 sees its metadata).
 -module(mod_global_distrib_receiver).
 
--export([handle/4]).
+-export([handle/4, instrumentation/1]).
+
+%% @doc MongooseIM 6.3's events of the receiving side. The transport's
+%% workers execute the per-stanza ones (queue time, transfer time,
+%% messages, see mongoose_native_gd_worker); mongoose_native_metrics the
+%% connection counters the NIF keeps.
+-spec instrumentation(term()) -> [mongoose_native_instrument:spec()].
+instrumentation(_HostType) ->
+    [{mod_global_distrib_incoming_queue, #{}, #{metrics => #{time => histogram}}},
+     {mod_global_distrib_incoming_established, #{}, #{metrics => #{count => spiral}}},
+     {mod_global_distrib_incoming_errored, #{}, #{metrics => #{count => spiral}}},
+     {mod_global_distrib_incoming_closed, #{}, #{metrics => #{count => spiral}}},
+     {mod_global_distrib_incoming_transfer, #{}, #{metrics => #{time => histogram}}},
+     {mod_global_distrib_incoming_messages, #{}, #{metrics => #{count => spiral}}},
+     {mod_global_distrib_incoming_first_packet, #{}, #{metrics => #{count => spiral}}}].
 
 -spec handle(binary(), integer(), binary(), term()) -> any().
 %% (The transport measures the transfer time, per remote host.)

@@ -133,10 +133,13 @@ metrics_erase() ->
     _ = persistent_term:erase(?METRICS),
     ok.
 
+%% Each also executes MongooseIM's event (mongoose_native_instrument).
 count(stop_ttl_zero_count) ->
+    mongoose_native_instrument:execute(mod_global_distrib_stop_ttl_zero, #{}, #{count => 1}),
     with_metrics(fun(#{counters := C}) -> counters:add(C, 1, 1) end).
 
 observe(delivered_with_ttl_value, V) ->
+    mongoose_native_instrument:execute(mod_global_distrib_delivered_with_ttl, #{}, #{value => V}),
     with_metrics(fun(#{ttl := H}) -> mongoose_native_histogram:add(H, V) end).
 
 with_metrics(F) ->

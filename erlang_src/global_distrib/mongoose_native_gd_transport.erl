@@ -6,7 +6,7 @@
 %% uses the same connection to a host, so its stanzas stay in order too.
 -module(mongoose_native_gd_transport).
 -export([start/3, stop/1, send/4, set_endpoints/3, set_endpoints/4, endpoints/2,
-         disabled_endpoints/2, listening/1, metrics/1]).
+         disabled_endpoints/2, listening/1, metrics/1, queue_times/2]).
 
 %% Reading the TLS files and binding the listeners.
 -define(START_TIMEOUT, 60000).
@@ -78,6 +78,13 @@ disabled_endpoints(#{res := Res}, Host) ->
 %% @doc Where the listeners are bound (a port 0 resolved).
 listening(#{res := Res}) ->
     mongoose_native_nif:gd_transport_listening(Res).
+
+%% @doc Each outgoing stanza's queue time in microseconds since the last
+%% call, per host (`[{Host, [Us]}]'), for MongooseIM's per-stanza event;
+%% they are kept from now on only when `Keep'.
+-spec queue_times(t(), boolean()) -> [{binary(), [non_neg_integer()]}].
+queue_times(#{res := Res}, Keep) ->
+    mongoose_native_nif:gd_transport_queue_times(Res, Keep).
 
 %% @doc Connection and message counters, and the outgoing (in the NIF) and
 %% incoming (before a worker takes the stanza) queue times in microseconds.

@@ -46,9 +46,11 @@ detach(Id) ->
 loop(Handler, QueueTime) ->
     receive
         {gd_packets, Credit, Host, ReceivedUs, Packets} ->
+            Instrumented = mongoose_native_instrument:enabled(),
             [begin
-                 mongoose_native_histogram:add(QueueTime,
-                                               erlang:system_time(microsecond) - ReceivedUs),
+                 QueueUs = erlang:system_time(microsecond) - ReceivedUs,
+                 mongoose_native_histogram:add(QueueTime, QueueUs),
+                 Instrumented andalso instrument(Host, QueueUs, TransferUs),
                  handle(Handler, Host, TransferUs, Key, Bin)
              end || {TransferUs, Key, Bin} <- Packets],
             mongoose_native_nif:gd_transport_ack(Credit, length(Packets)),
@@ -56,6 +58,16 @@ loop(Handler, QueueTime) ->
         _ ->
             loop(Handler, QueueTime)
     end.
+
+%% MongooseIM's per-stanza events, as its mod_global_distrib_worker executes
+%% them (declared by mod_global_distrib, whose transport this is).
+instrument(Host, QueueUs, TransferUs) ->
+    mongoose_native_instrument:execute(mod_global_distrib_incoming_queue, #{},
+                                       #{time => QueueUs, host => Host}),
+    mongoose_native_instrument:execute(mod_global_distrib_incoming_transfer, #{},
+                                       #{time => TransferUs, host => Host}),
+    mongoose_native_instrument:execute(mod_global_distrib_incoming_messages, #{},
+                                       #{count => 1, host => Host}).
 
 callbacks(Handle) when is_function(Handle, 4) ->
     #{handle => Handle, undecodable => fun(_Host) -> give_up end};

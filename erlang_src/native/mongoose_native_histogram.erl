@@ -1,6 +1,6 @@
 %% @doc Lock-free histograms on counters and atomics, reported as
 %% `#{count, min, max, mean, median, 75, 90, 95, 99, 999}' like the Rust
-%% side's. `linear' buckets are exact small values (0..Size-1, larger ones in
+%% side's, with their `sum'. `linear' buckets are exact small values (0..Size-1, larger ones in
 %% the last); `log2' buckets cover any non-negative integer.
 -module(mongoose_native_histogram).
 -export([new/1, new/2, add/2, snapshot/1]).
@@ -54,12 +54,13 @@ snapshot(#{kind := Kind, size := Size, buckets := B, stats := A}) ->
     Count = atomics:get(A, 1),
     case Count of
         0 ->
-            maps:from_list([{K, 0} || K <- [count, min, max, mean, median, 75, 90, 95, 99, 999]]);
+            maps:from_list([{K, 0} || K <- [count, sum, min, max, mean, median, 75, 90, 95, 99,
+                                            999]]);
         _ ->
             Max = atomics:get(A, 4),
             Counts = [counters:get(B, I) || I <- lists:seq(1, Size)],
             Pct = fun(P) -> min(Max, bucket_value(Kind, pct_index(Counts, ceil_(Count * P)))) end,
-            #{count => Count, min => atomics:get(A, 3), max => Max,
+            #{count => Count, sum => atomics:get(A, 2), min => atomics:get(A, 3), max => Max,
               mean => atomics:get(A, 2) div Count, median => Pct(0.5), 75 => Pct(0.75),
               90 => Pct(0.9), 95 => Pct(0.95), 99 => Pct(0.99), 999 => Pct(0.999)}
     end.

@@ -12,7 +12,9 @@
          set_log_relay/1,
          gd_transport_start/4, gd_transport_send/5, gd_transport_set_endpoints/4,
          gd_transport_endpoints/2, gd_transport_disabled_endpoints/2, gd_transport_listening/1, gd_transport_metrics/1,
-         gd_transport_stop/1, gd_transport_ack/2, gd_transport_set_worker/3]).
+         gd_transport_stop/1, gd_transport_ack/2, gd_transport_set_worker/3,
+         gd_transport_queue_times/2]).
+-export([pool_labels/3, metrics_listen/3, metrics_stop/0, metrics_section/2]).
 -export([gd_start/6, gd_stop/0, gd_call/4, gd_metrics/0]).
 
 -export([lease/4, lease_call/4, lease_release/2]).
@@ -182,6 +184,12 @@ gd_transport_metrics(_Transport) -> ?NOT_LOADED.
 gd_transport_stop(_Transport) -> ?NOT_LOADED.
 gd_transport_ack(_Credit, _Count) -> ?NOT_LOADED.
 gd_transport_set_worker(_Transport, _Index, _Pid) -> ?NOT_LOADED.
+gd_transport_queue_times(_Transport, _Keep) -> ?NOT_LOADED.
+%% The Prometheus endpoint (see mongoose_native_metrics).
+pool_labels(_Pool, _HostType, _Tag) -> ?NOT_LOADED.
+metrics_listen(_Addr, _Pid, _Tag) -> ?NOT_LOADED.
+metrics_stop() -> ?NOT_LOADED.
+metrics_section(_Name, _Text) -> ?NOT_LOADED.
 gd_start(_Opts, _Hosts, _Node, _Pools, _Pid, _Tag) -> ?NOT_LOADED.
 gd_stop() -> ?NOT_LOADED.
 gd_call(_Op, _Args, _Pid, _Tag) -> ?NOT_LOADED.

@@ -1,5 +1,6 @@
 %% @doc Owns the pool and log-limit tables and the processes the library
-%% needs in Erlang: the log relay and one executor supervisor per generic pool.
+%% needs in Erlang: the log relay, the metrics process and one executor
+%% supervisor per generic pool.
 -module(mongoose_native_sup).
 -behaviour(supervisor).
 -export([start_link/0, init/1, start_executors/3, stop_executors/1, start_child/1, stop_child/1]).
@@ -12,7 +13,9 @@ init([]) ->
     mongoose_native_log:create_table(),
     Relay = #{id => mongoose_native_log_relay,
               start => {mongoose_native_log_relay, start_link, []}},
-    {ok, {#{strategy => one_for_one, intensity => 10, period => 10}, [Relay]}}.
+    Metrics = #{id => mongoose_native_metrics,
+                start => {mongoose_native_metrics, start_link, []}},
+    {ok, {#{strategy => one_for_one, intensity => 10, period => 10}, [Relay, Metrics]}}.
 
 -spec start_executors(term(), term(), pos_integer()) -> {ok, pid()} | {error, term()}.
 start_executors(Name, Executors, N) ->

@@ -18,7 +18,8 @@
 -export([start_configured_pools/0, start_configured_pools/1,
          start_configured_pools/2, start_configured_pools/3]).
 -export([is_configured/1, make_pool_name/3, expand_pools/3, is_supported_strategy/2]).
--export([create_table/0, call_with_timeout/5, get_pool_resources/2, get_pool_handle/3]).
+-export([create_table/0, call_with_timeout/5, get_pool_resources/2, get_pool_handle/3,
+         instrumentation/3]).
 
 -record(pool, {name :: {atom(), term(), atom()},
                atom_name :: atom(),
@@ -176,6 +177,9 @@ start_pool(PoolType, HostType, Tag, Kind, PoolOpts, ConnOpts) ->
                                               call_timeout = setting(call_timeout, Kind, PoolOpts),
                                               workers = setting(workers, Kind, PoolOpts),
                                               res = Res}),
+                    mongoose_native_nif:pool_labels(Res, host_type_label(HostType),
+                                                    atom_to_binary(Tag)),
+                    mongoose_native_instrument:set_up(instrumentation(PoolType, HostType, Tag)),
                     {ok, Res};
                 {error, _} = Error ->
                     Error
@@ -228,6 +232,7 @@ stop(PoolType, HostType, Tag) ->
         [#pool{res = Res}] ->
             ets:delete(?MODULE, Name),
             mongoose_native_nif:stop(Res),
+            mongoose_native_instrument:tear_down(instrumentation(PoolType, HostType, Tag)),
             PoolType =:= generic andalso mongoose_native_sup:stop_executors(Name),
             ok;
         [] ->
@@ -423,6 +428,21 @@ stats(PoolType, HostType, Tag) ->
         [] ->
             {error, {pool_not_started, {PoolType, HostType, Tag}}}
     end.
+
+%% @doc MongooseIM 6.3's instrumentation events of a pool: those its
+%% `mongoose_wpool_<type>' module declares (rdbms and rabbit), declared at
+%% start and torn down at stop through mongoose_native_instrument.
+-spec instrumentation(pool_type(), host_type(), tag()) -> [mongoose_native_instrument:spec()].
+instrumentation(PoolType, HostType, Tag) ->
+    Module = list_to_atom("mongoose_wpool_" ++ atom_to_list(PoolType)),
+    case code:ensure_loaded(Module) =:= {module, Module}
+        andalso erlang:function_exported(Module, instrumentation, 2) of
+        true -> Module:instrumentation(HostType, Tag);
+        false -> []
+    end.
+
+host_type_label(global) -> <<"global">>;
+host_type_label(HostType) -> HostType.
 
 -spec make_pool_name(pool_type(), atom() | binary(), tag()) -> atom().
 make_pool_name(PoolType, HostType, Tag) when is_atom(HostType) ->

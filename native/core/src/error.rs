@@ -37,6 +37,21 @@ pub enum Error {
 }
 
 impl Error {
+    /// Every [`Error::kind`], in the order the pool metrics count them.
+    pub const KINDS: [&'static str; 11] = [
+        "invalid_config",
+        "bad_request",
+        "no_connection",
+        "connection_lost",
+        "timeout",
+        "no_available_workers",
+        "worker_wait_timeout",
+        "pool_stopped",
+        "connect_failed",
+        "server_error",
+        "internal",
+    ];
+
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Config(_) => "invalid_config",
@@ -69,3 +84,27 @@ impl Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn kinds_lists_every_kind() {
+        let all = [
+            Error::Config(String::new()),
+            Error::BadRequest(String::new()),
+            Error::NoConnection(String::new()),
+            Error::ConnectionLost(String::new()),
+            Error::Timeout(String::new()),
+            Error::NoAvailableWorkers,
+            Error::WorkerWaitTimeout,
+            Error::PoolStopped,
+            Error::Connect(String::new()),
+            Error::Server(String::new()),
+            Error::Internal(String::new()),
+        ];
+        let kinds: Vec<&str> = all.iter().map(Error::kind).collect();
+        assert_eq!(kinds, Error::KINDS);
+    }
+}

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod error;
 pub mod gd;
 pub mod options;
+pub mod prometheus;
 pub mod registry;
 pub mod runtime;
 pub mod term;

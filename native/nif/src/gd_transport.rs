@@ -420,6 +420,22 @@ fn gd_transport_metrics(env: Env, res: ResourceArc<TransportRes>) -> rustler::Te
     encode(env, &res.transport.metrics.to_term())
 }
 
+/// `[{Host, [QueueTimeUs]}]`: each outgoing stanza's queue time since the
+/// last call, for MongooseIM's per-stanza instrumentation event; `keep`
+/// says whether to go on keeping them (they are kept only while asked for).
+#[rustler::nif]
+fn gd_transport_queue_times(env: Env, res: ResourceArc<TransportRes>, keep: bool) -> rustler::Term {
+    let taken = res.transport.metrics.take_queue_times(keep);
+    let per_host = taken
+        .into_iter()
+        .map(|(host, times)| {
+            let times = times.into_iter().map(|us| Term::Int(us as i64)).collect();
+            Term::tuple(vec![Term::from(host.as_str()), Term::List(times)])
+        })
+        .collect();
+    encode(env, &Term::List(per_host))
+}
+
 #[rustler::nif]
 fn gd_transport_stop(res: ResourceArc<TransportRes>) -> Atom {
     if let Ok(mut listeners) = res.listeners.lock() {

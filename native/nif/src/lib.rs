@@ -14,8 +14,10 @@ use mongoose_native::config::{pools_from_toml, Node, PoolSettings, PoolType};
 use mongoose_native::engine::pool::{AnyPool, Pool};
 use mongoose_native::engine::reply::Reply;
 use mongoose_native::engine::strategy::Choice;
+use mongoose_native::prometheus::{self, PoolLabels};
 use mongoose_native::{registry, runtime, Error, Term};
 use rustler::{Atom, Encoder, Env, LocalPid, ResourceArc};
+use std::sync::Arc;
 
 use convert::{decode, decode_within, encode, DecodeError, Saved, SCHEDULER_BUDGET};
 use generic::{Done, Executors, GenericDriver};
@@ -24,7 +26,8 @@ use reply::{error_term, spawn_answer, CallSlot};
 rustler::atoms! { ok, error, cancelled, replied, reschedule, threads, max_request_size }
 
 pub struct PoolRes {
-    pool: Box<dyn AnyPool>,
+    /// Shared with the metrics endpoint, which holds it weakly.
+    pool: Arc<dyn AnyPool>,
     /// What NIFs for one kind check (generic pools carry opaque requests,
     /// global distribution needs a redis pool).
     kind: PoolType,
@@ -128,7 +131,10 @@ fn started(
     kind: PoolType,
 ) -> Result<(Atom, ResourceArc<PoolRes>), Term> {
     match pool {
-        Ok(pool) => Ok((ok(), ResourceArc::new(PoolRes { pool, kind }))),
+        Ok(pool) => {
+            let pool = Arc::from(pool);
+            Ok((ok(), ResourceArc::new(PoolRes { pool, kind })))
+        }
         Err(e) => {
             log::warn!("pool start failed: {e}");
             Err(e.reason())
@@ -341,8 +347,61 @@ fn stats(env: Env, pool: ResourceArc<PoolRes>) -> rustler::Term {
 
 #[rustler::nif]
 fn stop(pool: ResourceArc<PoolRes>) -> Atom {
+    prometheus::unregister(&pool.pool);
     pool.pool.stop();
     ok()
+}
+
+/// Names a started pool for the metrics endpoint (`mongoose_wpool` knows
+/// its host type and tag; the NIF only its type).
+#[rustler::nif]
+fn pool_labels(pool: ResourceArc<PoolRes>, host_type: String, tag: String) -> Atom {
+    let pool_type = pool.kind.name().to_string();
+    let labels = PoolLabels {
+        pool_type,
+        host_type,
+        tag,
+    };
+    prometheus::register(labels, &pool.pool);
+    ok()
+}
+
+/// Starts the Prometheus endpoint on `addr` on the runtime: `{Tag, {ok,
+/// BoundAddress}}` or `{Tag, {error, Reason}}`.
+#[rustler::nif]
+fn metrics_listen<'a>(
+    env: Env<'a>,
+    addr: String,
+    pid: LocalPid,
+    tag: rustler::Term<'a>,
+) -> rustler::Term<'a> {
+    spawn_answer(env, pid, tag, async move {
+        match prometheus::listen(&addr).await {
+            Ok(bound) => Ok((ok(), bound.to_string())),
+            Err(e) => Err(e.reason()),
+        }
+    })
+}
+
+#[rustler::nif]
+fn metrics_stop() -> Atom {
+    prometheus::stop();
+    ok()
+}
+
+/// Sets a section of text every scrape ends with (empty: none).
+#[rustler::nif]
+fn metrics_section<'a>(env: Env<'a>, name: String, text: rustler::Binary<'a>) -> rustler::Term<'a> {
+    match std::str::from_utf8(text.as_slice()) {
+        Ok(text) => {
+            prometheus::set_section(&name, text.to_string());
+            ok().encode(env)
+        }
+        Err(_) => error_term(
+            env,
+            Error::BadRequest("metrics section: not UTF-8".into()).reason(),
+        ),
+    }
 }
 
 #[rustler::nif]

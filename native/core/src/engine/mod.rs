@@ -2,6 +2,7 @@
 //! queues, strategies, reconnection, and the reply path back to the caller.
 
 pub mod lease;
+pub mod metrics;
 pub mod pool;
 pub mod reply;
 pub mod strategy;

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
 use super::lease::{self, guarded, WrapLease};
+use super::metrics::{Figures, PoolMetrics};
 use super::reply::{Parts, Reply};
 use super::strategy::{least_loaded, Choice, Strategy};
 use crate::config::PoolSettings;
@@ -126,6 +127,10 @@ pub trait AnyPool: Send + Sync {
     /// [`lease`](super::lease)); `reply` gets `wrap(Lease)` or an error.
     fn lease(&self, choice: Choice, wrap: WrapLease, reply: Reply) -> Result<()>;
     fn stats(&self) -> Term;
+    /// What the Prometheus endpoint reads (pools outside the engine: none).
+    fn figures(&self) -> Option<Figures> {
+        None
+    }
     /// Closes every worker's queue; queued requests still get their answer.
     fn stop(&self);
 }
@@ -139,6 +144,7 @@ enum Work<R> {
 struct Job<R> {
     work: Work<R>,
     reply: Reply,
+    admitted: Instant,
 }
 
 /// What a worker and the pool share about it.
@@ -163,6 +169,7 @@ pub struct Pool<D: Driver> {
     next: AtomicUsize,
     /// Woken whenever a worker becomes idle (for `available_worker`).
     idle: Arc<Notify>,
+    metrics: Arc<PoolMetrics>,
 }
 
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
@@ -179,6 +186,7 @@ impl<D: Driver> Pool<D> {
             futures::future::join_all((0..settings.workers).map(|i| driver.connect(i))).await;
         let conns = conns.into_iter().collect::<Result<Vec<_>>>()?;
         let idle = Arc::new(Notify::new());
+        let metrics = Arc::new(PoolMetrics::default());
         let workers = conns
             .into_iter()
             .enumerate()
@@ -194,6 +202,7 @@ impl<D: Driver> Pool<D> {
                     driver: driver.clone(),
                     load: load.clone(),
                     idle: idle.clone(),
+                    metrics: metrics.clone(),
                 };
                 runtime::current().spawn(async move { worker.run(rx, conn).await });
                 Worker { tx, load }
@@ -205,6 +214,7 @@ impl<D: Driver> Pool<D> {
             workers: RwLock::new(Some(workers)),
             next: AtomicUsize::new(0),
             idle,
+            metrics,
         }))
     }
 
@@ -261,6 +271,7 @@ impl<D: Driver> Pool<D> {
                     _ = &mut notified => {}
                     _ = tokio::time::sleep_until(deadline) => {
                         if let Some(job) = job.take() {
+                            pool.metrics.failed(&Error::WorkerWaitTimeout);
                             job.reply.send(Error::WorkerWaitTimeout.to_term());
                         }
                         return;
@@ -308,7 +319,15 @@ impl<D: Driver> Pool<D> {
         match self.driver.parse(request) {
             Ok(request) => {
                 let work = work(request);
-                self.route(choice, Job { work, reply })
+                let admitted = Instant::now();
+                self.route(
+                    choice,
+                    Job {
+                        work,
+                        reply,
+                        admitted,
+                    },
+                )
             }
             Err(e) => {
                 reply.disarm();
@@ -377,16 +396,44 @@ impl<D: Driver> Pool<D> {
 
 impl<D: Driver> AnyPool for Arc<Pool<D>> {
     fn submit(&self, choice: Choice, request: Term, reply: Reply) -> Result<()> {
-        self.admit(choice, request, reply, Work::Run)
+        self.metrics.requested();
+        let admitted = self.admit(choice, request, reply, Work::Run);
+        admitted.inspect_err(|e| self.metrics.failed(e))
     }
 
     fn stream(&self, choice: Choice, request: Term, reply: Reply) -> Result<()> {
-        self.admit(choice, request, reply, Work::Stream)
+        self.metrics.requested();
+        let admitted = self.admit(choice, request, reply, Work::Stream);
+        admitted.inspect_err(|e| self.metrics.failed(e))
     }
 
     fn lease(&self, choice: Choice, wrap: WrapLease, reply: Reply) -> Result<()> {
         let work = Work::Lease(wrap);
-        self.route(choice, Job { work, reply })
+        let admitted = Instant::now();
+        let leased = self.route(
+            choice,
+            Job {
+                work,
+                reply,
+                admitted,
+            },
+        );
+        leased.inspect_err(|e| self.metrics.failed(e))
+    }
+
+    fn figures(&self) -> Option<Figures> {
+        let guard = self.workers.read().ok();
+        let loads = guard.as_ref().and_then(|g| g.as_ref());
+        let (mut connected, mut queued, mut in_flight) = (0, 0, 0);
+        for w in loads.into_iter().flatten() {
+            let pending = w.load.pending.load(Ordering::Acquire);
+            let running = w.load.running.load(Ordering::Acquire);
+            connected += u64::from(w.load.connected.load(Ordering::Acquire));
+            queued += pending.saturating_sub(running) as u64;
+            in_flight += running as u64;
+        }
+        let workers = self.settings.workers as u64;
+        Some(self.metrics.figures(workers, connected, queued, in_flight))
     }
 
     fn stats(&self) -> Term {
@@ -463,6 +510,7 @@ struct WorkerState<D: Driver> {
     driver: Arc<D>,
     load: Arc<Load>,
     idle: Arc<Notify>,
+    metrics: Arc<PoolMetrics>,
 }
 
 /// The worker's connection and its reopening.
@@ -609,9 +657,11 @@ impl<D: Driver> WorkerState<D> {
                             link.backoff = RECONNECT_MIN;
                             ping_check = ping_due(Instant::now());
                             self.load.connected.store(true, Ordering::Release);
+                            self.metrics.reconnected();
                             log::info!("worker reconnected");
                         }
                         Err(e) => {
+                            self.metrics.connect_failed();
                             let wait = jittered(link.backoff);
                             log::warn!("worker reconnect failed, next try in {wait:?}: {e}");
                             link.retry_at = Instant::now() + wait;
@@ -650,6 +700,7 @@ impl<D: Driver> WorkerState<D> {
         if job.reply.is_cancelled() {
             job.reply.disarm();
             self.finish();
+            self.metrics.gave_up();
             return;
         }
         let fut = match (job.work, &link.conn) {
@@ -665,8 +716,11 @@ impl<D: Driver> WorkerState<D> {
         };
         let reply = Some(job.reply);
         let generation = link.generation;
+        let (metrics, admitted) = (self.metrics.clone(), job.admitted);
         running.push(Box::pin(async move {
             let outcome = guarded(fut).await.unwrap_or_else(Outcome::failed);
+            let gave_up = reply.as_ref().is_some_and(Reply::is_cancelled);
+            metrics.answered(&outcome.answer, admitted.elapsed(), gave_up);
             Finished {
                 outcome,
                 reply,
@@ -689,7 +743,9 @@ impl<D: Driver> WorkerState<D> {
 
     fn refuse_down(&self, reply: Reply) {
         self.finish();
-        reply.send(Error::NoConnection("the connection is down; reconnecting".into()).to_term());
+        let down = Error::NoConnection("the connection is down; reconnecting".into());
+        self.metrics.failed(&down);
+        reply.send(down.to_term());
     }
 }
 

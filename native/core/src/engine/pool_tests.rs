@@ -811,3 +811,46 @@ async fn a_caller_that_cannot_take_parts_stops_the_stream_at_once() {
     assert_eq!(answer, Term::atom("stopped"));
     assert_eq!(pool.driver.parts.load(Ordering::Acquire), 1);
 }
+
+/// The counters the metrics endpoint reads move with what the engine did.
+#[tokio::test(start_paused = true)]
+async fn figures_count_what_the_engine_did() {
+    let pool = start(Fake::default(), settings(2, Strategy::Next)).await;
+    let kind = |f: &Figures, k: &str| f.errors[Error::KINDS.iter().position(|x| *x == k).unwrap()];
+    for _ in 0..3 {
+        call(&pool, req("who", 10)).await;
+    }
+    call(&pool, req("server_error", 0)).await;
+    let (e, _rx) = refused(&pool, Choice::Strategy, Term::atom("nonsense"));
+    assert_eq!(e.kind(), "bad_request");
+    let f = pool.figures().unwrap();
+    assert_eq!(
+        (f.workers, f.connected, f.queued, f.in_flight),
+        (2, 2, 0, 0)
+    );
+    assert_eq!(f.requests, 5);
+    assert_eq!(kind(&f, "server_error"), 1);
+    assert_eq!(kind(&f, "bad_request"), 1);
+    // Four answers: three took 10 ms (the 10 ms bucket), one none.
+    assert_eq!(f.latency_buckets[0], 1);
+    assert_eq!(f.latency_buckets[5], 1);
+    assert_eq!(f.latency_buckets[6], 4);
+    assert_eq!(f.latency_sum_us, 30_000);
+    // A request in flight and one queued behind it on the same worker.
+    let slow = submit_to(&pool, Choice::Hash(0), req("who", 1000));
+    let behind = submit_to(&pool, Choice::Hash(0), req("who", 0));
+    sleep(Duration::from_millis(1)).await;
+    let f = pool.figures().unwrap();
+    assert_eq!((f.queued, f.in_flight), (1, 1));
+    // Their callers give up: one was running, one never ran.
+    drop((slow, behind));
+    sleep(Duration::from_millis(1100)).await;
+    let f = pool.figures().unwrap();
+    assert_eq!(f.timeouts, 2);
+    // A broken connection is reopened: counted, and connected again.
+    call(&pool, req("lost", 0)).await;
+    sleep(Duration::from_millis(200)).await;
+    let f = pool.figures().unwrap();
+    assert_eq!(kind(&f, "connection_lost"), 1);
+    assert_eq!((f.reconnects, f.connect_failures, f.connected), (1, 0, 2));
+}

@@ -51,7 +51,7 @@ impl Histogram {
     }
 
     /// `#{count, min, max, mean, median, 75, 90, 95, 99, 999}` as exometer
-    /// names them (percentiles over the most recent samples).
+    /// names them (percentiles over the most recent samples), and the `sum`.
     pub fn snapshot(&self) -> Term {
         let (count, sum, min, max, mut recent) = match self.inner.lock() {
             Ok(h) => (h.count, h.sum, h.min, h.max, h.recent.clone()),
@@ -76,6 +76,7 @@ impl Histogram {
             kv("min", min as i64),
             kv("max", max as i64),
             kv("mean", mean),
+            kv("sum", i64::try_from(sum).unwrap_or(i64::MAX)),
             kv("median", pct(0.5)),
             (Term::Int(75), Term::Int(pct(0.75))),
             (Term::Int(90), Term::Int(pct(0.90))),

@@ -17,6 +17,7 @@ use futures::future::BoxFuture;
 
 use crate::config::PoolSettings;
 use crate::engine::lease::WrapLease;
+use crate::engine::metrics::Figures;
 use crate::engine::pool::{AnyPool, Driver, Outcome, Pool};
 use crate::engine::reply::Reply;
 use crate::engine::strategy::Choice;
@@ -144,6 +145,18 @@ impl AnyPool for RabbitPool {
 
     fn stop(&self) {
         self.pool.stop()
+    }
+
+    /// The engine's figures, with the lanes' connections and reconnections.
+    fn figures(&self) -> Option<Figures> {
+        let lanes = self.lanes.lock().map(|l| l.clone()).unwrap_or_default();
+        let mut f = self.pool.figures()?;
+        f.connected = lanes
+            .iter()
+            .filter(|l| l.connected.load(Ordering::Acquire))
+            .count() as u64;
+        f.reconnects = self.shared.counters.reconnects.load(Ordering::Relaxed);
+        Some(f)
     }
 
     fn stats(&self) -> Term {

@@ -4,7 +4,7 @@
 //! before a peer's `gd_start`) are only counted in the totals.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::gd::metrics::Histogram;
@@ -21,6 +21,11 @@ macro_rules! counters {
             /// arrival (wall clocks of two machines).
             pub incoming_transfer_time: Histogram,
             hosts: Mutex<HashMap<String, Arc<Metrics>>>,
+            /// Each outgoing queue time, per host, kept only while
+            /// MongooseIM's instrumentation (one event per stanza) drains
+            /// them; see [`Metrics::take_queue_times`].
+            sampling: AtomicBool,
+            queue_times: Mutex<Vec<u64>>,
         }
 
         impl Metrics {
@@ -48,6 +53,24 @@ macro_rules! counters {
                 Term::Map(pairs)
             }
 
+            /// Each host's outgoing queue times since the last call, and
+            /// whether to keep them from now on (totals only).
+            pub fn take_queue_times(&self, keep: bool) -> Vec<(String, Vec<u64>)> {
+                self.sampling.store(keep, Ordering::Relaxed);
+                let hosts: Vec<(String, Arc<Metrics>)> = self
+                    .hosts
+                    .lock()
+                    .map(|h| h.iter().map(|(k, m)| (k.clone(), m.clone())).collect())
+                    .unwrap_or_default();
+                hosts
+                    .into_iter()
+                    .filter_map(|(host, m)| {
+                        let taken = std::mem::take(&mut *m.queue_times.lock().ok()?);
+                        (!taken.is_empty()).then_some((host, taken))
+                    })
+                    .collect()
+            }
+
             /// The counters of one remote host (created on first use).
             pub fn host(&self, name: &str) -> Arc<Metrics> {
                 match self.hosts.lock() {
@@ -58,6 +81,10 @@ macro_rules! counters {
         }
     };
 }
+
+/// Queue times kept per host between two drains (one a second): past
+/// this, stanzas are counted but their times not kept.
+const MAX_KEPT: usize = 100_000;
 
 counters!(
     outgoing_messages_count,
@@ -93,6 +120,13 @@ impl Scoped {
 
     pub fn queue_time(&self, us: u64) {
         self.record(|m| &m.outgoing_queue_time, us);
+        let sampling = self.all.sampling.load(Ordering::Relaxed);
+        let host = self.host.as_ref().filter(|_| sampling);
+        if let Some(mut kept) = host.and_then(|h| h.queue_times.lock().ok()) {
+            if kept.len() < MAX_KEPT {
+                kept.push(us);
+            }
+        }
     }
 
     pub fn transfer_time(&self, us: u64) {

@@ -33,7 +33,7 @@
 -export([get_index/4]).
 -export([get_index_range/5]).
 
--compile({no_auto_import, [put/2, get/1]}).
+-compile({no_auto_import, [put/2]}).
 
 %% riak_pb_kv_codec's metadata keys.
 -define(MD_CTYPE, <<"content-type">>).
@@ -433,12 +433,17 @@ quorum(N) -> N.
 split_bucket({Type, Bucket}) -> {Type, Bucket};
 split_bucket(Bucket) -> {undefined, Bucket}.
 
+%% The worker itself gives a request up half a second past the pool's
+%% call_timeout (and replaces its connection), whatever the caller waits.
 call(Request, Timeout) ->
     try
         case Timeout of
             default -> mongoose_wpool:call(riak, global, default, Request);
             _ -> mongoose_wpool:call_with_timeout(riak, global, default, Request, Timeout)
         end
+    of
+        {error, {timeout, _}} -> {error, timeout};
+        Result -> Result
     catch
         exit:{timeout, _} -> {error, timeout};
         exit:no_available_workers -> {error, no_available_workers}

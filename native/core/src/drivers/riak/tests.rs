@@ -237,7 +237,7 @@ fn answers_keep_riakc_shapes() {
     };
     assert_eq!(
         show(answer(Expect::Get, &two.encode_to_vec())),
-        "{ok,\"...\",[{[],\"...\"},{[{deleted,false}],\"...\"}]}"
+        "{ok,<<\"...\">>,[{[],<<\"...\">>},{[{deleted,false}],<<\"...\">>}]}"
     );
     let e = |code| {
         RpbErrorResp {
@@ -246,8 +246,8 @@ fn answers_keep_riakc_shapes() {
         }
         .encode_to_vec()
     };
-    assert_eq!(show(server_error(&e(0))), "{error,\"...\"}");
-    assert_eq!(show(server_error(&e(5))), "{error,{5,\"...\"}}");
+    assert_eq!(show(server_error(&e(0))), "{error,<<\"...\">>}");
+    assert_eq!(show(server_error(&e(5))), "{error,{5,<<\"...\">>}}");
     let nf = DtFetchResp {
         context: None,
         r#type: DT_MAP,
@@ -259,9 +259,12 @@ fn answers_keep_riakc_shapes() {
     );
 }
 
-/// A scripted peer: for each request it reads, sends the frames of the
-/// next script entry (`None`: reads and says nothing).
-async fn peer(script: Vec<Option<Vec<(u8, Vec<u8>)>>>) -> u16 {
+/// For each request the peer reads, the frames it answers with (`None`:
+/// it stays silent).
+type Script = Vec<Option<Vec<Frame>>>;
+
+/// A scripted peer on loopback.
+async fn peer(script: Script) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -318,7 +321,10 @@ async fn streamed_keys_are_gathered_then_a_stall_breaks_the_connection() {
     };
     let out = d.execute(conn.clone(), req(&d)).await;
     assert!(out.broken.is_none());
-    assert_eq!(out.answer.describe(), "{ok,[\"...\",\"...\",\"...\"]}");
+    assert_eq!(
+        out.answer.describe(),
+        "{ok,[<<\"...\">>,<<\"...\">>,<<\"...\">>]}"
+    );
     let t0 = std::time::Instant::now();
     let out = d.execute(conn.clone(), req(&d)).await;
     assert!(matches!(out.broken, Some(Error::Timeout(_))));

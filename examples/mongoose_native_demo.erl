@@ -120,6 +120,7 @@ riak(Server) ->
     step("riak: get missing -> ~p", [mongoose_riak:get(<<"last">>, <<"nobody">>)]),
     Map = mongoose_riak:create_new_map([{{<<"password">>, register},
                                          fun({register, V, _}) -> {register, V, <<"s3cret">>} end}]),
+    %% What riakc_map:to_op(Map) gives (riakc is not loaded here).
     {map, _, [{Field, _}], _, _} = Map,
     Op = {map, {update, [{update, Field, {assign, <<"s3cret">>}}]}, undefined},
     step("riak: update_type map -> ~p", [mongoose_riak:update_type(B, <<"alice">>, Op)]),

@@ -106,18 +106,26 @@ serve(Port) ->
     receive
         {control, From, Line} ->
             port_command(Port, [Line, $\n]),
-            receive {Port, {data, {eol, <<"OK">>}}} -> From ! {self(), ok}
+            receive {Port, {data, {eol, <<"OK", Rest/binary>>}}} -> From ! {self(), {ok, Rest}}
             after 5000 -> From ! {self(), no_answer}
             end,
             serve(Port);
         stop -> port_close(Port)
     end.
 
-control(#{owner := Owner}, Line) ->
+control(Server, Line) ->
+    {ok, <<>>} = ask(Server, Line),
+    ok.
+
+ask(#{owner := Owner}, Line) ->
     Owner ! {control, self(), Line},
-    receive {Owner, ok} -> ok
+    receive {Owner, {ok, Answer}} -> {ok, Answer}
     after 6000 -> ct:fail({no_answer_to, Line})
     end.
+
+accepted(Server) ->
+    {ok, <<" ", N/binary>>} = ask(Server, "accepted"),
+    binary_to_integer(N).
 
 stop_server(#{owner := Owner}) ->
     Owner ! stop,
@@ -495,9 +503,11 @@ dropped_connection_then_recovery(Config) ->
 idle_connection_closed_is_replaced(Config) ->
     {ok, _} = start_pool(port_of(Config), [{workers, 2}], #{}),
     ?assertEqual({error, notfound}, mongoose_riak:get(<<"b">>, <<"k">>)),
-    control(?config(server, Config), "close_all"),
+    Server = ?config(server, Config),
+    Before = accepted(Server),
+    control(Server, "close_all"),
     %% The pool notices without a request and reopens both connections.
-    ok = wait_for(fun() -> connected(2) end, 50),
+    ok = wait_for(fun() -> accepted(Server) >= Before + 2 andalso connected(2) end, 50),
     [?assertEqual({error, notfound}, mongoose_riak:get(<<"b">>, <<"k">>)) || _ <- lists:seq(1, 4)].
 
 connected(N) ->

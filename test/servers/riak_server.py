@@ -40,7 +40,7 @@ output): "error N MESSAGE" (the next N requests get RpbErrorResp),
 "drop N" (the next N requests close their connection unanswered),
 "stall N MS" (the next N requests are answered after MS milliseconds),
 "close_all" (every open connection is closed now), "reset" (data and
-faults cleared). Prints "PORT <n>" once listening; exits when its
+faults cleared), "accepted" (answers "OK N": connections accepted so far). Prints "PORT <n>" once listening; exits when its
 standard input closes.
 """
 import argparse
@@ -413,6 +413,7 @@ class Server:
                            dict(x.split("=") for x in args.search_index))
         self.faults = []      # [mode, remaining, arg]
         self.writers = set()
+        self.accepted = 0
         self.tls = None
         if args.certfile:
             self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -421,9 +422,12 @@ class Server:
     # -- faults -------------------------------------------------------------
 
     def control(self, line):
+        """Applies a fault command; returns what follows "OK" in the answer."""
         parts = line.split(None, 3)
         if not parts:
-            return
+            return ""
+        if parts[0] == "accepted":
+            return f" {self.accepted}"
         if parts[0] == "error":
             self.faults.append(["error", int(parts[1]), parts[2] if len(parts) > 2 else "injected"])
         elif parts[0] == "drop":
@@ -436,6 +440,7 @@ class Server:
         elif parts[0] == "reset":
             self.faults = []
             self.store.reset()
+        return ""
 
     def next_fault(self):
         if not self.faults:
@@ -450,6 +455,7 @@ class Server:
 
     async def handle(self, reader, writer):
         self.writers.add(writer)
+        self.accepted += 1
         state = {"secure": not self.args.user, "tls": False}
         try:
             while True:
@@ -904,8 +910,7 @@ async def main():
         if not line:
             # The test that started us is gone: stop at once, connections and all.
             os._exit(0)
-        server.control(line.decode().strip())
-        print("OK", flush=True)
+        print("OK" + server.control(line.decode().strip()), flush=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ run(TomlFile) ->
     step("serving ~s on 127.0.0.1:18765 for the HTTP pool", [www(TomlFile)]),
     {ok, Httpd} = start_httpd(www(TomlFile)),
     step("reading ~s", [TomlFile]),
-    {ok, Pools} = mongoose_native_config:pools_from_toml(TomlFile),
+    {ok, Pools0} = mongoose_native_config:pools_from_toml(TomlFile),
+    Riak = start_riak_server(TomlFile),
+    Pools = [P || P <- Pools0, maps:get(type, P) =/= riak orelse Riak =/= skipped],
     [begin
          step("starting ~p pool ~p", [maps:get(type, P), maps:get(tag, P)]),
          {ok, _} = mongoose_wpool:start(P#{host_type => maps:get(scope, P),
@@ -53,6 +55,7 @@ run(TomlFile) ->
     Us = erlang:monotonic_time(microsecond) - T0,
     step("  done in ~.1f ms (~p GET/s)", [Us / 1000, round(10000 / (Us / 1000000))]),
     rabbit(),
+    riak(Riak),
     print_stats(redis, global, default),
     print_stats(generic, global, demo),
     mongoose_wpool:stop(),
@@ -74,6 +77,57 @@ rabbit() ->
     {ok, {_GetOk, {amqp_msg, _, Body}}} = Call({amqp_call, {'basic.get', 0, <<"mn.demo">>, true}}),
     step("rabbit: basic.get -> ~p", [Body]),
     print_stats(rabbit, global, event_pusher).
+
+%% No Riak runs here: the demo starts the suite's PBC test server on
+%% 127.0.0.1:18087 (the riak pool's port in demo_pools.toml) with the
+%% Python of scripts/setup.sh's virtualenv, or leaves riak out.
+start_riak_server(TomlFile) ->
+    Python = filename:join(case os:getenv("MN_VENV") of
+                               false -> "/var/cache/mongoose_native/venv";
+                               Dir -> Dir
+                           end, "bin/python"),
+    Script = filename:join([filename:dirname(filename:dirname(filename:absname(TomlFile))),
+                            "test", "servers", "riak_server.py"]),
+    case filelib:is_regular(Python) andalso filelib:is_regular(Script) of
+        false ->
+            step("riak: skipped, no Riak test server (~s and ~s are needed: run scripts/setup.sh)",
+                 [Python, Script]),
+            skipped;
+        true ->
+            step("riak: starting the Riak test server on 127.0.0.1:18087 (no Riak runs here)", []),
+            Port = open_port({spawn_executable, Python},
+                             [{args, [Script, "--port", "18087", "--datatype", "users=map"]},
+                              {line, 200}, binary]),
+            receive
+                {Port, {data, {eol, <<"PORT ", _/binary>>}}} -> Port
+            after 10000 ->
+                    step("riak: skipped, the test server did not start", []),
+                    port_close(Port),
+                    skipped
+            end
+    end.
+
+%% mongoose_riak's calls, as MongooseIM 5.1.0's modules make them.
+riak(skipped) ->
+    ok;
+riak(Server) ->
+    B = {<<"users">>, <<"demo.example">>},
+    Obj = {riakc_obj, {<<"last">>, <<"demo.example">>}, <<"alice">>, undefined, [], undefined,
+           <<"away">>},
+    step("riak: put riakc_obj -> ~p", [mongoose_riak:put(Obj)]),
+    {ok, Got} = mongoose_riak:get({<<"last">>, <<"demo.example">>}, <<"alice">>),
+    step("riak: get -> contents ~p", [[V || {_MD, V} <- element(5, Got)]]),
+    step("riak: get missing -> ~p", [mongoose_riak:get(<<"last">>, <<"nobody">>)]),
+    Map = mongoose_riak:create_new_map([{{<<"password">>, register},
+                                         fun({register, V, _}) -> {register, V, <<"s3cret">>} end}]),
+    %% What riakc_map:to_op(Map) gives (riakc is not loaded here).
+    {map, _, [{Field, _}], _, _} = Map,
+    Op = {map, {update, [{update, Field, {assign, <<"s3cret">>}}]}, undefined},
+    step("riak: update_type map -> ~p", [mongoose_riak:update_type(B, <<"alice">>, Op)]),
+    step("riak: fetch_type map -> ~p", [mongoose_riak:fetch_type(B, <<"alice">>)]),
+    step("riak: list_keys -> ~p", [mongoose_riak:list_keys({<<"last">>, <<"demo.example">>})]),
+    print_stats(riak, global, default),
+    port_close(Server).
 
 %% Two datacenters on two nodes of their own, sharing Redis database 12.
 datacenters() ->

@@ -97,6 +97,17 @@ else
   "$venv/bin/pip" install -q "$es_client" || fail "pip could not install $es_client into $venv"
 fi
 
+# Basho's Python client for Riak: riak_SUITE checks its Riak test server with
+# it (no Riak runs here). Pure Python (its protobuf 2.5 has no C extension);
+# riak_client_check.py restores the collections aliases it needs on 3.11.
+riak_client='riak==2.7.0'
+if "$venv/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(m.version("riak") != "2.7.0")' 2>/dev/null; then
+  log "Python virtualenv $venv has the riak 2.7.0 client: reusing it"
+else
+  act "installing $riak_client into the Python virtualenv $venv"
+  "$venv/bin/pip" install -q "$riak_client" || fail "pip could not install $riak_client into $venv"
+fi
+
 [ "${1:-}" = --install-only ] && { log "packages installed"; exit 0; }
 
 have cargo || fail "cargo not found: install a Rust toolchain >= 1.85 (rustup) first"

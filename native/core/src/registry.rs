@@ -12,6 +12,7 @@ use crate::drivers::ldap::{LdapConfig, LdapDriver};
 use crate::drivers::rabbit::RabbitConfig;
 use crate::drivers::rdbms::{RdbmsConfig, RdbmsDriver};
 use crate::drivers::redis::{RedisConfig, RedisDriver};
+use crate::drivers::riak::{RiakConfig, RiakDriver};
 use crate::engine::pool::{AnyPool, Pool};
 use crate::engine::strategy::Strategy;
 use crate::error::{Error, Result};
@@ -114,6 +115,11 @@ static KINDS: [PoolKind; 9] = [
     },
     PoolKind {
         refused: &[Strategy::Available],
+        check: Some(|conn| RiakConfig::read(conn).map(drop)),
+        open: Some(|conn, settings| {
+            let driver = RiakDriver::new(RiakConfig::read(conn)?, settings.call_timeout_ms);
+            Ok(opening(driver, settings))
+        }),
         ..kind(PoolType::Riak)
     },
 ];

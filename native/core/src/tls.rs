@@ -77,6 +77,31 @@ pub const SSL_CLIENT_OPTIONS: [&str; 5] = [
     "server_name_indication",
 ];
 
+/// Seed 000's lists of ssl client options (ldap `tls_options`, riak
+/// `ssl_opts`) in the shared TLS
+/// section's names: `{verify, verify_peer | verify_none}`, `cacertfile`,
+/// `certfile`, `keyfile`, `server_name_indication` (a host or `disable`).
+pub fn ssl_client_options(opts: &Node) -> Result<Term> {
+    opts.only_keys(&SSL_CLIENT_OPTIONS)?;
+    let mut out = Vec::new();
+    if let Some(v) = opts.at("verify").one_of(&["verify_peer", "verify_none"])? {
+        out.push(("verify_peer", Term::from(v == "verify_peer")));
+    }
+    for file in ["cacertfile", "certfile", "keyfile"] {
+        if let Some(path) = opts.at(file).string()? {
+            out.push((file, Term::from(path)));
+        }
+    }
+    match opts.at("server_name_indication").string()? {
+        Some(d) if d == "disable" => out.push(("server_name_indication", Term::from(false))),
+        Some(host) => out.push(("server_name_indication_host", Term::from(host))),
+        None => {}
+    }
+    Ok(Term::Map(
+        out.into_iter().map(|(k, v)| (Term::atom(k), v)).collect(),
+    ))
+}
+
 /// Reads the `tls` table (seed 002's TLS section, and the forms of
 /// MongooseIM 6.3's maps) into a rustls client configuration:
 ///

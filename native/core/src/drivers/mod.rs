@@ -8,4 +8,5 @@ pub mod ldap;
 pub mod rabbit;
 pub mod rdbms;
 pub mod redis;
+pub mod riak;
 pub mod tcp;

@@ -73,7 +73,7 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   apt-get "${apt_opts[@]}" install -y "${need_pkgs[@]}" >/dev/null
 fi
 
-# --- Python virtualenv with the official Elasticsearch client ------------------
+# --- Python virtualenv with the official Elasticsearch and Cassandra clients ----
 # No Elasticsearch runs here: elastic_SUITE checks its test server with this
 # independent client (8.x, as the server presents itself). Outside the clone,
 # so a fresh checkout reuses it; Debian's own Python, not a user's pyenv.
@@ -87,6 +87,17 @@ else
   mkdir -p "$(dirname "$venv")"
   /usr/bin/python3 -m venv "$venv" || fail "python3 -m venv $venv failed"
   "$venv/bin/pip" install -q "$es_client" || fail "pip could not install $es_client into $venv"
+fi
+# The DataStax Python driver checks cassandra_SUITE's CQL test server the
+# same way. Its C extensions are left out (pure Python: no compiler, no
+# libev), which it supports as they are optional.
+cql_client='cassandra-driver>=3.29,<4'
+if "$venv/bin/python" -c 'import cassandra.cluster' 2>/dev/null; then
+  log "Python virtualenv $venv has the DataStax cassandra driver: reusing it"
+else
+  act "installing $cql_client into $venv"
+  CASS_DRIVER_NO_EXTENSIONS=1 "$venv/bin/pip" install -q "$cql_client" \
+    || fail "pip could not install $cql_client into $venv"
 fi
 
 [ "${1:-}" = --install-only ] && { log "packages installed"; exit 0; }

@@ -135,6 +135,30 @@ pub fn read_tls(tls: &Node) -> Result<ClientConfig> {
     Ok(config)
 }
 
+/// Seed 000's lists of ssl client options (ldap `tls_options`, cassandra
+/// `ssl`) in the shared TLS section's names: `{verify, verify_peer | verify_none}`, `cacertfile`,
+/// `certfile`, `keyfile`, `server_name_indication` (a host or `disable`).
+pub fn from_ssl_options(opts: &Node) -> Result<Term> {
+    opts.only_keys(&SSL_CLIENT_OPTIONS)?;
+    let mut out = Vec::new();
+    if let Some(v) = opts.at("verify").one_of(&["verify_peer", "verify_none"])? {
+        out.push(("verify_peer", Term::from(v == "verify_peer")));
+    }
+    for file in ["cacertfile", "certfile", "keyfile"] {
+        if let Some(path) = opts.at(file).string()? {
+            out.push((file, Term::from(path)));
+        }
+    }
+    match opts.at("server_name_indication").string()? {
+        Some(d) if d == "disable" => out.push(("server_name_indication", Term::from(false))),
+        Some(host) => out.push(("server_name_indication_host", Term::from(host))),
+        None => {}
+    }
+    Ok(Term::Map(
+        out.into_iter().map(|(k, v)| (Term::atom(k), v)).collect(),
+    ))
+}
+
 /// mod_global_distrib's `connections.tls` (`certfile` with the certificate
 /// and key, `cacertfile`, `ciphers`, `dhfile`): both sides of a mutual TLS
 /// link. Each side presents `certfile` and requires a peer certificate that

@@ -120,7 +120,7 @@ impl LdapConfig {
             (Some("none"), None) | (None, None) => None,
             (_, _) => {
                 let mut config = if legacy.is_set() {
-                    let translated = ssl_options(&legacy)?;
+                    let translated = crate::tls::from_ssl_options(&legacy)?;
                     read_tls(&Node::new(legacy.path(), &translated))?
                 } else {
                     read_tls(&tls)?
@@ -139,30 +139,6 @@ impl LdapConfig {
             tls,
         })
     }
-}
-
-/// Seed 000's `tls_options` (ssl's client options) in the shared TLS
-/// section's names: `{verify, verify_peer | verify_none}`, `cacertfile`,
-/// `certfile`, `keyfile`, `server_name_indication` (a host or `disable`).
-fn ssl_options(opts: &Node) -> Result<Term> {
-    opts.only_keys(&crate::tls::SSL_CLIENT_OPTIONS)?;
-    let mut out = Vec::new();
-    if let Some(v) = opts.at("verify").one_of(&["verify_peer", "verify_none"])? {
-        out.push(("verify_peer", Term::from(v == "verify_peer")));
-    }
-    for file in ["cacertfile", "certfile", "keyfile"] {
-        if let Some(path) = opts.at(file).string()? {
-            out.push((file, Term::from(path)));
-        }
-    }
-    match opts.at("server_name_indication").string()? {
-        Some(d) if d == "disable" => out.push(("server_name_indication", Term::from(false))),
-        Some(host) => out.push(("server_name_indication_host", Term::from(host))),
-        None => {}
-    }
-    Ok(Term::Map(
-        out.into_iter().map(|(k, v)| (Term::atom(k), v)).collect(),
-    ))
 }
 
 pub struct LdapDriver {

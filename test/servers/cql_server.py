@@ -437,12 +437,22 @@ class Store:
             ("clustering_order", "text"), ("column_name_bytes", "blob"), ("kind", "text"),
             ("position", "int"), ("type", "text")],
             ["keyspace_name"], ["table_name", "column_name"], virtual=self.column_rows)
-        empty = [Table("system_schema", name, [("keyspace_name", "text"), (key, "text")],
-                       ["keyspace_name"], [key], virtual=lambda: [])
-                 for name, key in [("types", "type_name"), ("functions", "function_name"),
-                                   ("aggregates", "aggregate_name"), ("views", "view_name"),
-                                   ("triggers", "trigger_name"), ("indexes", "index_name"),
-                                   ("dropped_columns", "column_name")]]
+        # Schema objects this server never has, with the columns drivers select.
+        empty = [Table("system_schema", name, [("keyspace_name", "text")] + keys + more,
+                       ["keyspace_name"], [k for k, _ in keys], virtual=lambda: [])
+                 for name, keys, more in [
+                     ("types", [("type_name", "text")], [("field_names", t("list<text>")),
+                                                         ("field_types", t("list<text>"))]),
+                     ("functions", [("function_name", "text")], []),
+                     ("aggregates", [("aggregate_name", "text")], []),
+                     ("views", [("view_name", "text")], [("base_table_name", "text"),
+                                                         ("base_table_id", "uuid")]),
+                     ("triggers", [("table_name", "text"), ("trigger_name", "text")],
+                      [("options", t("map<text, text>"))]),
+                     ("indexes", [("table_name", "text"), ("index_name", "text")],
+                      [("kind", "text"), ("options", t("map<text, text>"))]),
+                     ("dropped_columns", [("table_name", "text"), ("column_name", "text")],
+                      [("dropped_time", "timestamp"), ("type", "text")])]]
         for table in [local, peers, keyspaces, tables, columns] + empty:
             self.tables[(table.ks, table.name)] = table
 
@@ -755,6 +765,13 @@ def pk_indexes(tb, conds):
     return [found[c] for c in tb.pk] if all(c in found for c in tb.pk) else []
 
 
+def stored(ty, v):
+    """An empty collection is no cells at all in Cassandra: it reads as null."""
+    if isinstance(ty, tuple) and v is not None and len(v) == 0:
+        return None
+    return v
+
+
 def check_key(tb, row):
     for c in tb.pk + tb.ck:
         if row.get(c) is None:
@@ -802,7 +819,7 @@ class Insert(Statement):
 
     def run(self, values):
         row = {c: value_of(t, values) for c, t in self.assign}
-        row = {c: v for c, v in row.items() if v is not UNSET}
+        row = {c: stored(self.table.types[c], v) for c, v in row.items() if v is not UNSET}
         tb = self.table
         check_key(tb, row)
         key = tb.key_of(row)
@@ -841,7 +858,7 @@ class Update(Statement):
         tb = self.table
         row = {c: value_of(t, values) for c, op, t in self.conds if op == "="}
         check_key(tb, row)
-        row.update({c: value_of(t, values) for c, t in self.assign})
+        row.update({c: stored(tb.types[c], value_of(t, values)) for c, t in self.assign})
         tb.rows.setdefault(tb.key_of(row), {}).update(
             {c: v for c, v in row.items() if v is not UNSET})
 
@@ -1245,7 +1262,7 @@ class Connection:
             if e.code == SYNTAX_ERROR:
                 with self.control.lock:
                     self.control.unknown.append(text)
-            if e.code == SYNTAX_ERROR or "unconfigured table" in e.message:
+            if e.code == SYNTAX_ERROR:
                 print("cql_server: not understood: %s (%s)" % (text, e.message),
                       file=sys.stderr, flush=True)
             raise

@@ -326,13 +326,41 @@ impl Driver for CassandraDriver {
 
     fn execute(&self, shared: Arc<Shared>, request: Request) -> BoxFuture<'static, Outcome> {
         Box::pin(async move {
-            Outcome::answer(match request {
-                Request::Write { query, rows, opts } => write(&shared, &query, &rows, &opts).await,
+            Outcome::answer(match &request {
+                Request::Write { query, rows, opts } => write(&shared, query, rows, opts).await,
                 Request::Read {
                     query,
                     params,
                     opts,
-                } => read(&shared, &query, &params, &opts, None).await,
+                } => {
+                    read(
+                        &shared,
+                        Read {
+                            query,
+                            params,
+                            opts,
+                        },
+                        None,
+                    )
+                    .await
+                }
+                Request::ReadPage {
+                    query,
+                    params,
+                    opts,
+                    paging,
+                } => {
+                    read_page(
+                        &shared,
+                        Read {
+                            query,
+                            params,
+                            opts,
+                        },
+                        paging.as_deref(),
+                    )
+                    .await
+                }
             })
         })
     }
@@ -345,15 +373,24 @@ impl Driver for CassandraDriver {
         parts: Parts,
     ) -> BoxFuture<'static, Outcome> {
         Box::pin(async move {
-            Outcome::answer(match request {
+            Outcome::answer(match &request {
                 Request::Read {
                     query,
                     params,
                     opts,
-                } => read(&shared, &query, &params, &opts, Some(&parts)).await,
-                Request::Write { .. } => {
-                    Error::BadRequest("a write is answered in one part".into()).to_term()
+                } => {
+                    read(
+                        &shared,
+                        Read {
+                            query,
+                            params,
+                            opts,
+                        },
+                        Some(&parts),
+                    )
+                    .await
                 }
+                _ => Error::BadRequest("only a read is answered in parts".into()).to_term(),
             })
         })
     }
@@ -645,10 +682,11 @@ async fn write(shared: &Shared, query: &str, rows: &[Params], opts: &Opts) -> Te
                     retry_left -= 1;
                 }
                 (_, Verdict::Shrink) => {
+                    // MongooseIM's max(1, round(BatchSize * 0.5)), and 1 on the last try.
                     batch_size = if retry_left == 1 {
                         1
                     } else {
-                        (batch_size / 2).max(1)
+                        batch_size.div_ceil(2)
                     };
                     log::warn!(
                         "cassandra: retrying a write ({retry_left} left) in batches of \
@@ -662,24 +700,20 @@ async fn write(shared: &Shared, query: &str, rows: &[Params], opts: &Opts) -> Te
     Term::atom("ok")
 }
 
-/// Reads every page: with `parts`, each page goes to the caller as it
-/// comes and the answer is `ok`; without, the answer is `{ok, Rows}`.
-async fn read(
+/// One page, retried as MongooseIM retries reads; `retry_left` is the
+/// request's budget, shared by its pages.
+async fn fetch_page(
     shared: &Shared,
-    query: &str,
-    params: &Params,
-    opts: &Opts,
-    parts: Option<&Parts>,
-) -> Term {
-    let mut deadline = Instant::now() + shared.deadline;
-    let mut retry_left = opts.retry;
-    let mut paging = PagingState::start();
-    let mut all = Vec::new();
+    read: &Read<'_>,
+    paging: &PagingState,
+    retry_left: &mut u32,
+) -> std::result::Result<(Vec<Term>, ControlFlow<(), PagingState>), Term> {
+    let deadline = Instant::now() + shared.deadline;
     loop {
         let attempt = async {
             let timeout = left(deadline)?;
-            let prepared = shared.prepare(query, opts, timeout).await?;
-            let values = bind(&prepared, params).map_err(Failure::Refused)?;
+            let prepared = shared.prepare(read.query, read.opts, timeout).await?;
+            let values = bind(&prepared, read.params).map_err(Failure::Refused)?;
             let (result, next) = shared
                 .session
                 .get_session()
@@ -689,37 +723,74 @@ async fn read(
             Ok::<_, Failure>((rows(result)?, next.into_paging_control_flow()))
         };
         match attempt.await {
-            Ok((page, next)) => {
-                match parts {
-                    Some(parts) => {
-                        if !parts.send(Term::List(page)).await {
-                            return Term::atom("ok");
-                        }
-                        // Each page has its own time, as each was a call in MongooseIM.
-                        deadline = Instant::now() + shared.deadline;
-                    }
-                    None => all.extend(page),
-                }
-                match next {
-                    ControlFlow::Break(()) => break,
-                    ControlFlow::Continue(state) => paging = state,
-                }
-            }
-            Err(failure) => match (retry_left, failure.verdict()) {
-                (0, _) | (_, Verdict::Abort) => return failure.answer(),
+            Ok(page) => return Ok(page),
+            Err(failure) => match (*retry_left, failure.verdict()) {
+                (0, _) | (_, Verdict::Abort) => return Err(failure.answer()),
                 (_, verdict) => {
                     log::warn!("cassandra: retrying a read ({retry_left} left) after {failure}");
                     if let Verdict::RetryAfter(wait) = verdict {
                         tokio::time::sleep(wait).await;
                     }
-                    retry_left -= 1;
+                    *retry_left -= 1;
                 }
             },
+        }
+    }
+}
+
+/// What a read asks for.
+struct Read<'a> {
+    query: &'a str,
+    params: &'a Params,
+    opts: &'a Opts,
+}
+
+/// Reads every page: with `parts`, each page goes to the caller as it
+/// comes and the answer is `ok`; without, the answer is `{ok, Rows}`.
+async fn read(shared: &Shared, read: Read<'_>, parts: Option<&Parts>) -> Term {
+    let mut retry_left = read.opts.retry;
+    let mut paging = PagingState::start();
+    let mut all = Vec::new();
+    loop {
+        let (page, next) = match fetch_page(shared, &read, &paging, &mut retry_left).await {
+            Ok(page) => page,
+            Err(answer) => return answer,
+        };
+        match parts {
+            Some(parts) => {
+                if !parts.send(Term::List(page)).await {
+                    return Term::atom("ok");
+                }
+            }
+            None => all.extend(page),
+        }
+        match next {
+            ControlFlow::Break(()) => break,
+            ControlFlow::Continue(state) => paging = state,
         }
     }
     match parts {
         Some(_) => Term::atom("ok"),
         None => Term::ok(Term::List(all)),
+    }
+}
+
+/// One page from `paging` (the previous answer's state, `None` for the
+/// first): `{ok, Rows, NextState | undefined}`.
+async fn read_page(shared: &Shared, read: Read<'_>, paging: Option<&[u8]>) -> Term {
+    let paging = paging.map_or_else(PagingState::start, PagingState::new_from_raw_bytes);
+    let mut retry_left = read.opts.retry;
+    match fetch_page(shared, &read, &paging, &mut retry_left).await {
+        Ok((page, next)) => {
+            let next = match next {
+                ControlFlow::Continue(state) => state
+                    .as_bytes_slice()
+                    .map_or_else(|| Term::atom("undefined"), |b| Term::bin(b.to_vec())),
+                ControlFlow::Break(()) => Term::atom("undefined"),
+            };
+            Term::tuple(vec![Term::atom("ok"), Term::List(page), next])
+        }
+        Err(answer) => answer,
     }
 }
 

@@ -3,7 +3,10 @@
 //! - `{write, Query, Rows, Opts}`: `Rows` a list of parameter sets, written
 //!   in batches;
 //! - `{read, Query, Params, Opts}`: every row (a call), or one page at a
-//!   time (a stream, for `cql_foldl`).
+//!   time (a stream);
+//! - `{read_page, Query, Params, PagingState, Opts}`: one page, from the
+//!   state the previous page gave (`undefined` for the first), answered
+//!   `{ok, Rows, NextState | undefined}` (for `cql_foldl`).
 //!
 //! `Query` is CQL text (binary or string) with `?` or `:name` markers;
 //! `Params` a map or a `[{Name, Value}]` list whose names are the markers'
@@ -31,6 +34,13 @@ pub enum Request {
         query: String,
         params: Params,
         opts: Opts,
+    },
+    ReadPage {
+        query: String,
+        params: Params,
+        opts: Opts,
+        /// The server's paging state; `None` for the first page.
+        paging: Option<Vec<u8>>,
     },
 }
 
@@ -62,15 +72,18 @@ fn bad(what: String) -> Error {
 pub fn parse(request: &Term) -> Result<Request> {
     let form = || {
         bad(format!(
-            "expected {{write, Query, Rows, Opts}} or {{read, Query, Params, Opts}}, got {}",
+            "expected {{write, Query, Rows, Opts}}, {{read, Query, Params, Opts}} or \
+             {{read_page, Query, Params, PagingState, Opts}}, got {}",
             shape(request)
         ))
     };
     let Term::Tuple(items) = request else {
         return Err(form());
     };
-    let [op, query, args, opts] = items.as_slice() else {
-        return Err(form());
+    let (op, query, args, paging, opts) = match items.as_slice() {
+        [op, query, args, opts] => (op, query, args, None, opts),
+        [op, query, args, paging, opts] => (op, query, args, Some(paging), opts),
+        _ => return Err(form()),
     };
     let query = match query.as_text() {
         Some(q) if !q.trim().is_empty() => q,
@@ -82,8 +95,8 @@ pub fn parse(request: &Term) -> Result<Request> {
         }
     };
     let opts = read_opts(opts)?;
-    match op.as_atom() {
-        Some("write") => {
+    match (op.as_atom(), paging) {
+        (Some("write"), None) => {
             let Term::List(rows) = args else {
                 return Err(bad(format!(
                     "the rows to write must be a list of parameter maps, got {}",
@@ -97,10 +110,25 @@ pub fn parse(request: &Term) -> Result<Request> {
                 .collect::<Result<_>>()?;
             Ok(Request::Write { query, rows, opts })
         }
-        Some("read") => Ok(Request::Read {
+        (Some("read"), None) => Ok(Request::Read {
             query,
             params: params(args).map_err(bad)?,
             opts,
+        }),
+        (Some("read_page"), Some(paging)) => Ok(Request::ReadPage {
+            query,
+            params: params(args).map_err(bad)?,
+            opts,
+            paging: match paging {
+                Term::Bin(state) => Some(state.clone()),
+                t if t.as_atom() == Some("undefined") => None,
+                t => {
+                    return Err(bad(format!(
+                        "the paging state must be a binary or undefined, got {}",
+                        shape(t)
+                    )))
+                }
+            },
         }),
         _ => Err(form()),
     }

@@ -58,10 +58,10 @@ run(TomlFile) ->
     print_stats(redis, global, default),
     print_stats(generic, global, demo),
     mongoose_wpool:stop(),
-    stop_cql_server(CqlServer),
     inets:stop(httpd, Httpd),
     step("all pools stopped", []),
-    datacenters().
+    datacenters(),
+    stop_cql_server(CqlServer).
 
 %% mod_event_pusher_rabbit's calls, and the message read back from a queue.
 rabbit() ->
@@ -120,7 +120,7 @@ cassandra(_) ->
     Params = #{user_jid => <<"alice@demo">>, with_jid => <<"bob@demo">>},
     {ok, Read} = mongoose_cassandra:cql_read(default, <<"alice@demo">>, ?MODULE, fetch, Params),
     step("cassandra: cql_read -> ~b rows, the first ~p", [length(Read), hd(Read)]),
-    step("cassandra: cql_foldl, page sizes -> ~p",
+    step("cassandra: cql_foldl, page sizes -> ~w",
          [mongoose_cassandra:cql_foldl(default, <<"alice@demo">>, ?MODULE, fetch, Params,
                                        fun(Page, Acc) -> Acc ++ [length(Page)] end, [])]),
     step("cassandra: test_query -> ~p", [mongoose_cassandra:test_query(default)]),

@@ -609,7 +609,7 @@ impl Shared {
         query: &str,
         opts: &Opts,
         timeout: Duration,
-    ) -> std::result::Result<PreparedStatement, Failure> {
+    ) -> std::result::Result<PreparedStatement, Box<Failure>> {
         let mut statement = Statement::new(query.to_string());
         statement.set_request_timeout(Some(timeout));
         let mut prepared = self
@@ -624,12 +624,12 @@ impl Shared {
     }
 }
 
-fn left(deadline: Instant) -> std::result::Result<Duration, Failure> {
+fn left(deadline: Instant) -> std::result::Result<Duration, Box<Failure>> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
-        return Err(Failure::Refused(Error::Timeout(
+        return Err(Box::new(Failure::Refused(Error::Timeout(
             "the request's time (call_timeout) ran out while retrying".into(),
-        )));
+        ))));
     }
     Ok(left)
 }
@@ -670,7 +670,7 @@ async fn write(shared: &Shared, query: &str, rows: &[Params], opts: &Opts) -> Te
                 .get_session()
                 .batch(&batch, &values[done..done + n])
                 .await
-                .map_err(Failure::Execution)
+                .map_err(|e| Box::new(Failure::Execution(e)))
         };
         match attempt.await {
             Ok(_) => done += n,
@@ -720,7 +720,7 @@ async fn fetch_page(
                 .execute_single_page(&prepared, values, paging.clone())
                 .await
                 .map_err(Failure::Execution)?;
-            Ok::<_, Failure>((rows(result)?, next.into_paging_control_flow()))
+            Ok::<_, Box<Failure>>((rows(result)?, next.into_paging_control_flow()))
         };
         match attempt.await {
             Ok(page) => return Ok(page),
@@ -797,11 +797,11 @@ async fn read_page(shared: &Shared, read: Read<'_>, paging: Option<&[u8]>) -> Te
 /// A page's rows as maps from column names (atoms, as cqerl's) to values.
 fn rows(
     result: scylla::response::query_result::QueryResult,
-) -> std::result::Result<Vec<Term>, Failure> {
+) -> std::result::Result<Vec<Term>, Box<Failure>> {
     let internal = |e: &dyn std::fmt::Display| {
-        Failure::Refused(Error::Server(format!(
+        Box::new(Failure::Refused(Error::Server(format!(
             "the server's rows cannot be read: {e}"
-        )))
+        ))))
     };
     let rows = match result.into_rows_result() {
         Ok(rows) => rows,

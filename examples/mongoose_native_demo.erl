@@ -1,6 +1,6 @@
 %% `make demo': starts the pools of a TOML file, calls each, prints stats.
 -module(mongoose_native_demo).
--export([run/1]).
+-export([run/1, prepared_queries/0]).
 
 run(TomlFile) ->
     ok = mongoose_wpool:ensure_started(),
@@ -9,7 +9,8 @@ run(TomlFile) ->
     step("reading ~s", [TomlFile]),
     {ok, Pools0} = mongoose_native_config:pools_from_toml(TomlFile),
     Riak = start_riak_server(TomlFile),
-    Pools = [P || P <- Pools0, maps:get(type, P) =/= riak orelse Riak =/= skipped],
+    Pools1 = [P || P <- Pools0, maps:get(type, P) =/= riak orelse Riak =/= skipped],
+    {CqlServer, Pools} = start_cql_server(TomlFile, Pools1),
     [begin
          step("starting ~p pool ~p", [maps:get(type, P), maps:get(tag, P)]),
          {ok, _} = mongoose_wpool:start(P#{host_type => maps:get(scope, P),
@@ -56,12 +57,14 @@ run(TomlFile) ->
     step("  done in ~.1f ms (~p GET/s)", [Us / 1000, round(10000 / (Us / 1000000))]),
     rabbit(),
     riak(Riak),
+    cassandra(CqlServer),
     print_stats(redis, global, default),
     print_stats(generic, global, demo),
     mongoose_wpool:stop(),
     inets:stop(httpd, Httpd),
     step("all pools stopped", []),
-    datacenters().
+    datacenters(),
+    stop_cql_server(CqlServer).
 
 %% mod_event_pusher_rabbit's calls, and the message read back from a queue.
 rabbit() ->
@@ -128,6 +131,55 @@ riak(Server) ->
     step("riak: list_keys -> ~p", [mongoose_riak:list_keys({<<"last">>, <<"demo.example">>})]),
     print_stats(riak, global, default),
     port_close(Server).
+
+%% No Cassandra runs here: the suites' CQL test server (test/servers/
+%% cql_server.py) stands in on 127.0.0.1:19042 when the Python virtualenv
+%% of scripts/setup.sh is there; without it the cassandra pool is skipped.
+start_cql_server(TomlFile, Pools) ->
+    Root = filename:dirname(filename:dirname(filename:absname(TomlFile))),
+    Script = filename:join(Root, "test/servers/cql_server.py"),
+    Schema = filename:join(Root, "examples/demo_cassandra.cql"),
+    Venv = case os:getenv("MN_VENV") of false -> "/var/cache/mongoose_native/venv"; V -> V end,
+    Python = filename:join(Venv, "bin/python"),
+    case filelib:is_regular(Python) andalso filelib:is_regular(Script) of
+        true ->
+            step("starting the CQL test server on 127.0.0.1:19042 for the cassandra pool", []),
+            Port = open_port({spawn_executable, Python},
+                             [{args, [Script, "--port", "19042", "--keyspace", "mongooseim",
+                                      "--schema", Schema]}, {line, 200}, binary]),
+            receive {Port, {data, {eol, <<"PORT ", _/binary>>}}} -> {Port, Pools}
+            after 10000 -> error(cql_server_did_not_start)
+            end;
+        false ->
+            step("cassandra: skipped (no ~s: run scripts/setup.sh)", [Python]),
+            {none, [P || P <- Pools, maps:get(type, P) =/= cassandra]}
+    end.
+
+stop_cql_server(none) -> ok;
+stop_cql_server(Port) -> port_close(Port).
+
+%% The queries of the cassandra steps, declared as MongooseIM's modules do.
+prepared_queries() ->
+    [{insert, "INSERT INTO mam_message (id, user_jid, with_jid, from_jid, message) "
+              "VALUES (?, ?, ?, ?, ?)"},
+     {fetch, "SELECT id, message FROM mam_message WHERE user_jid = ? AND with_jid = ? ORDER BY id"}].
+
+cassandra(none) -> ok;
+cassandra(_) ->
+    Rows = [#{id => I, user_jid => <<"alice@demo">>, with_jid => <<"bob@demo">>,
+              from_jid => <<"alice@demo/phone">>, message => <<"message ", (integer_to_binary(I))/binary>>}
+            || I <- lists:seq(1, 250)],
+    step("cassandra: cql_write of 250 rows (batches of 20) -> ~p",
+         [mongoose_cassandra:cql_write(default, <<"alice@demo">>, ?MODULE, insert, Rows)]),
+    Params = #{user_jid => <<"alice@demo">>, with_jid => <<"bob@demo">>},
+    {ok, Read} = mongoose_cassandra:cql_read(default, <<"alice@demo">>, ?MODULE, fetch, Params),
+    step("cassandra: cql_read -> ~b rows, the first ~p", [length(Read), hd(Read)]),
+    step("cassandra: cql_foldl, page sizes -> ~w",
+         [mongoose_cassandra:cql_foldl(default, <<"alice@demo">>, ?MODULE, fetch, Params,
+                                       fun(Page, Acc) -> Acc ++ [length(Page)] end, [])]),
+    step("cassandra: test_query -> ~p", [mongoose_cassandra:test_query(default)]),
+    step("cassandra: session -> ~p",
+         [proplists:get_value(cassandra, mongoose_wpool:stats(cassandra, global, default))]).
 
 %% Two datacenters on two nodes of their own, sharing Redis database 12.
 datacenters() ->

@@ -81,7 +81,7 @@ if ! have promtool; then
   apt-get -qq -o DPkg::Lock::Timeout=600 install -y --no-install-recommends prometheus >/dev/null
 fi
 
-# --- Python virtualenv with the official Elasticsearch client ------------------
+# --- Python virtualenv with the official Elasticsearch and Cassandra clients ----
 # No Elasticsearch runs here: elastic_SUITE checks its test server with this
 # independent client (8.x, as the server presents itself). Outside the clone,
 # so a fresh checkout reuses it; Debian's own Python, not a user's pyenv.
@@ -95,6 +95,17 @@ else
   mkdir -p "$(dirname "$venv")"
   /usr/bin/python3 -m venv "$venv" || fail "python3 -m venv $venv failed"
   "$venv/bin/pip" install -q "$es_client" || fail "pip could not install $es_client into $venv"
+fi
+# The DataStax Python driver checks cassandra_SUITE's CQL test server the
+# same way. pip takes its binary wheel; should it build from source, the
+# optional C extensions are left out, so no compiler or libev is needed.
+cql_client='cassandra-driver>=3.29,<4'
+if "$venv/bin/python" -c 'import cassandra.cluster' 2>/dev/null; then
+  log "Python virtualenv $venv has the DataStax cassandra driver: reusing it"
+else
+  act "installing $cql_client into $venv"
+  CASS_DRIVER_NO_EXTENSIONS=1 "$venv/bin/pip" install -q "$cql_client" \
+    || fail "pip could not install $cql_client into $venv"
 fi
 
 # Basho's Python client for Riak: riak_SUITE checks its Riak test server with

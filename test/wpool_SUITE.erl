@@ -235,8 +235,6 @@ bad_configs_are_named(Config) ->
     {error, {invalid_config, Secret}} =
         mongoose_wpool:start(redis, global, bad, [], #{password => 12345678}),
     ?assertEqual(nomatch, binary:match(Secret, <<"12345678">>)),
-    ?assertMatch({error, {invalid_config, <<"outgoing_pools.cassandra.bad: pool type cassandra", _/binary>>}},
-                 mongoose_wpool:start(cassandra, global, bad, [])),
     File = filename:join(?config(priv_dir, Config), "bad.toml"),
     ok = file:write_file(File, <<"[outgoing_pools.redis.x]\nscope = \"single_host\"\n">>),
     ?assertEqual({error, {invalid_config,

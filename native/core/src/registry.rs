@@ -6,6 +6,7 @@
 use futures::future::BoxFuture;
 
 use crate::config::{Node, PoolSettings, PoolType};
+use crate::drivers::cassandra::{self, CassandraConfig};
 use crate::drivers::elastic::{self, ElasticConfig};
 use crate::drivers::http::{HttpConfig, HttpDriver};
 use crate::drivers::ldap::{LdapConfig, LdapDriver};
@@ -84,6 +85,8 @@ static KINDS: [PoolKind; 9] = [
     },
     PoolKind {
         default_workers: 20,
+        check: Some(|conn| CassandraConfig::read(conn).map(drop)),
+        open: Some(cassandra::open),
         ..kind(PoolType::Cassandra)
     },
     PoolKind {

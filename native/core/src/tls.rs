@@ -77,7 +77,7 @@ pub const SSL_CLIENT_OPTIONS: [&str; 5] = [
     "server_name_indication",
 ];
 
-/// Seed 000's lists of ssl client options (ldap `tls_options`, riak
+/// Seed 000's lists of ssl client options (ldap `tls_options`, cassandra `ssl`, riak
 /// `ssl_opts`) in the shared TLS
 /// section's names: `{verify, verify_peer | verify_none}`, `cacertfile`,
 /// `certfile`, `keyfile`, `server_name_indication` (a host or `disable`).

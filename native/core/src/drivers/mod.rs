@@ -1,6 +1,7 @@
 //! One module per pool type, each a [`Driver`](crate::engine::pool::Driver)
 //! for the engine; the table in `registry` says which type opens which.
 
+pub mod cassandra;
 pub mod elastic;
 pub mod http;
 pub mod http_client;

@@ -152,7 +152,7 @@ impl RedisConfig {
 
 /// `servers`: a non-empty list of `{host = "...", port = N}` tables (seed
 /// 002's form for cassandra), or, in the legacy tuples, `{Host, Port}`.
-fn servers(node: &Node, default_port: i64) -> Result<Vec<Server>> {
+pub(crate) fn servers(node: &Node, default_port: i64) -> Result<Vec<Server>> {
     let expected = "a non-empty list of {host, port} entries";
     let items = node.list()?.ok_or_else(|| node.missing(expected))?;
     if items.is_empty() {

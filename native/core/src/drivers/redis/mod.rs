@@ -18,6 +18,7 @@ mod config;
 mod sentinel;
 mod single;
 
+pub(crate) use config::servers;
 pub use config::{Mode, RedisConfig, Server};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

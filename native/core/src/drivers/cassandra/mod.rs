@@ -63,7 +63,6 @@ use tokio::time::Instant;
 use crate::config::{Node, PoolSettings, Secret};
 use crate::drivers::redis::{servers, Server};
 use crate::engine::pool::{AnyPool, Driver, Outcome, Pool};
-use crate::engine::reply::Parts;
 use crate::error::{Error, Result};
 use crate::registry::Opening;
 use crate::term::Term;
@@ -340,7 +339,6 @@ impl Driver for CassandraDriver {
                             params,
                             opts,
                         },
-                        None,
                     )
                     .await
                 }
@@ -361,36 +359,6 @@ impl Driver for CassandraDriver {
                     )
                     .await
                 }
-            })
-        })
-    }
-
-    /// A read answered a page (a list of row maps) at a time, then `ok`.
-    fn stream(
-        &self,
-        shared: Arc<Shared>,
-        request: Request,
-        parts: Parts,
-    ) -> BoxFuture<'static, Outcome> {
-        Box::pin(async move {
-            Outcome::answer(match &request {
-                Request::Read {
-                    query,
-                    params,
-                    opts,
-                } => {
-                    read(
-                        &shared,
-                        Read {
-                            query,
-                            params,
-                            opts,
-                        },
-                        Some(&parts),
-                    )
-                    .await
-                }
-                _ => Error::BadRequest("only a read is answered in parts".into()).to_term(),
             })
         })
     }
@@ -745,9 +713,8 @@ struct Read<'a> {
     opts: &'a Opts,
 }
 
-/// Reads every page: with `parts`, each page goes to the caller as it
-/// comes and the answer is `ok`; without, the answer is `{ok, Rows}`.
-async fn read(shared: &Shared, read: Read<'_>, parts: Option<&Parts>) -> Term {
+/// Reads every page: `{ok, Rows}`.
+async fn read(shared: &Shared, read: Read<'_>) -> Term {
     let mut retry_left = read.opts.retry;
     let mut paging = PagingState::start();
     let mut all = Vec::new();
@@ -756,23 +723,13 @@ async fn read(shared: &Shared, read: Read<'_>, parts: Option<&Parts>) -> Term {
             Ok(page) => page,
             Err(answer) => return answer,
         };
-        match parts {
-            Some(parts) => {
-                if !parts.send(Term::List(page)).await {
-                    return Term::atom("ok");
-                }
-            }
-            None => all.extend(page),
-        }
+        all.extend(page);
         match next {
             ControlFlow::Break(()) => break,
             ControlFlow::Continue(state) => paging = state,
         }
     }
-    match parts {
-        Some(_) => Term::atom("ok"),
-        None => Term::ok(Term::List(all)),
-    }
+    Term::ok(Term::List(all))
 }
 
 /// One page from `paging` (the previous answer's state, `None` for the

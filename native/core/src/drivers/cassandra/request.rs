@@ -2,8 +2,7 @@
 //!
 //! - `{write, Query, Rows, Opts}`: `Rows` a list of parameter sets, written
 //!   in batches;
-//! - `{read, Query, Params, Opts}`: every row (a call), or one page at a
-//!   time (a stream);
+//! - `{read, Query, Params, Opts}`: every row;
 //! - `{read_page, Query, Params, PagingState, Opts}`: one page, from the
 //!   state the previous page gave (`undefined` for the first), answered
 //!   `{ok, Rows, NextState | undefined}` (for `cql_foldl`).

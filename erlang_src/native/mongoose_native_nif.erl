@@ -126,17 +126,17 @@ generic_start(_Executors, _Opts, _Path, _Pid, _Tag) -> ?NOT_LOADED.
 -spec submit(reference(), integer(), term(), pid(), term()) ->
           {ok, reference()} | {error, {atom(), binary()}}.
 submit(Pool, Hash, Request, Pid, Tag) ->
-    case submit_nif(Pool, Hash, Request, Pid, Tag) of
-        reschedule -> submit_dirty(Pool, Hash, Request, Pid, Tag);
-        Result -> Result
-    end.
+    submit(Pool, Hash, Request, Pid, Tag, call).
 
 %% @doc `submit/5' for a request answered in parts (see `fold/4').
 -spec stream(reference(), integer(), term(), pid(), term()) ->
           {ok, reference()} | {error, {atom(), binary()}}.
 stream(Pool, Hash, Request, Pid, Tag) ->
-    case stream_nif(Pool, Hash, Request, Pid, Tag) of
-        reschedule -> stream_dirty(Pool, Hash, Request, Pid, Tag);
+    submit(Pool, Hash, Request, Pid, Tag, stream).
+
+submit(Pool, Hash, Request, Pid, Tag, Mode) ->
+    case submit_nif(Pool, Hash, Request, Pid, Tag, Mode) of
+        reschedule -> submit_dirty(Pool, Hash, Request, Pid, Tag, Mode);
         Result -> Result
     end.
 
@@ -156,10 +156,8 @@ lease_call(Lease, Request, Pid, Tag) ->
         Result -> Result
     end.
 
-submit_nif(_Pool, _Hash, _Request, _Pid, _Tag) -> ?NOT_LOADED.
-submit_dirty(_Pool, _Hash, _Request, _Pid, _Tag) -> ?NOT_LOADED.
-stream_nif(_Pool, _Hash, _Request, _Pid, _Tag) -> ?NOT_LOADED.
-stream_dirty(_Pool, _Hash, _Request, _Pid, _Tag) -> ?NOT_LOADED.
+submit_nif(_Pool, _Hash, _Request, _Pid, _Tag, _Mode) -> ?NOT_LOADED.
+submit_dirty(_Pool, _Hash, _Request, _Pid, _Tag, _Mode) -> ?NOT_LOADED.
 more(_Slot) -> ?NOT_LOADED.
 cast_nif(_Pool, _Hash, _Request) -> ?NOT_LOADED.
 cast_dirty(_Pool, _Hash, _Request) -> ?NOT_LOADED.

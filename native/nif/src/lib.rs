@@ -170,9 +170,12 @@ fn choice(index: i64) -> Choice {
     usize::try_from(index).map_or(Choice::Strategy, Choice::Hash)
 }
 
-/// `{ok, Slot}`: the answer will come as `{Tag, Result}`; `cancel(Slot)`
-/// stops it. `reschedule`: the request is too large to decode here, call
-/// `submit_dirty` (mongoose_native_nif:submit/5 does).
+/// `{ok, Slot}`: the answer will come as `{Tag, Result}` (`call`), or, for
+/// a request answered in parts (`stream`), as `{Tag, part, Part}` messages,
+/// each after a `more(Slot)` but the first, then `{Tag, Result}`;
+/// `cancel(Slot)` stops it. `reschedule`: the request is too large to
+/// decode here, call `submit_dirty` (mongoose_native_nif:submit/5 and
+/// stream/5 do).
 #[rustler::nif(name = "submit_nif")]
 fn submit<'a>(
     env: Env<'a>,
@@ -181,13 +184,9 @@ fn submit<'a>(
     req: rustler::Term<'a>,
     pid: LocalPid,
     tag: rustler::Term<'a>,
+    mode: Mode,
 ) -> rustler::Term<'a> {
-    let to = Caller {
-        pid,
-        tag,
-        mode: Mode::Call,
-    };
-    submit_within(env, SCHEDULER_BUDGET, pool, hash, req, to)
+    submit_within(env, SCHEDULER_BUDGET, pool, hash, req, pid, tag, mode)
 }
 
 /// `submit` for requests past the scheduler budget: decoded on a dirty CPU
@@ -200,83 +199,42 @@ fn submit_dirty<'a>(
     req: rustler::Term<'a>,
     pid: LocalPid,
     tag: rustler::Term<'a>,
+    mode: Mode,
 ) -> rustler::Term<'a> {
-    let to = Caller {
-        pid,
-        tag,
-        mode: Mode::Call,
-    };
-    submit_within(env, convert::max_request_size(), pool, hash, req, to)
+    let budget = convert::max_request_size();
+    submit_within(env, budget, pool, hash, req, pid, tag, mode)
 }
 
-/// As `submit`, for a request answered in parts: `{Tag, part, Part}`
-/// messages, each after a `more(Slot)` but the first, then `{Tag, Result}`.
-#[rustler::nif(name = "stream_nif")]
-fn stream<'a>(
-    env: Env<'a>,
-    pool: ResourceArc<PoolRes>,
-    hash: i64,
-    req: rustler::Term<'a>,
-    pid: LocalPid,
-    tag: rustler::Term<'a>,
-) -> rustler::Term<'a> {
-    let to = Caller {
-        pid,
-        tag,
-        mode: Mode::Stream,
-    };
-    submit_within(env, SCHEDULER_BUDGET, pool, hash, req, to)
-}
-
-#[rustler::nif(schedule = "DirtyCpu")]
-fn stream_dirty<'a>(
-    env: Env<'a>,
-    pool: ResourceArc<PoolRes>,
-    hash: i64,
-    req: rustler::Term<'a>,
-    pid: LocalPid,
-    tag: rustler::Term<'a>,
-) -> rustler::Term<'a> {
-    let to = Caller {
-        pid,
-        tag,
-        mode: Mode::Stream,
-    };
-    submit_within(env, convert::max_request_size(), pool, hash, req, to)
-}
-
+/// How the caller is answered: once, or in parts.
+#[derive(rustler::NifUnitEnum)]
 enum Mode {
     Call,
     Stream,
 }
 
-/// Who gets the answer, and how it is answered.
-struct Caller<'a> {
-    pid: LocalPid,
-    tag: rustler::Term<'a>,
-    mode: Mode,
-}
-
+#[allow(clippy::too_many_arguments)]
 fn submit_within<'a>(
     env: Env<'a>,
     budget: usize,
     pool: ResourceArc<PoolRes>,
     hash: i64,
     req: rustler::Term<'a>,
-    to: Caller<'a>,
+    pid: LocalPid,
+    tag: rustler::Term<'a>,
+    mode: Mode,
 ) -> rustler::Term<'a> {
     let req = match request(&pool, req, budget) {
         Ok(Some(r)) => r,
         Ok(None) => return reschedule().encode(env),
         Err(e) => return error_term(env, e.reason()),
     };
-    let submitted = match to.mode {
+    let submitted = match mode {
         Mode::Call => {
-            let (slot, reply) = reply::slot(to.pid, to.tag);
+            let (slot, reply) = reply::slot(pid, tag);
             (slot, pool.pool.submit(choice(hash), req, reply))
         }
         Mode::Stream => {
-            let (slot, reply) = reply::stream_slot(env, to.pid, to.tag);
+            let (slot, reply) = reply::stream_slot(env, pid, tag);
             (slot, pool.pool.stream(choice(hash), req, reply))
         }
     };

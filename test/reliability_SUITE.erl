@@ -20,14 +20,17 @@
 %%                         seconds of each heal.
 %%
 %% The shared servers of scripts/setup.sh are never killed: the databases,
-%% Redis, slapd, the HTTP and Elasticsearch test servers run privately on
-%% ports of their own; RabbitMQ (too heavy to start privately here) is cut
+%% Redis, a Redis Cluster, slapd, the HTTP, Elasticsearch, CQL and Riak test
+%% servers run privately on ports of their own; RabbitMQ (too heavy to start privately here) is cut
 %% off through the proxy instead, which a client cannot tell from a dead
 %% broker.
 -module(reliability_SUITE).
 -compile([export_all, nowarn_export_all]).
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
+
+%% riakc's object, as riak_SUITE writes it (riakc_obj:new/3).
+-record(riakc_obj, {bucket, key, vclock, contents, updatemetadata, updatevalue}).
 
 -define(CALLERS, 100).
 -define(CALL_TIMEOUT, 2000).
@@ -38,7 +41,7 @@
 -define(GD_DB, 13).
 -define(DCS, [dc1, dc2, dc3]).
 
-types() -> [redis, pgsql, mysql, odbc, ldap, http, elastic, rabbit].
+types() -> [redis, redis_cluster, pgsql, mysql, odbc, ldap, http, elastic, rabbit, cassandra, riak].
 
 %% The partition part runs under `make reliability` only: in CI's run of
 %% 2026-11-30 it lost sender s1's first stanzas before any fault (a link not
@@ -104,7 +107,11 @@ end_per_testcase(_, _Config) ->
 %%   setup()  run once the pool is up (tables, queues);
 %%   read() / write(Id) -> answer, with ok(Answer) telling success;
 %%   kept() -> the write ids the server holds, or `none' if it keeps
-%%            nothing across a restart.
+%%            nothing across a restart;
+%%   killed   (optional) what killed_under_load's row calls the kill;
+%%   proxies(Server) (optional) the proxies the server sits behind for
+%%            good, which slow_stalled_and_cut faults instead of one of
+%%            its own.
 %%--------------------------------------------------------------------
 
 row(redis) ->
@@ -115,17 +122,50 @@ row(redis) ->
                                                     "--dir", Dir]),
                     S
             end,
-    #{port => Port, start => Start, restart => Start,
-      kill => fun(S) -> ok = mn_test_redis:stop(Port), S end,
-      stop => fun(_) -> mn_test_redis:stop(Port) end,
-      conn => fun(P) -> {redis, #{host => "127.0.0.1", port => P}} end,
-      setup => fun() -> {ok, _} = redis(["FLUSHALL"]), ok end,
-      read => fun() -> redis(["GET", "mnrel:0"]) end,
-      write => fun(Id) -> redis(["SET", ["mnrel:", integer_to_list(Id)], "1"]) end,
-      ok => fun({ok, _}) -> true; (_) -> false end,
-      kept => fun() ->
-                      {ok, Keys} = redis(["KEYS", "mnrel:*"]),
-                      [binary_to_integer(K) || <<"mnrel:", K/binary>> <- Keys]
+    (redis_calls())#{port => Port, start => Start, restart => Start,
+                     kill => fun(S) -> ok = mn_test_redis:stop(Port), S end,
+                     stop => fun(_) -> mn_test_redis:stop(Port) end,
+                     conn => fun(P) -> {redis, #{host => "127.0.0.1", port => P}} end};
+%% Three masters without replicas on 7291-7293 (test/servers/
+%% private_redis_cluster.sh, every write fsynced), each behind a proxy of
+%% this suite for good on 7391-7393: the nodes announce the proxies' ports,
+%% so the pool reaches every node through one. The first master is killed
+%% (its slots have no other copy: the cluster is down until it is back) and
+%% its proxy refuses meanwhile, as nothing listens on a dead node's port;
+%% slow_stalled_and_cut faults all three proxies.
+row(redis_cluster) ->
+    Port = 7291,
+    Proxied = 7391,
+    N = 3,
+    Cluster = fun(Args) -> sh(filename:join(servers_dir(), "private_redis_cluster.sh"), Args) end,
+    Up = fun(Dir) -> Cluster(["start", Dir, Port, N, Proxied]) end,
+    (redis_calls())#{
+      port => Proxied,
+      killed => "kill -9 of 1 of 3 masters (no replicas)",
+      start => fun(S = #{dir := Dir}) ->
+                       Proxies = [mn_test_proxy:start(Port + I, Proxied + I) || I <- lists:seq(0, N - 1)],
+                       Up(Dir),
+                       S#{proxies => Proxies}
+               end,
+      kill => fun(S = #{dir := Dir, proxies := [P | _]}) ->
+                      Cluster(["kill", Dir, Port]),
+                      mn_test_proxy:set(P, refuse),
+                      S
+              end,
+      restart => fun(S = #{dir := Dir, proxies := [P | _]}) ->
+                         Up(Dir),
+                         mn_test_proxy:set(P, pass),
+                         S
+                 end,
+      stop => fun(#{dir := Dir, proxies := Ps}) ->
+                      [mn_test_proxy:stop(P) || P <- Ps],
+                      Cluster(["stop", Dir])
+              end,
+      proxies => fun(#{proxies := Ps}) -> Ps end,
+      conn => fun(P) ->
+                      {redis, #{mode => <<"cluster">>,
+                                servers => [#{host => <<"127.0.0.1">>, port => P + I}
+                                            || I <- lists:seq(0, N - 1)]}}
               end};
 row(pgsql) -> sql_row(pgsql, 5491, fun(P) -> db_conn(pgsql, P, "postgres") end);
 row(mysql) -> sql_row(mysql, 3391, fun(P) -> db_conn(mysql, P, "root") end);
@@ -179,9 +219,8 @@ row(http) ->
 row(elastic) ->
     Port = 9291,
     Start = fun(S) ->
-                    Python = filename:join(venv(), "bin/python"),
                     Script = filename:join(servers_dir(), "es_server.py"),
-                    start_os_server(S, Python, [Script, "--port", integer_to_list(Port)], Port)
+                    start_os_server(S, python(), [Script, "--port", integer_to_list(Port)], Port)
             end,
     #{port => Port, start => Start, restart => Start,
       kill => fun kill_os_server/1, stop => fun kill_os_server/1,
@@ -220,7 +259,66 @@ row(rabbit) ->
                                mongoose_amqp:message(integer_to_binary(Id))})
                end,
       ok => fun(ok) -> true; ({ok, _}) -> true; (_) -> false end,
-      kept => fun() -> drain(Queue, []) end}.
+      kept => fun() -> drain(Queue, []) end};
+
+%% The CQL and Riak protocol test servers (no Cassandra or Riak runs here)
+%% keep their data in memory: a restart loses it.
+row(cassandra) ->
+    Port = 9391,
+    Start = fun(S = #{dir := Dir}) ->
+                    Schema = filename:join(Dir, "schema.cql"),
+                    ok = file:write_file(Schema, "CREATE TABLE mongooseim.mn_rel (id bigint PRIMARY KEY)\n"),
+                    start_os_server(S, python(), [filename:join(servers_dir(), "cql_server.py"),
+                                                  "--port", integer_to_list(Port),
+                                                  "--keyspace", "mongooseim", "--schema", Schema],
+                                    Port)
+            end,
+    #{port => Port, start => Start, restart => Start,
+      kill => fun kill_os_server/1, stop => fun kill_os_server/1,
+      conn => fun(P) -> {cassandra, #{servers => [#{host => "127.0.0.1", port => P}]}} end,
+      setup => fun() -> ok end,
+      read => fun() -> mongoose_cassandra:cql_read(default, undefined, ?MODULE, rel_select, #{id => 0}) end,
+      write => fun(Id) ->
+                       mongoose_cassandra:cql_write(default, undefined, ?MODULE, rel_insert, [#{id => Id}])
+               end,
+      ok => fun(ok) -> true; ({ok, _}) -> true; (_) -> false end,
+      kept => fun() -> none end};
+row(riak) ->
+    Port = 8491,
+    Start = fun(S) ->
+                    start_os_server(S, python(), [filename:join(servers_dir(), "riak_server.py"),
+                                                  "--port", integer_to_list(Port)],
+                                    Port)
+            end,
+    #{port => Port, start => Start, restart => Start,
+      kill => fun kill_os_server/1, stop => fun kill_os_server/1,
+      conn => fun(P) -> {riak, #{address => "127.0.0.1", port => P}} end,
+      setup => fun() -> ok end,
+      read => fun() -> mongoose_riak:get(<<"mnrel">>, <<"0">>) end,
+      write => fun(Id) ->
+                       mongoose_riak:put(#riakc_obj{bucket = <<"mnrel">>, key = integer_to_binary(Id),
+                                                     contents = [], updatevalue = <<"1">>})
+               end,
+      %% A read of a key never written answers notfound: an answer.
+      ok => fun(ok) -> true; ({ok, _}) -> true; ({error, notfound}) -> true; (_) -> false end,
+      kept => fun() -> none end}.
+
+%% The calls of both Redis rows (KEYS and FLUSHALL go to every master of a
+%% cluster).
+redis_calls() ->
+    #{setup => fun() -> {ok, _} = redis(["FLUSHALL"]), ok end,
+      read => fun() -> redis(["GET", "mnrel:0"]) end,
+      write => fun(Id) -> redis(["SET", ["mnrel:", integer_to_list(Id)], "1"]) end,
+      ok => fun({ok, _}) -> true; (_) -> false end,
+      kept => fun() ->
+                      {ok, Keys} = redis(["KEYS", "mnrel:*"]),
+                      [binary_to_integer(K) || <<"mnrel:", K/binary>> <- Keys]
+              end}.
+
+%% mongoose_cassandra's callback: the cassandra row's queries.
+prepared_queries() ->
+    [{rel_insert, "INSERT INTO mn_rel (id) VALUES (?)"},
+     {rel_select, "SELECT id FROM mn_rel WHERE id = ?"}].
 
 db_conn(Driver, Port, User) ->
     #{driver => Driver, host => "127.0.0.1", port => Port, database => "test", username => User}.
@@ -264,8 +362,9 @@ killed_under_load(Config) ->
     R = stop_callers(Run),
     {Acked, Missing} = missing_writes(Row, R),
     _ = Server2,
-    mn_test_results:row(io_lib:format("~p: kill -9 under ~b callers, down ~b s",
-                                      [?config(type, Config), ?CALLERS, ?DOWN_MS div 1000]),
+    mn_test_results:row(io_lib:format("~p: ~s under ~b callers, down ~b s",
+                                      [?config(type, Config), maps:get(killed, Row, "kill -9"),
+                                       ?CALLERS, ?DOWN_MS div 1000]),
                         [{"calls", maps:get(calls, R)}, {"hung", maps:get(hung, R)},
                          {"crashed", maps:get(crashed, R)},
                          {"errors while down", maps:get(down_errors, R)},
@@ -286,22 +385,25 @@ killed_under_load(Config) ->
 %% then healed.
 slow_stalled_and_cut(Config) ->
     Row = ?config(row, Config),
-    Proxy = mn_test_proxy:start(maps:get(port, Row)),
+    {Proxies, Own} = case maps:find(proxies, Row) of
+                         {ok, F} -> {F(?config(server, Config)), []};
+                         error -> P = mn_test_proxy:start(maps:get(port, Row)), {[P], [P]}
+                     end,
     try
-        start_pool(Row, #{proxy => Proxy}, mn_test_proxy:port(Proxy), 1000),
-        [proxy_fault(Config, Row, Proxy, Mode)
+        start_pool(Row, #{}, mn_test_proxy:port(hd(Proxies)), 1000),
+        [proxy_fault(Config, Row, Proxies, Mode)
          || Mode <- [{delay, 1500}, stall, cut, refuse]]
     after
-        mn_test_proxy:stop(Proxy)
+        [mn_test_proxy:stop(P) || P <- Own]
     end.
 
-proxy_fault(Config, Row, Proxy, Mode) ->
+proxy_fault(Config, Row, Proxies, Mode) ->
     Run = start_callers(Row, 20, 1000),
     timer:sleep(300),
     mark(Run, down),
-    mn_test_proxy:set(Proxy, Mode),
+    [mn_test_proxy:set(P, Mode) || P <- Proxies],
     timer:sleep(3000),
-    mn_test_proxy:set(Proxy, pass),
+    [mn_test_proxy:set(P, pass) || P <- Proxies],
     mark(Run, up),
     Recovered = wait_recovered(Run, 30000),
     R = stop_callers(Run),
@@ -484,13 +586,21 @@ venv() ->
         Dir -> Dir
     end.
 
+python() -> filename:join(venv(), "bin/python").
+
 private_db(Cmd, Engine, Dir, Port) ->
-    Out = os:cmd(lists:flatten(io_lib:format("bash ~s ~s ~s ~s ~p 2>&1; echo rc=$?",
-                                             [filename:join(servers_dir(), "private_db.sh"), Cmd,
-                                              Engine, Dir, Port]))),
+    sh(filename:join(servers_dir(), "private_db.sh"), [Cmd, Engine, Dir, Port]).
+
+%% A helper script's run; the test fails with its output unless it succeeds.
+sh(Script, Args) ->
+    Words = [if is_integer(A) -> integer_to_list(A);
+                is_atom(A) -> atom_to_list(A);
+                true -> A
+             end || A <- Args],
+    Out = os:cmd(lists:flatten(["bash ", Script, [[" ", W] || W <- Words], " 2>&1; echo rc=$?"])),
     case lists:suffix("rc=0\n", Out) of
         true -> ok;
-        false -> ct:fail({private_db, Cmd, Engine, Out})
+        false -> ct:fail({Script, Args, Out})
     end.
 
 slapd(Args) ->

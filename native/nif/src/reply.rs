@@ -16,10 +16,12 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crossbeam_queue::ArrayQueue;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use mongoose_native::engine::reply::{Reply, ReplySink};
 use mongoose_native::{runtime, Error, Term};
+use once_cell::sync::Lazy;
 use rustler::env::SavedTerm;
 use rustler::{Encoder, Env, LocalPid, Monitor, OwnedEnv, ResourceArc};
 use tokio::sync::Semaphore;
@@ -27,6 +29,20 @@ use tokio::sync::Semaphore;
 use crate::convert::encode;
 
 rustler::atoms! { ok, error, part }
+
+/// Cleared envs kept for the next answers: a fresh one per call costs an
+/// allocation and a free in the VM's allocator, about as much as the rest
+/// of the answer's sending. Past the bound, envs are freed.
+static SPARE_ENVS: Lazy<ArrayQueue<OwnedEnv>> = Lazy::new(|| ArrayQueue::new(1024));
+
+fn take_env() -> OwnedEnv {
+    SPARE_ENVS.pop().unwrap_or_default()
+}
+
+/// Keeps `env`, which sending has cleared, for another answer.
+fn keep_env(env: OwnedEnv) {
+    let _ = SPARE_ENVS.push(env);
+}
 
 struct Target {
     pid: LocalPid,
@@ -50,7 +66,7 @@ impl rustler::Resource for CallSlot {
 
 impl CallSlot {
     pub fn new(pid: LocalPid, tag: rustler::Term) -> CallSlot {
-        let env = OwnedEnv::new();
+        let env = take_env();
         let tag = env.save(tag);
         CallSlot {
             target: Mutex::new(Some(Target { pid, env, tag })),
@@ -85,12 +101,13 @@ impl CallSlot {
         };
         // The tag stays saved in the slot's env for the final answer; the
         // part goes from an env of its own, which sending clears.
-        OwnedEnv::new()
-            .send_and_clear(pid, |msg| {
-                let tag = env.run(|env| tag.load(env).in_env(msg));
-                (tag, part(), encode(msg, part_term)).encode(msg)
-            })
-            .is_ok()
+        let mut msg_env = take_env();
+        let sent = msg_env.send_and_clear(pid, |msg| {
+            let tag = env.run(|env| tag.load(env).in_env(msg));
+            (tag, part(), encode(msg, part_term)).encode(msg)
+        });
+        keep_env(msg_env);
+        sent.is_ok()
     }
 
     /// Sends `{Tag, answer(Env)}` unless cancelled, at most once; from a
@@ -105,6 +122,7 @@ impl CallSlot {
         };
         if let Some(Target { pid, mut env, tag }) = guard.take() {
             let _ = env.send_and_clear(&pid, |env| (tag.load(env), answer(env)).encode(env));
+            keep_env(env);
         }
     }
 }

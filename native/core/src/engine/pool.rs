@@ -42,6 +42,27 @@ pub trait Driver: Send + Sync + 'static {
     /// connection's verdict; only the engine reconnects.
     fn execute(&self, conn: Self::Conn, request: Self::Request) -> BoxFuture<'static, Outcome>;
 
+    /// `true`: requests that were queued together go to `execute_many` as
+    /// one batch (one write, one wake-up for all their answers) instead of
+    /// one `execute` each. For drivers whose connection pipelines.
+    fn pipelines(&self) -> bool {
+        false
+    }
+
+    /// Carries a batch of requests (see `pipelines`), one outcome each, in
+    /// order. The default carries them one by one, at once.
+    fn execute_many(
+        &self,
+        conn: Self::Conn,
+        requests: Vec<Self::Request>,
+    ) -> BoxFuture<'static, Vec<Outcome>> {
+        let each: Vec<_> = requests
+            .into_iter()
+            .map(|r| self.execute(conn.clone(), r))
+            .collect();
+        Box::pin(futures::future::join_all(each))
+    }
+
     /// Carries a request answered in parts (paging, streamed results): each
     /// part goes out through `parts`, which waits until the caller asks for
     /// the next and says when it stopped listening; the outcome is the final
@@ -492,13 +513,30 @@ impl<D: Driver> AnyPool for Arc<Pool<D>> {
     }
 }
 
-/// A request or a lease that ended on a worker: the lease's reply went out
-/// when it was granted, a request's goes out now.
+/// What ended on a worker: requests (one, or a pipelined batch) whose
+/// replies go out now, or a lease, whose reply went out when it was granted.
 struct Finished {
-    outcome: Outcome,
-    reply: Option<Reply>,
-    /// The connection's generation it ran on.
+    ended: Ended,
+    /// The first broken verdict among them.
+    broken: Option<Error>,
+    /// The connection's generation they ran on.
     generation: u64,
+}
+
+enum Ended {
+    Lease,
+    One(Term, Reply),
+    Batch(Vec<(Term, Reply)>),
+}
+
+impl Ended {
+    /// How many of the worker's in-flight places it frees.
+    fn count(&self) -> usize {
+        match self {
+            Ended::Lease | Ended::One(..) => 1,
+            Ended::Batch(done) => done.len(),
+        }
+    }
 }
 
 type Running = BoxFuture<'static, Finished>;
@@ -540,6 +578,32 @@ fn jittered(backoff: Duration) -> Duration {
     backoff.mul_f64(rand::random_range(0.5..=1.0))
 }
 
+/// What the worker runs and holds: the futures on its connection, how many
+/// requests they carry, and a lease waiting for them to finish.
+struct Flight<R> {
+    running: FuturesUnordered<Running>,
+    /// Requests (a lease counts one) in `running`, against `concurrency`.
+    requests: usize,
+    waiting_lease: Option<(WrapLease, Reply)>,
+    leased: bool,
+    /// Jobs taken from the queue in one go and not started yet: still
+    /// queued as far as the pool's counts go.
+    backlog: Vec<Job<R>>,
+}
+
+impl<R> Flight<R> {
+    /// How many more requests may start now: none while a lease waits or
+    /// holds the connection, or while a connection is being opened (the
+    /// requests wait for it; while the worker waits to retry, they fail at
+    /// once).
+    fn room<D: Driver>(&self, limit: usize, link: &Link<D>) -> usize {
+        match self.leased || self.waiting_lease.is_some() || link.connecting.is_some() {
+            true => 0,
+            false => limit.saturating_sub(self.requests),
+        }
+    }
+}
+
 impl<D: Driver> WorkerState<D> {
     fn finish(&self) {
         self.load.running.fetch_sub(1, Ordering::AcqRel);
@@ -557,11 +621,14 @@ impl<D: Driver> WorkerState<D> {
             backoff: RECONNECT_MIN,
             retry_at: Instant::now(),
         };
-        let mut running: FuturesUnordered<Running> = FuturesUnordered::new();
+        let mut flight = Flight {
+            running: FuturesUnordered::new(),
+            requests: 0,
+            waiting_lease: None,
+            leased: false,
+            backlog: Vec::new(),
+        };
         let mut open = true;
-        // A lease waits for the requests before it, then has the connection alone.
-        let mut waiting_lease: Option<(WrapLease, Reply)> = None;
-        let mut leased = false;
         let limit = self.driver.concurrency().max(1);
         let keepalive = self.driver.keepalive();
         let mut last_activity = Instant::now();
@@ -572,51 +639,33 @@ impl<D: Driver> WorkerState<D> {
         let mut ping_check = ping_due(last_activity);
         let mut timer = Box::pin(tokio::time::sleep_until(ping_check));
         loop {
-            if !open && running.is_empty() && waiting_lease.is_none() {
+            if !open
+                && flight.running.is_empty()
+                && flight.waiting_lease.is_none()
+                && flight.backlog.is_empty()
+            {
                 self.load.connected.store(false, Ordering::Release);
                 return;
-            }
-            if running.is_empty() {
-                if let Some((wrap, reply)) = waiting_lease.take() {
-                    match &link.conn {
-                        _ if reply.is_cancelled() => {
-                            reply.disarm();
-                            self.finish();
-                        }
-                        None => self.refuse_down(reply),
-                        Some(conn) => {
-                            let (handle, serving) = lease::grant(&self.driver, conn.clone());
-                            reply.send(wrap(handle));
-                            let generation = link.generation;
-                            leased = true;
-                            running.push(Box::pin(async move {
-                                let broken = serving.await;
-                                let answer = Term::atom("ok");
-                                let outcome = Outcome { answer, broken };
-                                Finished {
-                                    outcome,
-                                    reply: None,
-                                    generation,
-                                }
-                            }));
-                        }
-                    }
-                }
             }
             if link.conn.is_none() && link.connecting.is_none() && Instant::now() >= link.retry_at {
                 link.connecting = Some(self.driver.connect(self.load.index));
             }
-            // While a connection is being opened, requests wait in the queue
-            // for it; while the worker waits to retry, they fail at once.
-            let taking = open
-                && running.len() < limit
-                && !leased
-                && waiting_lease.is_none()
-                && link.connecting.is_none();
+            if flight.room(limit, &link) > 0 && !flight.backlog.is_empty() {
+                self.start_backlog(flight.room(limit, &link), &link, &mut flight);
+            }
+            if flight.running.is_empty() {
+                if let Some((wrap, reply)) = flight.waiting_lease.take() {
+                    self.grant(wrap, reply, &link, &mut flight);
+                }
+            }
+            let take = flight.room(limit, &link);
+            let taking = open && flight.backlog.is_empty() && take > 0;
             let wake_at = match (&link.conn, &link.connecting) {
                 (None, None) => Some(link.retry_at),
                 (Some(_), _)
-                    if keepalive.is_some() && running.is_empty() && waiting_lease.is_none() =>
+                    if keepalive.is_some()
+                        && flight.running.is_empty()
+                        && flight.waiting_lease.is_none() =>
                 {
                     Some(ping_check)
                 }
@@ -627,18 +676,30 @@ impl<D: Driver> WorkerState<D> {
             }
             tokio::select! {
                 biased;
-                Some(done) = running.next(), if !running.is_empty() => {
-                    if let Some(e) = &done.outcome.broken {
+                Some(done) = flight.running.next(), if !flight.running.is_empty() => {
+                    if let Some(e) = &done.broken {
                         if done.generation == link.generation && link.conn.is_some() {
                             link.lost(&self.load, &e.to_string());
                         }
                     }
-                    // Counted done before the caller hears back, so its next
-                    // call sees this worker idle again.
-                    self.finish();
-                    match done.reply {
-                        Some(reply) => reply.send(done.outcome.answer),
-                        None => leased = false,
+                    flight.requests -= done.ended.count();
+                    match done.ended {
+                        Ended::Lease => {
+                            self.finish();
+                            flight.leased = false;
+                        }
+                        // Counted done before the caller hears back, so its
+                        // next call sees this worker idle again.
+                        Ended::One(answer, reply) => {
+                            self.finish();
+                            reply.send(answer);
+                        }
+                        Ended::Batch(answered) => {
+                            for (answer, reply) in answered {
+                                self.finish();
+                                reply.send(answer);
+                            }
+                        }
                     }
                     last_activity = Instant::now();
                 }
@@ -669,10 +730,12 @@ impl<D: Driver> WorkerState<D> {
                         }
                     }
                 }
-                job = rx.recv(), if taking => match job {
-                    Some(job) => self.start(job, &link, &mut running, &mut waiting_lease),
-                    None => open = false,
-                },
+                // Everything queued, up to the room there is, in one go.
+                n = rx.recv_many(&mut flight.backlog, take), if taking => {
+                    if n == 0 {
+                        open = false;
+                    }
+                }
                 _ = &mut link.closed, if link.conn.is_some() => {
                     link.lost(&self.load, "closed by the server");
                 }
@@ -687,43 +750,142 @@ impl<D: Driver> WorkerState<D> {
         }
     }
 
-    /// Takes a job from the queue: runs it on the connection, or keeps a
-    /// lease until the requests before it are done.
-    fn start(
+    /// Hands the connection to a lease whose wait for the requests before
+    /// it is over.
+    fn grant(
         &self,
-        job: Job<D::Request>,
+        wrap: WrapLease,
+        reply: Reply,
         link: &Link<D>,
-        running: &mut FuturesUnordered<Running>,
-        waiting_lease: &mut Option<(WrapLease, Reply)>,
+        flight: &mut Flight<D::Request>,
     ) {
-        self.load.running.fetch_add(1, Ordering::AcqRel);
-        if job.reply.is_cancelled() {
-            job.reply.disarm();
-            self.finish();
-            self.metrics.gave_up();
-            return;
+        match &link.conn {
+            _ if reply.is_cancelled() => {
+                reply.disarm();
+                self.finish();
+            }
+            None => self.refuse_down(reply),
+            Some(conn) => {
+                let (handle, serving) = lease::grant(&self.driver, conn.clone());
+                reply.send(wrap(handle));
+                let generation = link.generation;
+                flight.leased = true;
+                flight.requests += 1;
+                flight.running.push(Box::pin(async move {
+                    Finished {
+                        broken: serving.await,
+                        ended: Ended::Lease,
+                        generation,
+                    }
+                }));
+            }
         }
-        let fut = match (job.work, &link.conn) {
-            (Work::Lease(wrap), _) => {
-                *waiting_lease = Some((wrap, job.reply));
-                return;
+    }
+
+    /// Starts jobs from the backlog, in order, while there is `room`: a
+    /// lease stops it (what follows waits for the lease), and a pipelining
+    /// driver gets its consecutive requests as one batch.
+    fn start_backlog(&self, room: usize, link: &Link<D>, flight: &mut Flight<D::Request>) {
+        let mut batch: Vec<(D::Request, Reply, Instant)> = Vec::new();
+        let mut taken = 0;
+        for job in flight.backlog.iter_mut().take(room) {
+            taken += 1;
+            if matches!(job.work, Work::Lease(_)) {
+                break;
             }
-            (_, None) => return self.refuse_down(job.reply),
-            (Work::Run(request), Some(c)) => self.driver.execute(c.clone(), request),
-            (Work::Stream(request), Some(c)) => {
-                self.driver.stream(c.clone(), request, job.reply.parts())
+        }
+        // Taken out for the loop, put back with what is left (and its capacity).
+        let mut backlog = std::mem::take(&mut flight.backlog);
+        let pipelines = self.driver.pipelines();
+        for job in backlog.drain(..taken) {
+            self.load.running.fetch_add(1, Ordering::AcqRel);
+            if job.reply.is_cancelled() {
+                job.reply.disarm();
+                self.finish();
+                self.metrics.gave_up();
+                continue;
             }
-        };
-        let reply = Some(job.reply);
+            match (job.work, &link.conn) {
+                (Work::Lease(wrap), _) => flight.waiting_lease = Some((wrap, job.reply)),
+                (_, None) => self.refuse_down(job.reply),
+                (Work::Run(request), Some(_)) if pipelines => {
+                    batch.push((request, job.reply, job.admitted))
+                }
+                (Work::Run(request), Some(c)) => {
+                    let fut = self.driver.execute(c.clone(), request);
+                    self.launch(fut, job.reply, job.admitted, link, flight);
+                }
+                (Work::Stream(request), Some(c)) => {
+                    let fut = self.driver.stream(c.clone(), request, job.reply.parts());
+                    self.launch(fut, job.reply, job.admitted, link, flight);
+                }
+            }
+        }
+        flight.backlog = backlog;
+        if let (Some(c), false) = (&link.conn, batch.is_empty()) {
+            let (requests, replies): (Vec<_>, Vec<_>) =
+                batch.into_iter().map(|(q, r, a)| (q, (r, a))).unzip();
+            let fut = self.driver.execute_many(c.clone(), requests);
+            self.launch_many(fut, replies, link, flight);
+        }
+    }
+
+    /// Runs one request's future on the connection.
+    fn launch(
+        &self,
+        fut: BoxFuture<'static, Outcome>,
+        reply: Reply,
+        admitted: Instant,
+        link: &Link<D>,
+        flight: &mut Flight<D::Request>,
+    ) {
         let generation = link.generation;
-        let (metrics, admitted) = (self.metrics.clone(), job.admitted);
-        running.push(Box::pin(async move {
-            let outcome = guarded(fut).await.unwrap_or_else(Outcome::failed);
-            let gave_up = reply.as_ref().is_some_and(Reply::is_cancelled);
-            metrics.answered(&outcome.answer, admitted.elapsed(), gave_up);
+        let metrics = self.metrics.clone();
+        flight.requests += 1;
+        flight.running.push(Box::pin(async move {
+            let mut outcome = guarded(fut).await.unwrap_or_else(Outcome::failed);
+            metrics.answered(&outcome.answer, admitted.elapsed(), reply.is_cancelled());
             Finished {
-                outcome,
-                reply,
+                broken: outcome.broken.take(),
+                ended: Ended::One(outcome.answer, reply),
+                generation,
+            }
+        }));
+    }
+
+    /// Runs a future answering `replies` in order (a pipelined batch).
+    fn launch_many(
+        &self,
+        fut: BoxFuture<'static, Vec<Outcome>>,
+        replies: Vec<(Reply, Instant)>,
+        link: &Link<D>,
+        flight: &mut Flight<D::Request>,
+    ) {
+        let generation = link.generation;
+        let metrics = self.metrics.clone();
+        flight.requests += replies.len();
+        flight.running.push(Box::pin(async move {
+            let n = replies.len();
+            let mut outcomes = match guarded(fut).await {
+                Ok(outcomes) if outcomes.len() == n => outcomes,
+                Ok(_) => {
+                    let e = Error::Internal("a batch came back with another count".into());
+                    (0..n).map(|_| Outcome::failed(e.clone())).collect()
+                }
+                Err(e) => (0..n).map(|_| Outcome::failed(e.clone())).collect(),
+            };
+            let broken = outcomes.iter_mut().find_map(|o| o.broken.take());
+            let answered = outcomes
+                .into_iter()
+                .zip(replies)
+                .map(|(outcome, (reply, admitted))| {
+                    metrics.answered(&outcome.answer, admitted.elapsed(), reply.is_cancelled());
+                    (outcome.answer, reply)
+                })
+                .collect();
+            Finished {
+                ended: Ended::Batch(answered),
+                broken,
                 generation,
             }
         }));

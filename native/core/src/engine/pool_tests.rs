@@ -49,6 +49,10 @@ struct Fake {
     reset_fails: AtomicBool,
     /// Parts a stream produced.
     parts: Arc<AtomicUsize>,
+    /// Takes requests queued together as one batch (`execute_many`).
+    pipelines: bool,
+    /// The size of each batch `execute_many` got.
+    batches: Mutex<Vec<usize>>,
 }
 
 impl Fake {
@@ -132,6 +136,16 @@ impl Driver for Fake {
                 Op::Count(_) => Outcome::answer(Term::atom("streams only")),
             }
         })
+    }
+
+    fn pipelines(&self) -> bool {
+        self.pipelines
+    }
+
+    fn execute_many(&self, conn: (usize, usize), ops: Vec<Op>) -> BoxFuture<'static, Vec<Outcome>> {
+        self.batches.lock().unwrap().push(ops.len());
+        let each: Vec<_> = ops.into_iter().map(|op| self.execute(conn, op)).collect();
+        Box::pin(futures::future::join_all(each))
     }
 
     fn stream(&self, _conn: (usize, usize), op: Op, parts: Parts) -> BoxFuture<'static, Outcome> {
@@ -259,6 +273,83 @@ fn assert_between(elapsed: Duration, from_ms: u64, to_ms: u64) {
         (from_ms..=to_ms).contains(&ms),
         "{ms} ms, expected {from_ms}..={to_ms}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn queued_requests_reach_a_pipelining_driver_in_batches_up_to_its_concurrency() {
+    let fake = Fake {
+        pipelines: true,
+        concurrency: 8,
+        ..Fake::default()
+    };
+    let pool = start(fake, settings(1, Strategy::Best)).await;
+    // Queued before the worker runs: it takes them in one go.
+    let answers: Vec<_> = (0..12).map(|_| submit(&pool, who_now())).collect();
+    for rx in answers {
+        assert_eq!(who(rx).await, (0, 1));
+    }
+    assert_eq!(*pool.driver.batches.lock().unwrap(), vec![8, 4]);
+    assert_eq!(pool.driver.executed.load(Ordering::Acquire), 12);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_driver_that_does_not_pipeline_gets_its_requests_one_by_one() {
+    let fake = Fake {
+        concurrency: 8,
+        ..Fake::default()
+    };
+    let pool = start(fake, settings(1, Strategy::Best)).await;
+    let answers: Vec<_> = (0..5).map(|_| submit(&pool, who_now())).collect();
+    for rx in answers {
+        assert_eq!(who(rx).await, (0, 1));
+    }
+    assert!(pool.driver.batches.lock().unwrap().is_empty());
+    assert_eq!(pool.driver.executed.load(Ordering::Acquire), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_request_of_a_batch_gets_its_own_answer_and_a_broken_one_reconnects() {
+    let fake = Fake {
+        pipelines: true,
+        concurrency: 8,
+        ..Fake::default()
+    };
+    let pool = start(fake, settings(1, Strategy::Best)).await;
+    let first = submit(&pool, who_now());
+    let failed = submit(&pool, req("server_error", 0));
+    let broken = submit(&pool, Term::atom("broken"));
+    assert_eq!(who(first).await, (0, 1));
+    assert_eq!(
+        error_kind(&failed.await.unwrap()).as_deref(),
+        Some("server_error")
+    );
+    assert_eq!(broken.await.unwrap(), Term::atom("ok"));
+    assert_eq!(*pool.driver.batches.lock().unwrap(), vec![3]);
+    // The broken verdict replaced the connection once.
+    assert_eq!(who(submit(&pool, who_now())).await, (0, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_in_a_batch_waits_for_the_requests_before_it_and_holds_back_those_after() {
+    let fake = Fake {
+        pipelines: true,
+        concurrency: 8,
+        ..Fake::default()
+    };
+    let pool = start(fake, settings(1, Strategy::Best)).await;
+    // All three queued before the worker runs, so it takes them in one go.
+    let before = submit(&pool, req("who", 50));
+    let lease_rx = lease_of(&pool);
+    let mut after = submit(&pool, who_now());
+    let t0 = Instant::now();
+    let lease = lease::testing::taken(lease_rx.await.expect("granted"));
+    assert_between(t0.elapsed(), 50, 55);
+    assert!(before.await.is_ok());
+    sleep(Duration::from_secs(1)).await;
+    assert!(after.try_recv().is_err());
+    lease.release(false);
+    assert_eq!(who(after).await, (0, 1));
+    assert_eq!(*pool.driver.batches.lock().unwrap(), vec![1, 1]);
 }
 
 #[tokio::test(start_paused = true)]

@@ -196,9 +196,33 @@ impl Driver for RedisDriver {
     fn execute(&self, conn: RedisConn, request: RedisRequest) -> BoxFuture<'static, Outcome> {
         Box::pin(async move {
             match conn {
-                RedisConn::Single(c) => single::run(c.conn, request).await.into(),
+                RedisConn::Single(c) => single::run(c.conn, request).await,
                 RedisConn::Cluster(c) => Outcome::answer(cluster::run(c, request).await),
                 RedisConn::Sentinel(c) => sentinel::run(c, request).await,
+            }
+        })
+    }
+
+    /// Single mode writes the requests queued together as one pipeline.
+    fn pipelines(&self) -> bool {
+        matches!(self.backend, Backend::Single { .. })
+    }
+
+    fn execute_many(
+        &self,
+        conn: RedisConn,
+        requests: Vec<RedisRequest>,
+    ) -> BoxFuture<'static, Vec<Outcome>> {
+        Box::pin(async move {
+            match conn {
+                RedisConn::Single(c) => single::run_many(c.conn, requests).await,
+                _ => {
+                    let e = Error::Internal("only single mode pipelines requests".into());
+                    requests
+                        .iter()
+                        .map(|_| Outcome::failed(e.clone()))
+                        .collect()
+                }
             }
         })
     }

@@ -114,7 +114,7 @@ pub async fn run(conn: Conn, request: RedisRequest) -> Outcome {
         (Some(replica), RedisRequest::Single(cmd)) if reads_only(cmd) => replica,
         _ => &conn.master,
     };
-    let answer = Outcome::from(single::run(target.conn.clone(), request).await);
+    let answer = single::run(target.conn.clone(), request).await;
     match answer.broken {
         None if demoted(&answer.answer) => Outcome {
             answer: answer.answer,

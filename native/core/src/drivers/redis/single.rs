@@ -9,7 +9,8 @@ use rustls_pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
-use super::{describe, pipeline, reply, RedisRequest};
+use super::{describe, reply, RedisRequest};
+use crate::engine::pool::Outcome;
 use crate::error::{Error, Result};
 use crate::runtime;
 use crate::term::Term;
@@ -83,21 +84,75 @@ where
 }
 
 /// Carries a request over one server's connection.
-pub async fn run(mut conn: MultiplexedConnection, request: RedisRequest) -> Result<Term> {
+pub async fn run(mut conn: MultiplexedConnection, request: RedisRequest) -> Outcome {
     match request {
-        RedisRequest::Single(cmd) => reply(conn.send_packed_command(&cmd).await),
-        RedisRequest::Pipeline { cmds, .. } => {
-            // One write, so no other caller's command lands in between.
-            let n = cmds.len();
-            match conn.send_packed_commands(&pipeline(cmds), 0, n).await {
-                Ok(values) => values
-                    .into_iter()
-                    .map(|v| reply(Ok(v)))
-                    .collect::<Result<Vec<_>>>()
-                    .map(Term::List),
-                Err(e) => reply(Err(e)).map(|t| Term::List(vec![t; n])),
-            }
+        RedisRequest::Single(cmd) => reply(conn.send_packed_command(&cmd).await).into(),
+        qp => {
+            let mut outcomes = run_many(conn, vec![qp]).await;
+            outcomes.pop().unwrap_or_else(|| {
+                Outcome::failed(Error::Internal("redis: a qp had no outcome".into()))
+            })
         }
+    }
+}
+
+/// Carries requests queued together as one pipeline: one write, one
+/// answer for all; each request gets its own replies back (a `q` its
+/// reply, a `qp` the list of its commands' replies).
+pub async fn run_many(
+    mut conn: MultiplexedConnection,
+    requests: Vec<RedisRequest>,
+) -> Vec<Outcome> {
+    // For each request: `None` a single command, `Some(n)` a qp of n.
+    let shapes: Vec<Option<usize>> = requests
+        .iter()
+        .map(|r| match r {
+            RedisRequest::Single(_) => None,
+            RedisRequest::Pipeline { cmds, .. } => Some(cmds.len()),
+        })
+        .collect();
+    let total = shapes.iter().map(|s| s.unwrap_or(1)).sum();
+    let mut all = redis::Pipeline::with_capacity(total);
+    for request in requests {
+        match request {
+            RedisRequest::Single(cmd) => {
+                all.add_command(cmd);
+            }
+            RedisRequest::Pipeline { cmds, .. } => cmds.into_iter().for_each(|c| {
+                all.add_command(c);
+            }),
+        }
+    }
+    let shaped = |shape: Option<usize>, replies: Result<Vec<Term>>| -> Outcome {
+        match shape {
+            None => replies.map(|mut r| r.pop().unwrap_or_else(|| Term::atom("undefined"))),
+            Some(_) => replies.map(Term::List),
+        }
+        .into()
+    };
+    match conn.send_packed_commands(&all, 0, total).await {
+        Ok(values) if values.len() == total => {
+            let mut values = values.into_iter();
+            shapes
+                .into_iter()
+                .map(|shape| {
+                    let mine = values.by_ref().take(shape.unwrap_or(1));
+                    shaped(shape, mine.map(|v| reply(Ok(v))).collect())
+                })
+                .collect()
+        }
+        Ok(_) => {
+            let e = Error::ConnectionLost("redis: a pipeline came back short".into());
+            shapes.iter().map(|_| Outcome::failed(e.clone())).collect()
+        }
+        // Every command of the batch gets the error, as each of a qp's does.
+        Err(e) => shapes
+            .into_iter()
+            .map(|shape| {
+                let each = reply(Err(e.clone()));
+                shaped(shape, each.map(|t| vec![t; shape.unwrap_or(1)]))
+            })
+            .collect(),
     }
 }
 

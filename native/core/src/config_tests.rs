@@ -119,6 +119,14 @@ fn toml_error(text: &str) -> String {
     }
 }
 
+/// Each TOML text refused with an error that starts as given.
+fn refused_with_path(cases: &[(&str, &str)]) {
+    for (text, refused) in cases {
+        let e = toml_error(text);
+        assert!(e.starts_with(refused), "{text}: {e}");
+    }
+}
+
 /// MongooseIM's parser types each TOML value: a boolean, a number, an
 /// array or a date where text belongs is refused with its path, where an
 /// Erlang caller's atom or charlist is text.
@@ -138,26 +146,24 @@ fn toml_values_of_the_wrong_type_are_not_text() {
             "{value}: {e}"
         );
     }
-    let e = toml_error("[outgoing_pools.redis.x]\nstrategy = false\n");
-    assert!(
-        e.starts_with("outgoing_pools.redis.x.strategy: expected one of"),
-        "{e}"
-    );
-    let e = toml_error("[outgoing_pools.redis.x.connection]\npassword = true\n");
-    assert_eq!(
-        e,
-        "outgoing_pools.redis.x.connection.password: expected a string, got a boolean"
-    );
-    let e = toml_error("[outgoing_pools.redis.x]\nconnection = []\n");
-    assert!(
-        e.starts_with("outgoing_pools.redis.x.connection: expected a table"),
-        "{e}"
-    );
-    let e = toml_error("[outgoing_pools.redis.x]\nmax_worker_queue_len = [105]\n");
-    assert!(
-        e.starts_with("outgoing_pools.redis.x.max_worker_queue_len: expected"),
-        "{e}"
-    );
+    refused_with_path(&[
+        (
+            "[outgoing_pools.redis.x]\nstrategy = false\n",
+            "outgoing_pools.redis.x.strategy: expected one of",
+        ),
+        (
+            "[outgoing_pools.redis.x.connection]\npassword = true\n",
+            "outgoing_pools.redis.x.connection.password: expected a string, got a boolean",
+        ),
+        (
+            "[outgoing_pools.redis.x]\nconnection = []\n",
+            "outgoing_pools.redis.x.connection: expected a table",
+        ),
+        (
+            "[outgoing_pools.redis.x]\nmax_worker_queue_len = [105]\n",
+            "outgoing_pools.redis.x.max_worker_queue_len: expected",
+        ),
+    ]);
     // From Erlang, an atom and a charlist are text.
     let erlang = Term::map_of(vec![
         ("host", Term::atom("localhost")),
@@ -192,20 +198,19 @@ fn the_pool_section_is_read_through_its_table() {
     )
     .unwrap();
     assert_eq!(pools[0].get("scope"), Some(&Term::from("b.com")));
-    let e = toml_error("[outgoing_pools.redis.x]\nworkers = 3\ntag = \"y\"\n");
-    assert!(
-        e.starts_with("outgoing_pools.redis.x.tag: unknown option"),
-        "{e}"
-    );
-    // Connection options are checked on the way, as MongooseIM's parser does.
-    let e = toml_error("[outgoing_pools.riak.x.connection]\nport = 0\n");
-    assert!(
-        e.starts_with("outgoing_pools.riak.x.connection.port: expected"),
-        "{e}"
-    );
-    let e = toml_error("[outgoing_pools.redis]\nx = 7\n");
-    assert!(
-        e.starts_with("outgoing_pools.redis.x: expected a table"),
-        "{e}"
-    );
+    refused_with_path(&[
+        (
+            "[outgoing_pools.redis.x]\nworkers = 3\ntag = \"y\"\n",
+            "outgoing_pools.redis.x.tag: unknown option",
+        ),
+        // Connection options are checked on the way, as MongooseIM's parser does.
+        (
+            "[outgoing_pools.riak.x.connection]\nport = 0\n",
+            "outgoing_pools.riak.x.connection.port: expected",
+        ),
+        (
+            "[outgoing_pools.redis]\nx = 7\n",
+            "outgoing_pools.redis.x: expected a table",
+        ),
+    ]);
 }

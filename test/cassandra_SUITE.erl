@@ -270,17 +270,20 @@ wait_until(F, N) ->
         false -> timer:sleep(100), wait_until(F, N - 1)
     end.
 
-%% Stopping a pool closes its session at once: before, the session lived
-%% (and kept reconnecting) until the pool's resource was garbage-collected.
+%% Stopping a pool closes its session at once, while a process still holds
+%% the pool's resource: before, the session lived (and kept reconnecting)
+%% until the resource was garbage-collected.
 stopped_pool_closes_its_connections(Config) ->
     ok = write_msgs([1], <<"stop@localhost">>),
     ?assert(stat(Config, "open_connections") > 0),
+    {ok, #{res := Res}} = mongoose_wpool:get_pool_handle(cassandra, global, ?POOL),
     ok = mongoose_wpool:stop(cassandra, global, ?POOL),
     wait_until(fun() -> stat(Config, "open_connections") =:= 0 end, 20),
     Opened = stat(Config, "connections"),
     timer:sleep(1500),
     %% No reconnection either.
-    ?assertEqual({0, Opened}, {stat(Config, "open_connections"), stat(Config, "connections")}).
+    ?assertEqual({0, Opened}, {stat(Config, "open_connections"), stat(Config, "connections")}),
+    ?assert(is_reference(Res)).
 
 test_and_count_queries(_Config) ->
     ?assertEqual(ok, mongoose_cassandra:test_query(?POOL)),

@@ -20,7 +20,8 @@ groups() ->
     [{api, [], [independent_client_passes, connect_reads_known_queries_only,
                 write_then_read_mam_messages, values_of_each_type, foldl_pages_the_result,
                 write_async_lands, test_and_count_queries, stats_show_the_session,
-                bad_requests_are_refused, server_errors_are_answered]},
+                bad_requests_are_refused, server_errors_are_answered,
+                stopped_pool_closes_its_connections]},
      {faults, [], [writes_go_in_batches_of_20, batch_too_large_is_halved,
                    write_timeout_is_retried, read_timeout_is_retried,
                    overloaded_is_not_retried, dropped_connection_then_recovery,
@@ -66,23 +67,13 @@ schema() ->
 
 init_per_suite(Config) ->
     ok = mongoose_wpool:ensure_started(),
-    Python = filename:join(venv(), "bin/python"),
-    case filelib:is_regular(Python) of
-        true -> ok;
-        false -> ct:fail("~s missing: run scripts/setup.sh", [Python])
-    end,
+    mn_test_venv:python(),
     Schema = filename:join(?config(priv_dir, Config), "schema.cql"),
     ok = file:write_file(Schema, lists:join("\n", schema())),
-    [{python, Python}, {schema, Schema}, {certs, mn_test_certs:make(?config(priv_dir, Config))}
+    [{schema, Schema}, {certs, mn_test_certs:make(?config(priv_dir, Config))}
      | Config].
 
 end_per_suite(_Config) -> ok.
-
-venv() ->
-    case os:getenv("MN_VENV") of
-        false -> "/var/cache/mongoose_native/venv";
-        Dir -> Dir
-    end.
 
 init_per_group(auth, Config) ->
     [{server, start_server(Config, ["--username", "cassandra", "--password", secret()])} | Config];
@@ -119,49 +110,15 @@ secret() -> "canary-s3cret".
 %% Helpers
 %%--------------------------------------------------------------------
 
-%% The server runs under a process of its own, so it outlives the
-%% init_per_group process; it exits when its standard input (the port) closes.
+%% Faults are set through the server's control port (control/2).
 start_server(Config, Args) ->
-    Script = filename:join(servers_dir(), "cql_server.py"),
-    Self = self(),
-    All = [Script, "--keyspace", "mongooseim", "--schema", ?config(schema, Config) | Args],
-    Owner = spawn(fun() ->
-        Port = open_port({spawn_executable, ?config(python, Config)},
-                         [{args, All}, {line, 200}, binary, exit_status]),
-        Ports = read_ports(Port, #{}),
-        Self ! {self(), Ports},
-        server_loop(Port)
-    end),
-    receive
-        {Owner, #{port := _, control := _} = Ports} -> Ports#{owner => Owner};
-        {Owner, _} -> ct:fail("cql_server.py did not start")
-    end.
+    mn_test_venv:start_server("cql_server.py",
+                              ["--keyspace", "mongooseim", "--schema", ?config(schema, Config)
+                               | Args],
+                              [port, control]).
 
-read_ports(_Port, #{port := _, control := _} = Acc) -> Acc;
-read_ports(Port, Acc) ->
-    receive
-        {Port, {data, {eol, <<"PORT ", N/binary>>}}} ->
-            read_ports(Port, Acc#{port => binary_to_integer(N)});
-        {Port, {data, {eol, <<"CONTROL ", N/binary>>}}} ->
-            read_ports(Port, Acc#{control => binary_to_integer(N)});
-        {Port, {data, _}} -> read_ports(Port, Acc)
-    after 10000 -> Acc
-    end.
-
-server_loop(Port) ->
-    receive
-        stop -> port_close(Port);
-        {Port, {data, _}} -> server_loop(Port);
-        {Port, {exit_status, S}} -> ct:pal("cql_server.py exited with ~p", [S])
-    end.
-
-stop_server(#{owner := Owner}) ->
-    Owner ! stop,
-    ok.
-
-servers_dir() ->
-    Source = proplists:get_value(source, ?MODULE:module_info(compile)),
-    filename:join(filename:dirname(Source), "servers").
+stop_server(Server) ->
+    mn_test_venv:stop_server(Server).
 
 port_of(Config) -> maps:get(port, ?config(server, Config)).
 
@@ -216,23 +173,8 @@ all_ids(With) ->
 %%--------------------------------------------------------------------
 
 independent_client_passes(Config) ->
-    Port = open_port({spawn_executable, ?config(python, Config)},
-                     [{args, [filename:join(servers_dir(), "cql_client_check.py"), "127.0.0.1",
-                              integer_to_list(port_of(Config))]},
-                      exit_status, stderr_to_stdout, binary]),
-    {Status, Output} = collect(Port, <<>>),
-    ct:log("~s", [Output]),
-    ?assertEqual({0, passed}, {Status, case binary:match(Output, <<"passed against">>) of
-                                           nomatch -> Output;
-                                           _ -> passed
-                                       end}).
-
-collect(Port, Acc) ->
-    receive
-        {Port, {data, D}} -> collect(Port, <<Acc/binary, D/binary>>);
-        {Port, {exit_status, S}} -> {S, Acc}
-    after 60000 -> {timeout, Acc}
-    end.
+    mn_test_venv:client_passes("cql_client_check.py",
+                               ["127.0.0.1", integer_to_list(port_of(Config))]).
 
 %% Every query the scylla crate sent at connect (system.local, system.peers,
 %% system_schema, USE) was understood by the test server.
@@ -327,6 +269,21 @@ wait_until(F, N) ->
         true -> ok;
         false -> timer:sleep(100), wait_until(F, N - 1)
     end.
+
+%% Stopping a pool closes its session at once, while a process still holds
+%% the pool's resource: before, the session lived (and kept reconnecting)
+%% until the resource was garbage-collected.
+stopped_pool_closes_its_connections(Config) ->
+    ok = write_msgs([1], <<"stop@localhost">>),
+    ?assert(stat(Config, "open_connections") > 0),
+    {ok, #{res := Res}} = mongoose_wpool:get_pool_handle(cassandra, global, ?POOL),
+    ok = mongoose_wpool:stop(cassandra, global, ?POOL),
+    wait_until(fun() -> stat(Config, "open_connections") =:= 0 end, 20),
+    Opened = stat(Config, "connections"),
+    timer:sleep(1500),
+    %% No reconnection either.
+    ?assertEqual({0, Opened}, {stat(Config, "open_connections"), stat(Config, "connections")}),
+    ?assert(is_reference(Res)).
 
 test_and_count_queries(_Config) ->
     ?assertEqual(ok, mongoose_cassandra:test_query(?POOL)),

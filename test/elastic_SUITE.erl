@@ -31,19 +31,10 @@ init_per_suite(Config) ->
              ok -> ok;
              {error, {already_started, inets}} -> ok
          end,
-    Python = filename:join(venv(), "bin/python"),
-    case filelib:is_regular(Python) of
-        true -> [{python, Python} | Config];
-        false -> ct:fail("~s missing: run scripts/setup.sh", [Python])
-    end.
+    mn_test_venv:python(),
+    Config.
 
 end_per_suite(_Config) -> ok.
-
-venv() ->
-    case os:getenv("MN_VENV") of
-        false -> "/var/cache/mongoose_native/venv";
-        Dir -> Dir
-    end.
 
 init_per_group(Group, Config) ->
     Args = case Group of
@@ -51,7 +42,7 @@ init_per_group(Group, Config) ->
                opensearch -> ["--version", "2.11.0", "--distribution", "opensearch"];
                _ -> ["--version", "8.15.0"]
            end,
-    [{server, start_server(Config, Args)}, {group, Group} | Config].
+    [{server, start_server(Args)}, {group, Group} | Config].
 
 end_per_group(_, Config) ->
     stop_server(?config(server, Config)).
@@ -68,33 +59,11 @@ end_per_testcase(_, _Config) ->
 %% Helpers
 %%--------------------------------------------------------------------
 
-%% The server runs under a process of its own, so it outlives the
-%% init_per_group process; it exits when its standard input (the port) closes.
-start_server(Config, Args) ->
-    Script = filename:join(servers_dir(), "es_server.py"),
-    Self = self(),
-    Owner = spawn(fun() ->
-        Port = open_port({spawn_executable, ?config(python, Config)},
-                         [{args, [Script, "--port", "0" | Args]}, {line, 200}, binary,
-                          exit_status]),
-        receive
-            {Port, {data, {eol, <<"PORT ", N/binary>>}}} -> Self ! {self(), binary_to_integer(N)}
-        after 10000 -> Self ! {self(), no_port}
-        end,
-        receive stop -> port_close(Port) end
-    end),
-    receive
-        {Owner, N} when is_integer(N) -> #{owner => Owner, port => N};
-        {Owner, no_port} -> ct:fail("es_server.py did not start")
-    end.
+start_server(Args) ->
+    mn_test_venv:start_server("es_server.py", ["--port", "0" | Args], [port]).
 
-stop_server(#{owner := Owner}) ->
-    Owner ! stop,
-    ok.
-
-servers_dir() ->
-    Source = proplists:get_value(source, ?MODULE:module_info(compile)),
-    filename:join(filename:dirname(Source), "servers").
+stop_server(Server) ->
+    mn_test_venv:stop_server(Server).
 
 port_of(Config) -> maps:get(port, ?config(server, Config)).
 
@@ -198,22 +167,7 @@ server_errors_carry_status_and_body(_Config) ->
 
 independent_client_passes(Config) ->
     Url = "http://127.0.0.1:" ++ integer_to_list(port_of(Config)),
-    Port = open_port({spawn_executable, ?config(python, Config)},
-                     [{args, [filename:join(servers_dir(), "es_client_check.py"), Url]},
-                      exit_status, stderr_to_stdout, binary]),
-    {Status, Output} = collect(Port, <<>>),
-    ct:log("~s", [Output]),
-    ?assertEqual({0, passed}, {Status, case binary:match(Output, <<"passed against">>) of
-                                           nomatch -> Output;
-                                           _ -> passed
-                                       end}).
-
-collect(Port, Acc) ->
-    receive
-        {Port, {data, D}} -> collect(Port, <<Acc/binary, D/binary>>);
-        {Port, {exit_status, S}} -> {S, Acc}
-    after 60000 -> {timeout, Acc}
-    end.
+    mn_test_venv:client_passes("es_client_check.py", [Url]).
 
 %%--------------------------------------------------------------------
 %% Failures (against an 8.x server)
@@ -262,9 +216,9 @@ bad_requests_are_refused(_Config) ->
                  mongoose_wpool:call(elastic, global, default, {drop_index, ?IDX})),
     ?assertMatch({ok, _}, mongoose_elasticsearch:health()).
 
-server_down(Config) ->
+server_down(_Config) ->
     mongoose_wpool:stop(),
-    Private = start_server(Config, ["--version", "8.15.0"]),
+    Private = start_server(["--version", "8.15.0"]),
     #{port := Port} = Private,
     {ok, _} = start_pool(Port, [], #{}),
     {ok, _} = mongoose_elasticsearch:health(),
@@ -306,10 +260,10 @@ answer_forever(L, Body) ->
     gen_tcp:close(S),
     answer_forever(L, Body).
 
-basic_auth(Config) ->
+basic_auth(_Config) ->
     mongoose_wpool:stop(),
     Secret = "canary-s3cret",
-    Private = start_server(Config, ["--username", "elastic", "--password", Secret]),
+    Private = start_server(["--username", "elastic", "--password", Secret]),
     #{port := Port} = Private,
     try
         {ok, _} = start_pool(Port, [], #{username => "elastic", password => Secret}),

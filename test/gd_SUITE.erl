@@ -112,6 +112,11 @@ start_dc(Dc, Port) ->
     start_dc(Dc, Port, dc_opts(Dc, Port)).
 
 start_dc(Dc, Port, Opts) ->
+    start_dc(Dc, Port, Opts, fun(_Node) -> ok end).
+
+%% Prepare(Node) runs on the new node before the library starts there
+%% (metrics_SUITE sets the application's environment).
+start_dc(Dc, Port, Opts, Prepare) ->
     Cookie = atom_to_list(erlang:get_cookie()),
     {ok, Peer, Node} = peer:start(#{name => peer:random_name(atom_to_list(Dc)),
                                     %% Datacenters talk over their own
@@ -125,6 +130,7 @@ start_dc(Dc, Port, Opts) ->
     Log = filename:join(persistent_term:get({?MODULE, log_dir}), atom_to_list(Dc) ++ ".log"),
     ok = erpc:call(Node, logger, add_handler, [gd_file, logger_std_h,
                                                #{config => #{file => Log}, level => warning}]),
+    ok = Prepare(Node),
     {_, RedisConn} = persistent_term:get({?MODULE, redis}),
     ok = erpc:call(Node, gd_test_dc, start, [local_host(Dc), RedisConn, Opts], 60000),
     {Dc, #{peer => Peer, node => Node, port => Port}}.
@@ -186,7 +192,7 @@ nothing_more(Timeout) ->
 wait_until(F, Ms) ->
     case F() of
         true -> ok;
-        _ when Ms =< 0 -> ct:fail(condition_not_met);
+        Other when Ms =< 0 -> ct:fail({condition_not_met, Other});
         _ -> timer:sleep(100), wait_until(F, Ms - 100)
     end.
 

@@ -12,6 +12,7 @@
 -compile([export_all, nowarn_export_all]).
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
+-import(gd_SUITE, [free_ports/1, rpc/5, wait_until/2]).
 
 -define(DB, 13).
 -define(GLOBAL, <<"example.test">>).
@@ -32,23 +33,20 @@ groups() ->
 suite() ->
     [{timetrap, {minutes, 4}}].
 
-init_per_suite(Config) ->
-    case node() of
-        nonode@nohost ->
-            _ = os:cmd("epmd -daemon"),
-            {ok, _} = net_kernel:start([list_to_atom("metrics_ct_" ++ os:getpid()), shortnames]);
-        _ ->
-            ok
-    end,
+%% The datacenters start as gd_SUITE starts them (its helpers).
+init_per_suite(Config0) ->
+    Config = gd_SUITE:init_per_suite(Config0),
     "/usr/bin/promtool" ++ _ = os:find_executable("promtool"),
-    "OK" ++ _ = os:cmd("redis-cli -n " ++ integer_to_list(?DB) ++ " FLUSHDB"),
+    Cli = "redis-cli -n " ++ integer_to_list(?DB),
+    persistent_term:put({gd_SUITE, redis}, {Cli, #{database => ?DB}}),
+    "OK" ++ _ = os:cmd(Cli ++ " FLUSHDB"),
     [P1, P2] = free_ports(2),
-    Dc1 = start_dc(dc1, P1, [{metrics_listen, "127.0.0.1:0"}], true),
-    Dc2 = start_dc(dc2, P2, [], false),
-    [{dc1, Dc1}, {dc2, Dc2} | Config].
+    Dcs = #{dc1 => start_dc(dc1, P1, [{metrics_listen, "127.0.0.1:0"}], true),
+            dc2 => start_dc(dc2, P2, [], false)},
+    [{dcs, Dcs} | Config].
 
 end_per_suite(Config) ->
-    [catch peer:stop(Peer) || {_, #{peer := Peer}} <- [?config(dc1, Config), ?config(dc2, Config)]],
+    [catch peer:stop(Peer) || #{peer := Peer} <- maps:values(?config(dcs, Config))],
     mn_test_redis:stop(?PRIVATE_PORT),
     ok.
 
@@ -62,45 +60,25 @@ end_per_group(_, _Config) ->
 %% Datacenters
 %%--------------------------------------------------------------------
 
-local_host(Dc) -> <<(atom_to_binary(Dc))/binary, ".test">>.
-
+%% gd_SUITE's, with two connections per endpoint (the scrape counts them),
+%% and a longer mapping life and fewer bounce retries.
 dc_opts(Dc, Port) ->
-    #{global_host => ?GLOBAL, local_host => local_host(Dc),
-      hosts_refresh_interval => 300,
-      connections => #{endpoints => [{"127.0.0.1", Port}], connections_per_endpoint => 2,
-                       endpoint_refresh_interval => 1,
-                       endpoint_refresh_interval_when_empty => 1},
-      redis => #{expire_after => 5, refresh_after => 1},
-      cache => #{jid_lifetime_seconds => 1, domain_lifetime_seconds => 1},
-      bounce => #{resend_after_ms => 100, max_retries => 2}}.
+    Opts = gd_SUITE:dc_opts(Dc, Port),
+    Conns = maps:remove(disabled_gc_interval, maps:get(connections, Opts)),
+    Opts#{connections := Conns#{connections_per_endpoint := 2},
+          redis := #{expire_after => 5, refresh_after => 1},
+          bounce := #{resend_after_ms => 100, max_retries => 2}}.
 
 %% Instrumented: the stand-in runs before the library starts.
 start_dc(Dc, Port, Env, Instrumented) ->
-    {ok, Peer, Node} = peer:start(#{name => peer:random_name(atom_to_list(Dc)),
-                                    args => ["-setcookie", atom_to_list(erlang:get_cookie()),
-                                             "-connect_all", "false"]}),
-    ok = erpc:call(Node, code, add_paths, [code:get_path()]),
-    [ok = erpc:call(Node, application, set_env, [mongoose_native, K, V]) || {K, V} <- Env],
-    Instrumented andalso (ok = erpc:call(Node, mongoose_instrument, start, [])),
-    ok = erpc:call(Node, gd_test_dc, start,
-                   [local_host(Dc), #{database => ?DB}, dc_opts(Dc, Port)], 60000),
-    #{peer => Peer, node => Node, port => Port}.
-
-node_of(Dc, Config) ->
-    #{node := N} = ?config(Dc, Config),
-    N.
-
-rpc(Dc, M, F, A, Config) ->
-    erpc:call(node_of(Dc, Config), M, F, A, 60000).
-
-free_ports(N) ->
-    Socks = [begin
-                 {ok, S} = gen_tcp:listen(0, [{ip, {127, 0, 0, 1}}, {reuseaddr, true}]),
-                 S
-             end || _ <- lists:seq(1, N)],
-    Ports = [element(2, inet:port(S)) || S <- Socks],
-    [gen_tcp:close(S) || S <- Socks],
-    Ports.
+    Prepare = fun(Node) ->
+                      [ok = erpc:call(Node, application, set_env, [mongoose_native, K, V])
+                       || {K, V} <- Env],
+                      Instrumented andalso (ok = erpc:call(Node, mongoose_instrument, start, [])),
+                      ok
+              end,
+    {Dc, M} = gd_SUITE:start_dc(Dc, Port, dc_opts(Dc, Port), Prepare),
+    M.
 
 connect(Dc, User, Config) ->
     Self = self(),
@@ -120,13 +98,6 @@ send(Dc, FromUser, ToUser, Body, Config) ->
 recv(Tag, Body) ->
     receive {stanza, Tag, Body} -> ok
     after 10000 -> ct:fail({not_received, Tag, Body})
-    end.
-
-wait_until(F, Ms) ->
-    case F() of
-        true -> ok;
-        Other when Ms =< 0 -> ct:fail({condition_not_met, Other});
-        _ -> timer:sleep(100), wait_until(F, Ms - 100)
     end.
 
 wait_mapped(Dc, User, Host, Config) ->
@@ -219,7 +190,7 @@ every_seed_004_metric_is_executed(Config) ->
     %% A stanza for nobody known: bounced (stop_ttl_zero once it gives up).
     send(dc1, <<"bob">>, <<"nobody">>, <<"lost">>, Config),
     #{res := _} = T = rpc(dc1, mod_global_distrib, transport, [], Config),
-    Port = maps:get(port, ?config(dc1, Config)),
+    Port = maps:get(port, maps:get(dc1, ?config(dcs, Config))),
     %% Incoming: garbage (errored, no host known), and a peer that says who
     %% it is and leaves (first packet, closed).
     {ok, Bad} = gen_tcp:connect({127, 0, 0, 1}, Port, [binary]),
@@ -333,7 +304,7 @@ events_torn_down_and_declared_again(Config) ->
     ok = rpc(dc1, gd_test_dc, stop, [], Config),
     ?assertEqual([lists:keyfind(wpool_global_rdbms_stats, 1, pool_specs_6_3())],
                  rpc(dc1, mongoose_instrument, specs, [], Config)),
-    Port = maps:get(port, ?config(dc1, Config)),
+    Port = maps:get(port, maps:get(dc1, ?config(dcs, Config))),
     ok = rpc(dc1, mod_global_distrib, start, [?GLOBAL, dc_opts(dc1, Port)], Config),
     {ok, _} = rpc(dc1, mongoose_wpool, start, [rabbit, global, metrics, [{workers, 2}],
                                                #{host => "127.0.0.1"}], Config),

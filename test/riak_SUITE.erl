@@ -41,26 +41,17 @@ groups() ->
 
 init_per_suite(Config) ->
     ok = mongoose_wpool:ensure_started(),
-    Python = filename:join(venv(), "bin/python"),
-    case filelib:is_regular(Python) of
-        true -> [{python, Python} | Config];
-        false -> ct:fail("~s missing: run scripts/setup.sh", [Python])
-    end.
+    mn_test_venv:python(),
+    Config.
 
 end_per_suite(_Config) -> ok.
-
-venv() ->
-    case os:getenv("MN_VENV") of
-        false -> "/var/cache/mongoose_native/venv";
-        Dir -> Dir
-    end.
 
 init_per_group(security, Config) ->
     Certs = mn_test_certs:make(?config(priv_dir, Config)),
     [{certs, Certs} | Config];
 init_per_group(_, Config) ->
     Args = ["--search-index", "messages=search_type", "--datatype", "users=map"],
-    [{server, start_server(Config, Args)} | Config].
+    [{server, start_server(Args)} | Config].
 
 end_per_group(security, _Config) -> ok;
 end_per_group(_, Config) ->
@@ -81,59 +72,20 @@ end_per_testcase(_, _Config) ->
 %% Helpers
 %%--------------------------------------------------------------------
 
-%% The server runs under a process of its own, so it outlives the
-%% init_per_group process; it exits when its standard input (the port)
-%% closes. Fault commands go to it as lines on that input.
-start_server(Config, Args) ->
-    Script = filename:join(servers_dir(), "riak_server.py"),
-    Self = self(),
-    Owner = spawn(fun() ->
-        Port = open_port({spawn_executable, ?config(python, Config)},
-                         [{args, [Script, "--port", "0" | Args]}, {line, 200}, binary,
-                          exit_status]),
-        receive
-            {Port, {data, {eol, <<"PORT ", N/binary>>}}} -> Self ! {self(), binary_to_integer(N)}
-        after 10000 -> Self ! {self(), no_port}
-        end,
-        serve(Port)
-    end),
-    receive
-        {Owner, N} when is_integer(N) -> #{owner => Owner, port => N};
-        {Owner, no_port} -> ct:fail("riak_server.py did not start")
-    end.
-
-serve(Port) ->
-    receive
-        {control, From, Line} ->
-            port_command(Port, [Line, $\n]),
-            receive {Port, {data, {eol, <<"OK", Rest/binary>>}}} -> From ! {self(), {ok, Rest}}
-            after 5000 -> From ! {self(), no_answer}
-            end,
-            serve(Port);
-        stop -> port_close(Port)
-    end.
+%% Fault commands go to the server as lines on its standard input.
+start_server(Args) ->
+    mn_test_venv:start_server("riak_server.py", ["--port", "0" | Args], [port]).
 
 control(Server, Line) ->
-    {ok, <<>>} = ask(Server, Line),
+    {ok, <<>>} = mn_test_venv:ask(Server, Line),
     ok.
-
-ask(#{owner := Owner}, Line) ->
-    Owner ! {control, self(), Line},
-    receive {Owner, {ok, Answer}} -> {ok, Answer}
-    after 6000 -> ct:fail({no_answer_to, Line})
-    end.
 
 accepted(Server) ->
-    {ok, <<" ", N/binary>>} = ask(Server, "accepted"),
+    {ok, <<" ", N/binary>>} = mn_test_venv:ask(Server, "accepted"),
     binary_to_integer(N).
 
-stop_server(#{owner := Owner}) ->
-    Owner ! stop,
-    ok.
-
-servers_dir() ->
-    Source = proplists:get_value(source, ?MODULE:module_info(compile)),
-    filename:join(filename:dirname(Source), "servers").
+stop_server(Server) ->
+    mn_test_venv:stop_server(Server).
 
 port_of(Config) -> maps:get(port, ?config(server, Config)).
 
@@ -188,23 +140,7 @@ set_register(V) -> fun(R) -> R#register{new_value = V} end.
 %%--------------------------------------------------------------------
 
 independent_client_passes(Config) ->
-    Port = open_port({spawn_executable, ?config(python, Config)},
-                     [{args, ["-W", "ignore", filename:join(servers_dir(), "riak_client_check.py"),
-                              integer_to_list(port_of(Config))]},
-                      exit_status, stderr_to_stdout, binary]),
-    {Status, Output} = collect(Port, <<>>),
-    ct:log("~s", [Output]),
-    ?assertEqual({0, passed}, {Status, case binary:match(Output, <<"passed against">>) of
-                                           nomatch -> Output;
-                                           _ -> passed
-                                       end}).
-
-collect(Port, Acc) ->
-    receive
-        {Port, {data, D}} -> collect(Port, <<Acc/binary, D/binary>>);
-        {Port, {exit_status, S}} -> {S, Acc}
-    after 60000 -> {timeout, Acc}
-    end.
+    mn_test_venv:client_passes("riak_client_check.py", [integer_to_list(port_of(Config))]).
 
 put_get_delete(Config) ->
     {ok, _} = start_pool(Config),
@@ -551,8 +487,8 @@ bad_requests_are_refused(Config) ->
     Bad(mongoose_wpool:call(riak, global, default, {drop_everything})),
     ?assertEqual({error, notfound}, mongoose_riak:get(<<"b">>, <<"k">>)).
 
-server_down(Config) ->
-    Private = start_server(Config, []),
+server_down(_Config) ->
+    Private = start_server([]),
     #{port := Port} = Private,
     {ok, _} = start_pool(Port, [{workers, 1}], #{}),
     ?assertEqual({error, notfound}, mongoose_riak:get(<<"b">>, <<"k">>)),
@@ -629,9 +565,9 @@ callback_module(Config) ->
 
 secure_server(Config) ->
     Certs = ?config(certs, Config),
-    start_server(Config, ["--certfile", maps:get(server, Certs),
-                          "--keyfile", maps:get(server_key, Certs),
-                          "--user", "riakuser", "--password", "canary-s3cret"]).
+    start_server(["--certfile", maps:get(server, Certs),
+                  "--keyfile", maps:get(server_key, Certs),
+                  "--user", "riakuser", "--password", "canary-s3cret"]).
 
 credentials_start_tls_and_authenticate(Config) ->
     Server = secure_server(Config),
@@ -690,7 +626,7 @@ wrong_ca_fails_the_start(Config) ->
     end.
 
 server_without_security(Config) ->
-    Server = start_server(Config, []),
+    Server = start_server([]),
     try
         Certs = ?config(certs, Config),
         {error, {connect_failed, Msg}} =

@@ -12,6 +12,7 @@ use std::fmt;
 use crate::engine::strategy::Strategy;
 use crate::error::{Error, Result};
 use crate::options::Opt;
+use crate::registry;
 use crate::term::{is_secret_key, Term};
 
 /// The queue bound per worker when `max_worker_queue_len` is not set.
@@ -24,13 +25,37 @@ pub const INFINITE_QUEUE_BOUND: usize = 1_000_000;
 pub struct Node<'a> {
     path: String,
     term: Option<&'a Term>,
+    /// Read from a TOML document ([`toml_to_term`]): each value must have
+    /// the TOML type its option takes, as in MongooseIM's config parser,
+    /// where Erlang callers may write text as a binary, charlist or atom.
+    from_toml: bool,
 }
 
 impl<'a> Node<'a> {
+    /// A value an Erlang caller gave (MongooseIM's maps, legacy tuples).
     pub fn new(path: impl Into<String>, term: &'a Term) -> Node<'a> {
         Node {
             path: path.into(),
             term: Some(term),
+            from_toml: false,
+        }
+    }
+
+    /// A value read from a TOML document by [`toml_to_term`].
+    pub fn toml(path: impl Into<String>, term: &'a Term) -> Node<'a> {
+        Node {
+            from_toml: true,
+            ..Node::new(path, term)
+        }
+    }
+
+    /// `term` (a translation of this node's value, say) read at `path` as
+    /// this node's input is.
+    pub fn beside<'b>(&self, path: impl Into<String>, term: &'b Term) -> Node<'b> {
+        Node {
+            path: path.into(),
+            term: Some(term),
+            from_toml: self.from_toml,
         }
     }
 
@@ -46,6 +71,19 @@ impl<'a> Node<'a> {
         Node {
             path: format!("{}.{}", self.path, key),
             term: self.term.and_then(|t| t.get(key)),
+            from_toml: self.from_toml,
+        }
+    }
+
+    /// `t` as text, if this input writes text that way: from TOML a string
+    /// only (not a boolean, nor an array of numbers taken for a charlist);
+    /// from Erlang a binary, a charlist or an atom. Every reading of text
+    /// in a configuration comes through here.
+    pub fn text_of(&self, t: &Term) -> Option<String> {
+        match t {
+            Term::Bin(_) => t.as_text(),
+            _ if self.from_toml => None,
+            _ => t.as_text(),
         }
     }
 
@@ -74,7 +112,7 @@ impl<'a> Node<'a> {
 
     pub fn string(&self) -> Result<Option<String>> {
         self.term
-            .map(|t| t.as_text().ok_or_else(|| self.invalid("a string")))
+            .map(|t| self.text_of(t).ok_or_else(|| self.invalid("a string")))
             .transpose()
     }
 
@@ -90,7 +128,7 @@ impl<'a> Node<'a> {
     pub fn secret(&self) -> Result<Option<Secret>> {
         match self.term {
             None => Ok(None),
-            Some(t) => t.as_text().map(|s| Some(Secret(s))).ok_or_else(|| {
+            Some(t) => self.text_of(t).map(|s| Some(Secret(s))).ok_or_else(|| {
                 let (expected, got) = match t {
                     Term::Bin(_) => ("UTF-8 text", "a binary that is not valid UTF-8"),
                     other => ("a string", kind_of(other)),
@@ -134,7 +172,7 @@ impl<'a> Node<'a> {
         let expected = || format!("one of {}", allowed.join(", "));
         match self.term {
             None => Ok(None),
-            Some(t) => match t.as_text() {
+            Some(t) => match self.text_of(t) {
                 Some(s) if allowed.contains(&s.as_str()) => Ok(Some(s)),
                 _ => Err(self.invalid(&expected())),
             },
@@ -148,10 +186,7 @@ impl<'a> Node<'a> {
                 items
                     .iter()
                     .enumerate()
-                    .map(|(i, t)| Node {
-                        path: format!("{}[{i}]", self.path),
-                        term: Some(t),
-                    })
+                    .map(|(i, t)| self.beside(format!("{}[{i}]", self.path), t))
                     .collect(),
             )),
             Some(_) => Err(self.invalid("a list")),
@@ -180,6 +215,8 @@ impl<'a> Node<'a> {
         match self.term {
             None => Ok(vec![]),
             Some(Term::Map(pairs)) => pairs.iter().map(|(k, _)| key_name(k)).collect(),
+            // A TOML array is not a table, even an empty one.
+            Some(_) if self.from_toml => Err(self.invalid("a table")),
             Some(Term::List(items)) => items
                 .iter()
                 .map(|item| match item {
@@ -210,6 +247,7 @@ impl fmt::Debug for Secret {
 
 fn kind_of(t: &Term) -> &'static str {
     match t {
+        Term::Atom(a) if a == "true" || a == "false" => "a boolean",
         Term::Atom(_) => "an atom",
         Term::Int(_) => "an integer",
         Term::Float(_) => "a float",
@@ -281,9 +319,31 @@ const WORKERS: Opt = Opt::int("workers", 1, 100_000);
 const STRATEGY: Opt = Opt::one_of("strategy", &Strategy::NAMES);
 const CALL_TIMEOUT: Opt = Opt::int("call_timeout", 1, u32::MAX as i64);
 const MAX_WORKER_QUEUE_LEN: Opt = Opt::queue_len("max_worker_queue_len");
+/// Seed 002's scopes, and MongooseIM 6.x's `host_type` (= `host`).
+const SCOPE: Opt = Opt::one_of("scope", &["global", "host", "host_type", "single_host"]);
+/// The host a `single_host` pool serves; 6.x-style configs say `host_type`.
+const HOST: Opt = Opt::text("host");
+const HOST_TYPE: Opt = Opt::text("host_type").alias_of("host");
+const CONNECTION: Opt = Opt::shaped(
+    "connection",
+    "a table of the pool type's connection options",
+);
 
 impl PoolSettings {
     pub const OPTIONS: [Opt; 4] = [WORKERS, STRATEGY, CALL_TIMEOUT, MAX_WORKER_QUEUE_LEN];
+    /// The keys of a `[outgoing_pools.TYPE.TAG]` section: where the pool
+    /// runs, the worker-pool options and the connection section (whose
+    /// options are the type's, `registry.rs`).
+    pub const SECTION: [Opt; 8] = [
+        SCOPE,
+        HOST,
+        HOST_TYPE,
+        WORKERS,
+        STRATEGY,
+        CALL_TIMEOUT,
+        MAX_WORKER_QUEUE_LEN,
+        CONNECTION,
+    ];
 
     /// Reads `opts` (a map or proplist) found at `path` (`outgoing_pools.TYPE.TAG`).
     pub fn read(kind: PoolType, opts: &Node) -> Result<PoolSettings> {
@@ -320,14 +380,18 @@ impl PoolSettings {
     }
 }
 
-/// `toml::Value` as a [`Term`]: strings become binaries, booleans atoms.
+/// `toml::Value` as a [`Term`], read through [`Node::toml`]: strings become
+/// binaries, booleans atoms, and a date `{toml_datetime, Text}`, which no
+/// option takes (so it is not taken for text either).
 pub fn toml_to_term(value: &toml::Value) -> Term {
     match value {
         toml::Value::String(s) => Term::from(s.as_str()),
         toml::Value::Integer(i) => Term::Int(*i),
         toml::Value::Float(f) => Term::Float(*f),
         toml::Value::Boolean(b) => Term::from(*b),
-        toml::Value::Datetime(d) => Term::from(d.to_string()),
+        toml::Value::Datetime(d) => {
+            Term::tuple(vec![Term::atom("toml_datetime"), Term::from(d.to_string())])
+        }
         toml::Value::Array(items) => Term::List(items.iter().map(toml_to_term).collect()),
         toml::Value::Table(t) => Term::Map(
             t.iter()
@@ -337,78 +401,90 @@ pub fn toml_to_term(value: &toml::Value) -> Term {
     }
 }
 
+/// A TOML document, or the syntax error.
+pub fn parse_toml(text: &str) -> Result<toml::Table> {
+    text.parse()
+        .map_err(|e: toml::de::Error| Error::Config(format!("TOML syntax: {}", e.message())))
+}
+
 /// Reads the `[outgoing_pools.TYPE.TAG]` sections of a TOML document into the
 /// maps MongooseIM's config parser produces:
-/// `#{type, scope, tag, opts, conn_opts}`, scope `global`, `host_type` or a host.
+/// `#{type, scope, tag, opts, conn_opts}`, scope `global`, `host_type` or a
+/// host. As MongooseIM's parser, it checks every pool's options (without
+/// connecting) on the way, so a bad file is refused whole, each error with
+/// its TOML path.
 pub fn pools_from_toml(text: &str) -> Result<Vec<Term>> {
-    let doc: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| Error::Config(format!("TOML syntax: {}", e.message())))?;
+    let doc = parse_toml(text)?;
     let Some(pools) = doc.get("outgoing_pools") else {
         return Ok(vec![]);
     };
     let pools = toml_to_term(pools);
-    let root = Node::new("outgoing_pools", &pools);
+    let root = Node::toml("outgoing_pools", &pools);
     let mut out = vec![];
     for type_name in root.keys()? {
         let by_type = root.at(&type_name);
-        if PoolType::parse(&type_name).is_none() {
+        let Some(kind) = PoolType::parse(&type_name) else {
             let known: Vec<_> = PoolType::ALL.iter().map(|t| t.name()).collect();
             return Err(by_type.invalid(&format!("a pool type, one of {}", known.join(", "))));
-        }
+        };
         for tag in by_type.keys()? {
-            out.push(pool_map_from_toml(&type_name, &tag, &by_type.at(&tag))?);
+            out.push(pool_map_from_toml(kind, &tag, &by_type.at(&tag))?);
         }
     }
     Ok(out)
 }
 
-fn pool_map_from_toml(type_name: &str, tag: &str, pool: &Node) -> Result<Term> {
-    let mut allowed = vec!["scope", "host", "host_type", "connection"];
-    allowed.extend(PoolSettings::OPTIONS.map(|o| o.name));
-    pool.only_keys(&allowed)?;
-    let host = pool.at("host").string()?.or(pool.at("host_type").string()?);
-    let scope = match pool
-        .at("scope")
-        .one_of(&["global", "host", "host_type", "single_host"])?
-    {
-        None => host.map_or_else(|| Term::atom("global"), Term::from),
-        Some(s) if s == "global" => Term::atom("global"),
-        Some(s) if s == "host" || s == "host_type" => Term::atom("host_type"),
-        Some(_) => {
-            Term::from(host.ok_or_else(|| pool.at("host").missing("a host for scope single_host"))?)
+fn pool_map_from_toml(kind: PoolType, tag: &str, pool: &Node) -> Result<Term> {
+    pool.only(&PoolSettings::SECTION)?;
+    let host = pool.either(&HOST, &HOST_TYPE)?;
+    let host_name = host.string()?;
+    let scope = match (pool.opt(&SCOPE).one_of()?.as_deref(), host_name) {
+        (None, host_name) => host_name.map_or_else(|| Term::atom("global"), Term::from),
+        (Some("single_host"), Some(h)) => Term::from(h),
+        (Some("single_host"), None) => return Err(host.missing("a host for scope single_host")),
+        (Some(scope), Some(_)) => {
+            return Err(Error::Config(format!(
+                "{}: only used with scope = \"single_host\" (scope is \"{scope}\")",
+                host.path()
+            )))
         }
+        (Some("global"), None) => Term::atom("global"),
+        (Some(_), None) => Term::atom("host_type"),
     };
-    let opts = Term::Map(
-        PoolSettings::OPTIONS
-            .iter()
-            .map(|o| o.name)
-            .filter_map(|k| {
-                pool.at(k)
-                    .term()
-                    .map(|v| (Term::atom(k), to_atom_if_text(k, v)))
-            })
-            .collect(),
-    );
-    let conn_opts = pool
-        .at("connection")
-        .term()
-        .cloned()
-        .unwrap_or(Term::Map(vec![]));
+    let given = |o: &Opt| {
+        pool.at(o.name)
+            .term()
+            .map(|v| (Term::atom(o.name), v.clone()))
+    };
+    let opts: Vec<_> = PoolSettings::OPTIONS.iter().filter_map(given).collect();
+    PoolSettings::read(kind, &pool.beside(pool.path(), &Term::Map(opts.clone())))?;
+    let empty = Term::Map(vec![]);
+    let conn = match pool.at(CONNECTION.name) {
+        conn if conn.is_set() => conn,
+        unset => pool.beside(unset.path(), &empty),
+    };
+    registry::validate(kind, &conn)?;
     Ok(Term::Map(vec![
-        (Term::atom("type"), Term::atom(type_name)),
+        (Term::atom("type"), Term::atom(kind.name())),
         (Term::atom("scope"), scope),
         (Term::atom("tag"), Term::atom(tag)),
-        (Term::atom("opts"), opts),
-        (Term::atom("conn_opts"), conn_opts),
+        (
+            Term::atom("opts"),
+            Term::Map(opts.into_iter().map(strategy_as_atom).collect()),
+        ),
+        (
+            Term::atom("conn_opts"),
+            conn.term().cloned().unwrap_or_else(|| Term::Map(vec![])),
+        ),
     ]))
 }
 
 /// The strategy is an atom in MongooseIM's maps.
-fn to_atom_if_text(key: &str, v: &Term) -> Term {
-    match (key, v.as_text()) {
-        ("strategy", Some(s)) => Term::Atom(s),
-        _ => v.clone(),
+fn strategy_as_atom((k, v): (Term, Term)) -> (Term, Term) {
+    let is_strategy = k.as_atom() == Some(STRATEGY.name);
+    match v {
+        Term::Bin(b) if is_strategy => (k, Term::Atom(String::from_utf8_lossy(&b).into_owned())),
+        v => (k, v),
     }
 }
 

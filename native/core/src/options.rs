@@ -198,7 +198,9 @@ impl<'a> Field<'a> {
         }
         match self.node.term() {
             None => Ok(None),
-            Some(t) if t.as_text().as_deref() == Some("infinity") => Ok(Some(INFINITE_QUEUE_BOUND)),
+            Some(t) if self.node.text_of(t).as_deref() == Some("infinity") => {
+                Ok(Some(INFINITE_QUEUE_BOUND))
+            }
             Some(Term::Int(n)) if *n >= 0 => Ok(Some((*n as usize).clamp(1, INFINITE_QUEUE_BOUND))),
             Some(_) => Err(self.node.invalid("a non-negative integer or \"infinity\"")),
         }
@@ -217,6 +219,22 @@ impl<'a> Node<'a> {
         Field {
             node: self.at(opt.name),
             opt,
+        }
+    }
+
+    /// Whichever of `opt` and `other`, two names of one setting, is set
+    /// (`opt` when neither is); both set is refused.
+    pub fn either(&self, opt: &'static Opt, other: &'static Opt) -> Result<Field<'a>> {
+        let (first, second) = (self.opt(opt), self.opt(other));
+        match (first.is_set(), second.is_set()) {
+            (true, true) => Err(Error::Config(format!(
+                "{}: set {} or {}, not both",
+                self.path(),
+                opt.name,
+                other.name
+            ))),
+            (false, true) => Ok(second),
+            _ => Ok(first),
         }
     }
 }

@@ -1,9 +1,10 @@
 //! Bad configuration, generated from the option tables: every example
 //! file's pools and mod_global_distrib section are the valid baselines;
-//! each option of the pool kind's tables (`registry.rs`, the readers'
-//! `OPTIONS`, seed 004's) is given a wrong type, each bound crossed, each
-//! choice missed, and an unknown key put beside the options of every
-//! section; each must be refused by `check_toml` with an error that starts
+//! each option of the pool section's table (`PoolSettings::SECTION`), the
+//! pool kind's tables (`registry.rs`, the readers' `OPTIONS`) and seed
+//! 004's is given wrong types, each bound crossed, each choice missed, and
+//! an unknown key put beside the options of every section, an unknown pool
+//! type beside the types and a pool that is not a table; each must be refused by `check_toml` with an error that starts
 //! with the TOML path of what was changed.
 
 use std::path::PathBuf;
@@ -93,15 +94,22 @@ struct Case {
 }
 
 /// The values an option of `form` must refuse, each with what it tries.
+/// Wrong types include those an Erlang caller may use for text (a boolean's
+/// atom, a charlist) but a TOML file may not.
 fn bad_values(form: &Form) -> Vec<(&'static str, Value)> {
-    let wrong_type = match form {
-        Form::Int { .. } | Form::QueueLen => Value::String("7".into()),
-        Form::Bool => Value::String("yes".into()),
-        Form::Shaped(_) => Value::Float(1.5),
+    let charlist = Value::Array(vec![Value::Integer(104), Value::Integer(105)]);
+    let wrong_types = match form {
+        Form::Int { .. } | Form::QueueLen => vec![Value::String("7".into()), Value::Boolean(true)],
+        Form::Bool => vec![Value::String("yes".into()), Value::Integer(1)],
+        Form::Text | Form::Secret | Form::OneOf(_) => {
+            vec![Value::Integer(7), Value::Boolean(true), charlist]
+        }
+        Form::Section(_) => vec![Value::Integer(7), Value::Array(vec![])],
+        Form::Sections(_) => vec![Value::Integer(7), Value::Table(Table::new())],
+        Form::Shaped(_) => vec![Value::Float(1.5)],
         Form::Ignored => return vec![],
-        _ => Value::Integer(7),
     };
-    let mut out = vec![("wrong type", wrong_type)];
+    let mut out: Vec<_> = wrong_types.into_iter().map(|v| ("wrong type", v)).collect();
     match form {
         Form::Int { min, max } => {
             if *min > i64::MIN {
@@ -194,11 +202,26 @@ fn all_cases() -> (Vec<Case>, Vec<String>) {
             "{file} is not a valid baseline"
         );
         let pools = doc.get("outgoing_pools").and_then(Value::as_table);
+        if pools.is_some() {
+            let unknown = [key("outgoing_pools"), key("no_such_type")];
+            let mut tags = Table::new();
+            tags.insert("default".into(), Value::Table(Table::new()));
+            cases.push(Case {
+                what: "unknown pool type".into(),
+                doc: with(&doc, &unknown, Value::Table(tags)),
+                path: path_of(&unknown),
+            });
+        }
         for (type_name, tags) in pools.into_iter().flatten() {
             let kind = PoolType::parse(type_name).expect("a pool type");
             for tag in tags.as_table().expect("tags").keys() {
                 let pool = vec![key("outgoing_pools"), key(type_name), key(tag)];
-                section_cases(&doc, &pool, &PoolSettings::OPTIONS, &mut cases);
+                cases.push(Case {
+                    what: "a pool that is not a table".into(),
+                    doc: with(&doc, &pool, Value::Integer(7)),
+                    path: path_of(&pool),
+                });
+                section_cases(&doc, &pool, &PoolSettings::SECTION, &mut cases);
                 let mut conn = pool.clone();
                 conn.push(key("connection"));
                 section_cases(&doc, &conn, kind.kind().options, &mut cases);
@@ -272,7 +295,7 @@ fn every_bad_option_is_refused_with_its_path() {
             let name = format!("{}.connection.{}", t.name(), opt.name);
             assert!(tried.contains(&name), "{name}: no case tried it");
         }
-        for opt in PoolSettings::OPTIONS {
+        for opt in PoolSettings::SECTION {
             let name = format!("{}.{}", t.name(), opt.name);
             assert!(tried.contains(&name), "{name}: no case tried it");
         }
@@ -296,6 +319,6 @@ fn every_table_names_each_option_once() {
     for t in PoolType::ALL {
         check(t.kind().options, t.name());
     }
-    check(&PoolSettings::OPTIONS, "pool");
+    check(&PoolSettings::SECTION, "pool");
     check(&gd::OPTIONS, gd::ROOT);
 }

@@ -85,6 +85,7 @@ static KINDS: [PoolKind; 9] = [
     },
     PoolKind {
         default_workers: 20,
+        options: &CassandraConfig::OPTIONS,
         check: Some(|conn| CassandraConfig::read(conn).map(drop)),
         open: Some(cassandra::open),
         ..kind(PoolType::Cassandra)
@@ -118,6 +119,7 @@ static KINDS: [PoolKind; 9] = [
     },
     PoolKind {
         refused: &[Strategy::Available],
+        options: &RiakConfig::OPTIONS,
         check: Some(|conn| RiakConfig::read(conn).map(drop)),
         open: Some(|conn, settings| {
             let driver = RiakDriver::new(RiakConfig::read(conn)?, settings.call_timeout_ms);
@@ -155,10 +157,15 @@ pub async fn start(settings: PoolSettings, conn: &Term, path: &str) -> Result<Bo
     open(&Node::new(format!("{path}.connection"), conn), settings)?.await
 }
 
-/// Checks the connection options of the pool at `path` without connecting.
-pub fn validate(kind: PoolType, conn: &Term, path: &str) -> Result<()> {
-    let check = kind.kind().check.ok_or_else(|| not_supported(kind, path))?;
-    check(&Node::new(format!("{path}.connection"), conn))
+/// Checks a pool's connection options (`conn`, at
+/// `outgoing_pools.TYPE.TAG.connection`) without connecting.
+pub fn validate(kind: PoolType, conn: &Node) -> Result<()> {
+    let pool = conn
+        .path()
+        .strip_suffix(".connection")
+        .unwrap_or(conn.path());
+    let check = kind.kind().check.ok_or_else(|| not_supported(kind, pool))?;
+    check(conn)
 }
 
 #[cfg(test)]

@@ -204,7 +204,7 @@ pub fn read_mutual(tls: &Node) -> Result<(rustls::ServerConfig, ClientConfig)> {
         }
     }
     let client_term = Term::Map(client_opts);
-    let mut client = read_tls(&Node::new(tls.path(), &client_term))?;
+    let mut client = read_tls(&tls.beside(tls.path(), &client_term))?;
     client.alpn_protocols.clear();
 
     let provider = Arc::new(client.crypto_provider().as_ref().clone());

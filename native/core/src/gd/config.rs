@@ -351,11 +351,11 @@ pub fn socket_addr(node: &Node) -> Result<std::net::SocketAddr> {
     let [addr, port] = parts.as_slice() else {
         return Err(node.invalid(expected));
     };
-    let ip = endpoint_host(&Node::new(node.path(), addr))
+    let ip = endpoint_host(&node.beside(node.path(), addr))
         .ok()
         .and_then(|host| host.parse::<std::net::IpAddr>().ok());
     // Port 0: a listener on any free port.
-    let port = Node::new(node.path(), port).int(0, 65535).ok().flatten();
+    let port = node.beside(node.path(), port).int(0, 65535).ok().flatten();
     match (ip, port) {
         (Some(ip), Some(port)) => Ok(std::net::SocketAddr::new(ip, port as u16)),
         _ => Err(node.invalid(expected)),
@@ -379,8 +379,8 @@ fn endpoint(node: &Node) -> Result<Endpoint> {
     let expected = "an endpoint {host = string, port = integer}";
     let (host, port) = match node.term() {
         Some(Term::Tuple(t)) if t.len() == 2 => {
-            let host = Node::new(format!("{}.host", node.path()), &t[0]);
-            let port = Node::new(format!("{}.port", node.path()), &t[1]);
+            let host = node.beside(format!("{}.host", node.path()), &t[0]);
+            let port = node.beside(format!("{}.port", node.path()), &t[1]);
             (
                 endpoint_host(&host)?,
                 Field::of(port, &ENDPOINT_PORT).int()?,

@@ -13,7 +13,7 @@
 //!
 //! | key | form | default |
 //! |---|---|---|
-//! | `servers` | list of `{host, port}` (port 9042 by default) | `[{host = "localhost", port = 9042}]` |
+//! | `servers` | list of `{host, port}` (port 9042 by default; seed 002 names `host` `ip_address`) | `[{host = "localhost", port = 9042}]` |
 //! | `keyspace` | keyspace name | `"mongooseim"` |
 //! | `auth.plain` | `username`, `password` | none |
 //! | `tls` | the shared TLS options; present means TLS | plain TCP |
@@ -39,7 +39,7 @@ mod values;
 mod tests;
 
 use std::ops::ControlFlow;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -64,9 +64,10 @@ use crate::config::{Node, PoolSettings, Secret};
 use crate::drivers::redis::{servers, Server};
 use crate::engine::pool::{AnyPool, Driver, Outcome, Pool};
 use crate::error::{Error, Result};
+use crate::options::Opt;
 use crate::registry::Opening;
 use crate::term::Term;
-use crate::tls::{read_tls, ssl_client_options};
+use crate::tls::{read_tls, ssl_client_options, TLS_SECTION};
 
 pub use request::{Opts, Params, Request};
 
@@ -100,21 +101,36 @@ impl std::fmt::Debug for CassandraConfig {
     }
 }
 
+/// A contact point: MongooseIM 6.x's `host` (seed 002's `ip_address`) and `port`.
+const SERVER: [Opt; 3] = [
+    Opt::text("host"),
+    Opt::text("ip_address").alias_of("host"),
+    Opt::int("port", 1, 65535),
+];
+const SERVERS: Opt = Opt::sections("servers", &SERVER);
+const KEYSPACE: Opt = Opt::text("keyspace");
+const AUTH_PLAIN: [Opt; 2] = [Opt::text("username"), Opt::secret("password")];
+const AUTH_METHODS: [Opt; 1] = [Opt::section("plain", &AUTH_PLAIN)];
+/// A table in TOML; cqerl's `{cqerl_auth_plain_handler, [{User, Password}]}` too.
+const AUTH: Opt = Opt::section("auth", &AUTH_METHODS);
+/// Seed 000's `{ssl, [SslOption]}`.
+const SSL: Opt = Opt::shaped("ssl", "a list of ssl client options").alias_of("tls");
+
 impl CassandraConfig {
-    pub const OPTIONS: [&'static str; 5] = ["servers", "keyspace", "auth", "tls", "ssl"];
+    pub const OPTIONS: [Opt; 5] = [SERVERS, KEYSPACE, AUTH, TLS_SECTION, SSL];
 
     pub fn read(conn: &Node) -> Result<CassandraConfig> {
-        conn.only_keys(&Self::OPTIONS)?;
-        let servers_node = conn.at("servers");
+        conn.only(&Self::OPTIONS)?;
+        let servers_node = conn.at(SERVERS.name);
         let servers = if servers_node.is_set() {
-            servers(&servers_node, DEFAULT_PORT)?
+            servers(&servers_node, &SERVER, DEFAULT_PORT)?
         } else {
             vec![Server {
                 host: DEFAULT_HOST.into(),
                 port: DEFAULT_PORT as u16,
             }]
         };
-        let keyspace_node = conn.at("keyspace");
+        let keyspace_node = conn.at(KEYSPACE.name);
         let keyspace = keyspace_node.string_or(DEFAULT_KEYSPACE)?;
         // Cassandra's rule for names; anything else could not be USEd.
         if keyspace.is_empty()
@@ -125,7 +141,7 @@ impl CassandraConfig {
         {
             return Err(keyspace_node.invalid("a keyspace name (at most 48 letters, digits or _)"));
         }
-        let (tls, ssl) = (conn.at("tls"), conn.at("ssl"));
+        let (tls, ssl) = (conn.at(TLS_SECTION.name), conn.at(SSL.name));
         let tls = match (tls.is_set(), ssl.is_set()) {
             (true, true) => {
                 return Err(Error::Config(format!(
@@ -136,7 +152,7 @@ impl CassandraConfig {
             (true, false) => Some(read_tls(&tls)?),
             (false, true) => {
                 let translated = ssl_client_options(&ssl)?;
-                Some(read_tls(&Node::new(ssl.path(), &translated))?)
+                Some(read_tls(&ssl.beside(ssl.path(), &translated))?)
             }
             (false, false) => None,
         };
@@ -148,7 +164,7 @@ impl CassandraConfig {
         Ok(CassandraConfig {
             servers,
             keyspace,
-            auth: read_auth(&conn.at("auth"))?,
+            auth: read_auth(&conn.at(AUTH.name))?,
             tls,
         })
     }
@@ -186,21 +202,25 @@ fn read_auth(auth: &Node) -> Result<Option<(String, Secret)>> {
                 "a section with plain (username, password), or {cqerl_auth_plain_handler, [{User, Password}]}",
             ));
         };
-        let user = Node::new(format!("{}.username", auth.path()), &pair[0]).required_string()?;
-        let password = Node::new(format!("{}.password", auth.path()), &pair[1]).secret()?;
+        let user = auth
+            .beside(format!("{}.username", auth.path()), &pair[0])
+            .required_string()?;
+        let password = auth
+            .beside(format!("{}.password", auth.path()), &pair[1])
+            .secret()?;
         return Ok(password.map(|p| (user, p)));
     }
-    auth.only_keys(&["plain"])?;
-    let plain = auth.at("plain");
+    auth.only(&AUTH_METHODS)?;
+    let plain = auth.at(AUTH_METHODS[0].name);
     if !plain.is_set() {
         return Err(plain.missing("a section with username and password"));
     }
-    plain.only_keys(&["username", "password"])?;
-    let user = plain.at("username").required_string()?;
-    let password = plain
-        .at("password")
+    plain.only(&AUTH_PLAIN)?;
+    let (user, password) = (plain.at(AUTH_PLAIN[0].name), plain.at(AUTH_PLAIN[1].name));
+    let user = user.required_string()?;
+    let password = password
         .secret()?
-        .ok_or_else(|| plain.at("password").missing("a string"))?;
+        .ok_or_else(|| password.missing("a string"))?;
     Ok(Some((user, password)))
 }
 
@@ -222,14 +242,17 @@ pub fn open(conn: &Node, settings: PoolSettings) -> Result<Opening> {
             config.describe(),
             config.keyspace
         );
+        let shared = Arc::new(Shared {
+            session: CachingSession::from(session, PREPARED_CACHE),
+            deadline,
+            keyspace: config.keyspace.clone(),
+        });
         let driver = CassandraDriver {
-            shared: Arc::new(Shared {
-                session: CachingSession::from(session, PREPARED_CACHE),
-                deadline,
-                keyspace: config.keyspace.clone(),
-            }),
+            shared: Arc::downgrade(&shared),
         };
         let pool = Pool::start(driver, settings).await?;
+        // From here the workers alone hold the session.
+        drop(shared);
         Ok(Box::new(pool) as Box<dyn AnyPool>)
     }))
 }
@@ -299,7 +322,13 @@ fn connect_failure(what: &str, config: &CassandraConfig, error: &str) -> String 
 // ---------------------------------------------------------------------------
 
 pub struct CassandraDriver {
-    shared: Arc<Shared>,
+    /// Each worker holds the session (its connection is an `Arc` of it);
+    /// the pool only refers to it, so stopping the pool closes the session
+    /// (its connections, its reconnection attempts) once the last worker
+    /// has answered its queue, not when the pool's resource is collected.
+    /// A worker never gives its `Arc` up while the pool runs: no request
+    /// breaks it.
+    shared: Weak<Shared>,
 }
 
 /// The pool's session, shared by every worker.
@@ -319,8 +348,8 @@ impl Driver for CassandraDriver {
     }
 
     fn connect(&self, _worker: usize) -> BoxFuture<'static, Result<Arc<Shared>>> {
-        let shared = self.shared.clone();
-        Box::pin(async move { Ok(shared) })
+        let shared = self.shared.upgrade().ok_or(Error::PoolStopped);
+        Box::pin(async move { shared })
     }
 
     fn execute(&self, shared: Arc<Shared>, request: Request) -> BoxFuture<'static, Outcome> {
@@ -365,8 +394,11 @@ impl Driver for CassandraDriver {
 
     /// `{cassandra, [{keyspace, K}, {nodes, [{<<"ip:port">>, connected | down}]}]}`.
     fn stats(&self) -> Vec<Term> {
+        let Some(shared) = self.shared.upgrade() else {
+            return vec![];
+        };
         let kv = |k: &str, v: Term| Term::tuple(vec![Term::atom(k), v]);
-        let state = self.shared.session.get_session().get_cluster_state();
+        let state = shared.session.get_session().get_cluster_state();
         let nodes = state
             .get_nodes_info()
             .iter()
@@ -385,7 +417,7 @@ impl Driver for CassandraDriver {
         vec![kv(
             "cassandra",
             Term::List(vec![
-                kv("keyspace", Term::from(self.shared.keyspace.clone())),
+                kv("keyspace", Term::from(shared.keyspace.clone())),
                 kv("nodes", Term::List(nodes)),
             ]),
         )]

@@ -125,7 +125,7 @@ impl LdapConfig {
             (_, _) => {
                 let mut config = if legacy.is_set() {
                     let translated = crate::tls::ssl_client_options(&legacy)?;
-                    read_tls(&Node::new(legacy.path(), &translated))?
+                    read_tls(&legacy.beside(legacy.path(), &translated))?
                 } else {
                     read_tls(&tls)?
                 };

@@ -303,7 +303,7 @@ fn read_tls_section(tls: &Node, engine: Engine) -> Result<Option<RdbmsTls>> {
     // below, so the one read_tls builds serves as that check alone.
     tls.only(&TLS_OPTIONS)?;
     let rest = without_key(term, REQUIRED.name);
-    let rest_node = Node::new(tls.path().to_string(), &rest);
+    let rest_node = tls.beside(tls.path().to_string(), &rest);
     read_tls(&rest_node)?;
     let verify_mode = rest_node.at("verify_mode").string()?;
     let verify_peer =
@@ -361,7 +361,7 @@ fn read_legacy_server(server: &Node) -> Result<RdbmsConfig> {
     };
     if let [Term::Atom(odbc), settings] = items.as_slice() {
         if odbc == "odbc" {
-            return odbc_config(&Node::new(
+            return odbc_config(&server.beside(
                 format!("{}: element 2 (connection string)", server.path()),
                 settings,
             ));
@@ -391,7 +391,7 @@ fn read_legacy_server(server: &Node) -> Result<RdbmsConfig> {
         }
     };
     let element = |n: usize, what: &str, term| {
-        Node::new(format!("{}: element {n} ({what})", server.path()), term)
+        server.beside(format!("{}: element {n} ({what})", server.path()), term)
     };
     let shift = usize::from(port.is_some());
     let host = element(2, "host", host).required_string()?;

@@ -8,7 +8,7 @@ use rustls::ClientConfig;
 
 use crate::config::{Node, Secret};
 use crate::error::{Error, Result};
-use crate::options::{Field, Opt};
+use crate::options::{find, Field, Opt};
 use crate::tls::{read_tls, TLS_SECTION};
 
 /// One `servers` entry: a seed node of a cluster, or a sentinel.
@@ -93,7 +93,7 @@ impl RedisConfig {
                 only_in("port", "\"single\"; list the seed nodes in servers")?;
                 only_in("master_name", "\"sentinel\"")?;
                 Mode::Cluster {
-                    seeds: servers(&conn.at(SERVERS.name), REDIS_PORT)?,
+                    seeds: servers(&conn.at(SERVERS.name), &SERVER, REDIS_PORT)?,
                 }
             }
             "sentinel" => {
@@ -105,7 +105,7 @@ impl RedisConfig {
                     return Err(name.invalid("the name the sentinels monitor the master by"));
                 }
                 Mode::Sentinel {
-                    sentinels: servers(&conn.at(SERVERS.name), SENTINEL_PORT)?,
+                    sentinels: servers(&conn.at(SERVERS.name), &SERVER, SENTINEL_PORT)?,
                     master_name,
                 }
             }
@@ -150,9 +150,21 @@ impl RedisConfig {
     }
 }
 
-/// `servers`: a non-empty list of `{host = "...", port = N}` tables (seed
-/// 002's form for cassandra), or, in the legacy tuples, `{Host, Port}`.
-pub(crate) fn servers(node: &Node, default_port: i64) -> Result<Vec<Server>> {
+/// `servers`: a non-empty list of tables of `entry`'s options (`host`, or
+/// another name of it that `entry` gives, and `port`), or, in the legacy
+/// tuples, `{Host, Port}`.
+pub(crate) fn servers(
+    node: &Node,
+    entry: &'static [Opt],
+    default_port: i64,
+) -> Result<Vec<Server>> {
+    let (Some(host), Some(port)) = (find(entry, "host"), find(entry, "port")) else {
+        return Err(Error::Internal(format!(
+            "{}: the entry's options declare no host and port",
+            node.path()
+        )));
+    };
+    let host_alias = entry.iter().find(|o| o.alias == Some(host.name));
     let expected = "a non-empty list of {host, port} entries";
     let items = node.list()?.ok_or_else(|| node.missing(expected))?;
     if items.is_empty() {
@@ -162,26 +174,23 @@ pub(crate) fn servers(node: &Node, default_port: i64) -> Result<Vec<Server>> {
         .iter()
         .map(|item| match item.term() {
             Some(crate::term::Term::Tuple(t)) if t.len() == 2 => {
-                let host = Node::new(format!("{}.host", item.path()), &t[0]);
-                let port = Field::of(
-                    Node::new(format!("{}.port", item.path()), &t[1]),
-                    &SERVER_PORT,
-                );
-                server(host, port, default_port)
+                let name = item.beside(format!("{}.host", item.path()), &t[0]);
+                let port_node = item.beside(format!("{}.port", item.path()), &t[1]);
+                server(&name, Field::of(port_node, port), default_port)
             }
             _ => {
-                item.only(&SERVER)?;
-                server(
-                    item.at(SERVER[0].name),
-                    item.opt(&SERVER_PORT),
-                    default_port,
-                )
+                item.only(entry)?;
+                let name = match host_alias {
+                    Some(alias) => item.either(host, alias)?,
+                    None => item.opt(host),
+                };
+                server(&name, item.opt(port), default_port)
             }
         })
         .collect()
 }
 
-fn server(host: Node, port: Field, default_port: i64) -> Result<Server> {
+fn server(host: &Node, port: Field, default_port: i64) -> Result<Server> {
     let name = host.required_string()?;
     if name.is_empty() {
         return Err(host.invalid("a host name or address"));

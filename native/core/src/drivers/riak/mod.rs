@@ -44,9 +44,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Node, Secret};
 use crate::engine::pool::{Driver, Outcome};
 use crate::error::{Error, Result};
+use crate::options::Opt;
 use crate::runtime;
 use crate::term::Term;
-use crate::tls::{read_tls, ssl_client_options};
+use crate::tls::{read_tls, ssl_client_options, TLS_OPTIONS, TLS_SECTION};
 
 pub use request::RiakRequest;
 use request::{answer, server_error, Gathered};
@@ -77,37 +78,46 @@ pub struct RiakConfig {
     pub tls: Option<Arc<ClientConfig>>,
 }
 
+const ADDRESS: Opt = Opt::text("address");
+const PORT: Opt = Opt::int("port", 1, 65535);
+const CREDENTIALS_OPTIONS: [Opt; 2] = [Opt::text("user"), Opt::secret("password")];
+const CREDENTIALS: Opt = Opt::section("credentials", &CREDENTIALS_OPTIONS);
+
 impl RiakConfig {
-    pub const OPTIONS: [&'static str; 4] = ["address", "port", "credentials", "tls"];
+    /// MongooseIM 5.1's (seed 002), with the shared TLS section.
+    pub const OPTIONS: [Opt; 4] = [ADDRESS, PORT, CREDENTIALS, TLS_SECTION];
 
     pub fn read(conn: &Node) -> Result<RiakConfig> {
         let legacy = legacy_form(conn)?;
         let conn = match &legacy {
-            Some(term) => Node::new(conn.path(), term),
+            Some(term) => conn.beside(conn.path(), term),
             None => conn.clone(),
         };
-        conn.only_keys(&Self::OPTIONS)?;
-        let address_node = conn.at("address");
+        conn.only(&Self::OPTIONS)?;
+        let address_node = conn.at(ADDRESS.name);
         let address = address_node.string_or(DEFAULT_ADDRESS)?;
         if address.is_empty() {
             return Err(address_node.invalid("a host name or address"));
         }
-        let port = conn.at("port").int_or(1, 65535, DEFAULT_PORT)? as u16;
-        let cred = conn.at("credentials");
+        let port = conn.opt(&PORT).int_or(DEFAULT_PORT)? as u16;
+        let cred = conn.at(CREDENTIALS.name);
         let credentials = if cred.is_set() {
-            cred.only_keys(&["user", "password"])?;
-            let password = cred
-                .at("password")
+            cred.only(&CREDENTIALS_OPTIONS)?;
+            let (user, password) = (
+                cred.at(CREDENTIALS_OPTIONS[0].name),
+                cred.at(CREDENTIALS_OPTIONS[1].name),
+            );
+            let password = password
                 .secret()?
-                .ok_or_else(|| cred.at("password").missing("a string"))?;
+                .ok_or_else(|| password.missing("a string"))?;
             Some(Credentials {
-                user: cred.at("user").required_string()?,
+                user: user.required_string()?,
                 password,
             })
         } else {
             None
         };
-        let tls_node = conn.at("tls");
+        let tls_node = conn.at(TLS_SECTION.name);
         let tls = match (&credentials, tls_node.is_set()) {
             (None, false) => None,
             (None, true) => {
@@ -123,13 +133,14 @@ impl RiakConfig {
                     .missing("the CA certificate file: credentials force TLS, as Riak requires"))
             }
             (Some(_), true) => {
+                tls_node.only(&TLS_OPTIONS)?;
                 tls_node
                     .at("cacertfile")
                     .string()?
                     .ok_or_else(|| tls_node.at("cacertfile").missing("a CA certificate file"))?;
                 let checked = verifying(&tls_node);
                 let mut config = match &checked {
-                    Some(term) => read_tls(&Node::new(tls_node.path(), term))?,
+                    Some(term) => read_tls(&tls_node.beside(tls_node.path(), term))?,
                     None => read_tls(&tls_node)?,
                 };
                 config.alpn_protocols.clear();
@@ -201,7 +212,7 @@ fn legacy_form(conn: &Node) -> Result<Option<Term>> {
                 tls.push((Term::atom("cacertfile"), t[1].clone()));
             }
             Term::Tuple(t) if t.len() == 2 && t[0].as_atom() == Some("ssl_opts") => {
-                let node = Node::new(format!("{}.ssl_opts", conn.path()), &t[1]);
+                let node = conn.beside(format!("{}.ssl_opts", conn.path()), &t[1]);
                 if let Term::Map(pairs) = ssl_client_options(&node)? {
                     tls.extend(pairs);
                 }

@@ -682,6 +682,8 @@ partition_report(Sent, DeliveredBodies, Bounced, Events) ->
     Cut = hd([At || {At, cut} <- Events]),
     Rel = fun(L) -> [{U, N, T - Cut} || {U, N, T} <- L] end,
     #{sent => length(Sent), delivered => maps:size(Counts), twice => Twice, out_of_order => Ooo,
+      %% Stanzas whose send call itself failed on its datacenter's node.
+      failed_calls => Rel([{U, N, T} || {U, N, T, false} <- Sent]),
       bounced => sets:size(BouncedSet), lost => Rel(Lost), lost_outside_faults => Rel(Unexplained),
       events => [{W, At - Cut} || {At, W} <- Events]}.
 

@@ -100,7 +100,13 @@ impl Undeliverable for Workers {
                     .iter()
                     .map(|&(clock, term)| (clock, bin(env, term)).encode(env))
                     .collect();
-                (gd_undeliverable(), credit.clone(), bin(env, host.as_bytes()), list).encode(env)
+                (
+                    gd_undeliverable(),
+                    credit.clone(),
+                    bin(env, host.as_bytes()),
+                    list,
+                )
+                    .encode(env)
             });
             // A worker that is gone acknowledges nothing: owe it nothing.
             if sent.is_err() {

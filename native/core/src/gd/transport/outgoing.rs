@@ -312,7 +312,10 @@ impl Link {
             self.endpoint,
             frames.len()
         );
-        self.dialer.undeliverable.hand_back(&self.host, frames).await;
+        self.dialer
+            .undeliverable
+            .hand_back(&self.host, frames)
+            .await;
     }
 }
 

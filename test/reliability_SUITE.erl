@@ -588,7 +588,6 @@ partition_heal_and_restart(_Config) ->
     persistent_term:put({?MODULE, dcs}, Dcs1),
     ok = dc_rpc(Dcs1, dc2, connect, [<<"bob">>, <<"r">>, Bob]),
     Log(restarted),
-    [P ! {dcs, Dcs1} || P <- Pids],
     timer:sleep(3000),
     Sent = lists:append([begin P ! {stop, Self}, receive {sent, P, L} -> L end end || P <- Pids]),
     %% Retries and bounces settle (200 + 400 + 800 + 1600 ms), then count.
@@ -613,26 +612,28 @@ partition_heal_and_restart(_Config) ->
 dc_rpc(Dcs, Dc, F, A) ->
     erpc:call(maps:get(node, maps:get(Dc, Dcs)), gd_test_dc, F, A, 10000).
 
-%% A session on Dc sending to bob every 20 ms; its bounced stanzas (errors)
-%% come back to the session, a process of its own.
+%% A session on Dc sending to bob every 20 ms, through one process on Dc's
+%% node (gd_test_dc:session/0) as a client's session process would: the
+%% transport keeps one sending process's stanzas in order (one connection
+%% per datacenter), not those of many (each erpc call is a new process).
+%% Its bounced stanzas (errors) come back to the session's box.
 sender(Parent, Dcs, Dc, User, _Bob) ->
     Box = spawn_link(fun() -> bounce_box([]) end),
     register(binary_to_atom(<<"bounces_", User/binary>>), Box),
     ok = dc_rpc(Dcs, Dc, connect, [User, <<"r">>, Box]),
-    send_loop(Parent, Dcs, Dc, User, 1, []).
+    Session = dc_rpc(Dcs, Dc, session, []),
+    send_loop(Parent, Session, User, 1, []).
 
-send_loop(Parent, Dcs, Dc, User, N, Sent) ->
+send_loop(Parent, Session, User, N, Sent) ->
     receive
-        {dcs, New} -> send_loop(Parent, New, Dc, User, N, Sent);
         {stop, From} -> From ! {sent, self(), lists:reverse(Sent)}
     after 20 ->
             Body = <<User/binary, "-", (integer_to_binary(N))/binary>>,
             T = erlang:monotonic_time(millisecond),
-            Ok = try dc_rpc(Dcs, Dc, send, [{User, <<"r">>}, <<"bob">>, Body]) of
-                     ok -> true
-                 catch _:_ -> false
-                 end,
-            send_loop(Parent, Dcs, Dc, User, N + 1, [{User, N, T, Ok} | Sent])
+            Ref = make_ref(),
+            Session ! {send, self(), Ref, {User, <<"r">>}, <<"bob">>, Body},
+            Ok = receive {Ref, ok} -> true after 10000 -> false end,
+            send_loop(Parent, Session, User, N + 1, [{User, N, T, Ok} | Sent])
     end.
 
 bounce_box(Acc) ->

@@ -5,7 +5,8 @@
 %% router), stanzas are routed as a local client's would be.
 -module(gd_test_dc).
 -export([start/3, stop/0, connect/3, disconnect/2, send/3, send_many/4, jid/2, message/1,
-         body/1, register_component/3, unregister_component/1, send_from_to/3]).
+         body/1, register_component/3, unregister_component/1, send_from_to/3,
+         session/0, session_loop/0]).
 
 -define(GLOBAL, <<"example.test">>).
 
@@ -59,6 +60,20 @@ send_from_to({FU, FS, FR}, {TU, TS, TR}, Body) ->
     _ = mod_global_distrib_adapter:route(From, To, mod_global_distrib_adapter:new_acc(From, To, Packet),
                                          Packet),
     ok.
+
+%% A long-lived process on this node that routes a client's stanzas, as
+%% its session process would in MongooseIM (one sending process, so one
+%% connection per remote datacenter: their order holds). Asked with
+%% `{send, ReplyTo, Ref, From, ToUser, Body}', it answers `{Ref, ok}'.
+session() ->
+    spawn(?MODULE, session_loop, []).
+
+session_loop() ->
+    receive
+        {send, ReplyTo, Ref, From, ToUser, Body} ->
+            ReplyTo ! {Ref, send(From, ToUser, Body)},
+            session_loop()
+    end.
 
 %% N stanzas from one process, bodies 1..N.
 send_many(From, ToUser, Prefix, N) ->

@@ -12,7 +12,7 @@
 
 -export([deps/2, start/2, stop/1]).
 -export([find_metadata/2, get_metadata/2, get_metadata/3, remove_metadata/2, put_metadata/3]).
--export([maybe_reroute/3]).
+-export([maybe_reroute/3, undeliverable/3]).
 -export([process_opts/1, process_endpoint/1]).
 -export([metrics/0, transport/0, instrumentation/0, all_instrumentation/1]).
 
@@ -114,7 +114,8 @@ start_rest() ->
                 undefined -> TOpts0
             end,
     Handler = #{handle => fun mod_global_distrib_receiver:handle/4,
-                undecodable => fun mod_global_distrib_hosts_refresher:learn_nodes_of/1},
+                undecodable => fun mod_global_distrib_hosts_refresher:learn_nodes_of/1,
+                undeliverable => fun ?MODULE:undeliverable/3},
     case mongoose_native_gd_transport:start(TOpts, Handler, ?WORKERS) of
         {ok, T} ->
             persistent_term:put(?TRANSPORT, T),
@@ -288,6 +289,30 @@ reroute({From, To, Acc0, Packet}) ->
             end;
         error ->
             mod_global_distrib_adapter:unknown_recipient(GlobalHost, {From, To, Acc, Packet})
+    end.
+
+%% @doc A stanza the transport accepted for `Host' at `SentUs' and could
+%% not write, its connection having failed: as one it refused, it goes to
+%% the unknown-recipient hook (the bounce store tries it again after
+%% resend_after_ms, at most max_retries times, then its sender gets an
+%% error), or its sender gets an error at once without a bounce store. It
+%% keeps its place, by the time it was sent, before its sender's later
+%% stanzas that were refused meanwhile.
+-spec undeliverable(binary(), integer(), {tuple(), tuple(), term(), tuple()}) -> term().
+undeliverable(Host, SentUs, {From, To, Acc0, Packet}) ->
+    mod_global_distrib_adapter:log_info(gd_send_failed, #{target_host => Host,
+                                                          reason => connection_failed}),
+    Acc1 = mod_global_distrib_adapter:acc_after_transfer(Acc0),
+    %% The hop reroute/1 counted for the sending is given back.
+    Acc2 = case find_metadata(Acc1, ttl) of
+               {ok, Ttl} -> put_metadata(Acc1, ttl, Ttl + 1);
+               {error, undefined} -> Acc1
+           end,
+    Acc = mod_global_distrib_bounce:sent_at(Acc2, SentUs),
+    GlobalHost = mod_global_distrib_utils:opt(global_host),
+    case mod_global_distrib_adapter:unknown_recipient(GlobalHost, {From, To, Acc, Packet}) of
+        {F, T, A, P} -> mod_global_distrib_adapter:route_error_reply(F, T, A, P);
+        drop -> ok
     end.
 
 %%--------------------------------------------------------------------

@@ -12,11 +12,11 @@
 -behaviour(gen_server).
 
 -export([start/1, stop/1, hooks/1, start_link/0]).
--export([maybe_store_message/3, reroute_messages/3]).
+-export([maybe_store_message/3, reroute_messages/3, sent_at/2]).
 -export([bounce_queue_size/0, instrumentation/1, probe/2]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
-%% {{ResendAtMs, Seq}, Key, FPacket}
+%% {{ResendAtMs, Seq}, Key, FPacket}, Seq = {SystemUs, Unique} (seq/1)
 -define(STORE, mod_global_distrib_bounce_message_store).
 %% {Key, {ResendAtMs, Seq}}, Key = {LFrom, LTo}
 -define(BY_TARGET, mod_global_distrib_bounce_message_store_by_target).
@@ -81,7 +81,7 @@ maybe_store_message({From, To, Acc0, Packet} = FPacket, _, _) ->
             Attempt = max(0, MaxRetries - OldTtl),
             Delay = ResendAfter bsl min(Attempt, 20),
             Seq = case mod_global_distrib:get_metadata(Acc0, {bounce_seq, LocalHost}, undefined) of
-                      undefined -> erlang:unique_integer([monotonic, positive]);
+                      undefined -> seq(erlang:system_time(microsecond));
                       S -> S
                   end,
             Acc1 = mod_global_distrib:put_metadata(Acc0, {bounce_ttl, LocalHost}, OldTtl - 1),
@@ -92,6 +92,18 @@ maybe_store_message({From, To, Acc0, Packet} = FPacket, _, _) ->
                                   [At + 1 || {_, {At, _}} <- ets:lookup(?BY_TARGET, Key)]]),
             insert({ResendAt, Seq}, Key, {From, To, Acc, Packet}),
             {stop, drop}
+    end.
+
+%% @doc Places a stanza among the stored stanzas of its sender/recipient
+%% pair as if stored at `SentUs' (system time, microseconds), when it was
+%% sent, rather than when it is stored: one the transport hands back after
+%% its connection failed goes before those its sender sent later.
+-spec sent_at(term(), integer()) -> term().
+sent_at(Acc, SentUs) ->
+    Key = {bounce_seq, mod_global_distrib_utils:opt(local_host)},
+    case mod_global_distrib:get_metadata(Acc, Key, undefined) of
+        undefined -> mod_global_distrib:put_metadata(Acc, Key, seq(SentUs));
+        _ -> Acc
     end.
 
 reroute_messages(Acc, #{from := From, to := To, target_host := TargetHost}, _) ->
@@ -173,6 +185,11 @@ route(From, To, Acc, Packet) ->
             mod_global_distrib_adapter:log_warning(gd_bounce_reroute_failed,
                                                    #{class => Class, reason => Reason})
     end.
+
+%% A stored stanza's place in its pair: when it was first stored (or
+%% sent), ties broken in storing order.
+seq(Us) ->
+    {Us, erlang:unique_integer([monotonic, positive])}.
 
 index_key(From, To) ->
     {mod_global_distrib_adapter:to_lower(From), mod_global_distrib_adapter:to_lower(To)}.

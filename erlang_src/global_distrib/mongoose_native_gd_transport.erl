@@ -13,10 +13,15 @@
 
 -type t() :: #{res := reference(), id := term(), queue_time := map()}.
 %% `undecodable(Host)' is called when a stanza from Host does not decode
-%% safely; `retry' has it decoded once more.
+%% safely; `retry' has it decoded once more. `undeliverable(Host, SentUs,
+%% Term)' gets each stanza send/4 accepted for Host (at SentUs, system time
+%% in microseconds) and could not write because its connection failed, in
+%% the worker of its key, in order, before that connection is opened again;
+%% by default it is logged.
 -type handler() :: fun((binary(), integer(), binary(), term()) -> any())
                  | #{handle := fun((binary(), integer(), binary(), term()) -> any()),
-                     undecodable => fun((binary()) -> retry | give_up)}.
+                     undecodable => fun((binary()) -> retry | give_up),
+                     undeliverable => fun((binary(), integer(), term()) -> any())}.
 -export_type([t/0, handler/0]).
 
 %% Opts: `local_host' (binary), `endpoints' ([{Address, Port}] to listen on),
@@ -47,7 +52,9 @@ stop(#{res := Res, id := Id}) ->
     mongoose_native_sup:stop_child(Id).
 
 %% @doc Queues a stanza for `Host'; `{error, {no_connection, _}}' when no
-%% endpoint of that host is known or its connection's queue is full.
+%% endpoint of that host is known, its connection is down or its queue is
+%% full. An accepted stanza is written, or handed to `undeliverable': it is
+%% lost only when written to a connection that then died.
 -spec send(t(), binary(), binary(), term()) -> ok | {error, term()}.
 send(#{res := Res}, Host, Key, Term) ->
     mongoose_native_nif:gd_transport_send(Res, Host, erlang:phash2(self()), Key,

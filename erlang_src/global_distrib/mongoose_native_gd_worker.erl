@@ -4,6 +4,10 @@
 %% decode is offered to the `undecodable' callback, if any (which may make
 %% it decodable: `retry'), else logged and dropped, as is one whose handler
 %% fails: the worker goes on.
+%% Outgoing stanzas the NIF could not write come back as
+%% `{gd_undeliverable, Credit, Host, [{SentUs, Bin}]}' (to the worker of
+%% their key, so they are handled in order) for the `undeliverable'
+%% callback; their connection opens again once they are acknowledged.
 %% A handled batch is acknowledged to the NIF, whose readers stop taking
 %% frames for a worker that is far behind. A restarted worker tells the NIF
 %% its new pid (the stanzas its predecessor held are lost with it).
@@ -55,6 +59,16 @@ loop(Handler, QueueTime) ->
              end || {TransferUs, Key, Bin} <- Packets],
             mongoose_native_nif:gd_transport_ack(Credit, length(Packets)),
             loop(Handler, QueueTime);
+        {gd_undeliverable, Credit, Host, Stanzas} ->
+            #{undeliverable := Undeliverable} = Handler,
+            %% Encoded on this node by send/4: no safe decoding needed.
+            [try Undeliverable(Host, SentUs, binary_to_term(Bin))
+             catch Class:Reason ->
+                     logger:warning(#{what => gd_undeliverable_handler_failed, to_host => Host,
+                                      class => Class, reason => Reason})
+             end || {SentUs, Bin} <- Stanzas],
+            mongoose_native_nif:gd_transport_ack(Credit, length(Stanzas)),
+            loop(Handler, QueueTime);
         _ ->
             loop(Handler, QueueTime)
     end.
@@ -70,7 +84,10 @@ instrument(Host, QueueUs, TransferUs) ->
                                        #{count => 1, host => Host}).
 
 callbacks(Handle) when is_function(Handle, 4) ->
-    #{handle => Handle, undecodable => fun(_Host) -> give_up end};
+    #{handle => Handle, undecodable => fun(_Host) -> give_up end,
+      undeliverable => fun(Host, _SentUs, _Term) ->
+                               logger:warning(#{what => gd_undeliverable_stanza, to_host => Host})
+                       end};
 callbacks(#{handle := Handle} = Callbacks) when is_function(Handle, 4) ->
     maps:merge(callbacks(Handle), Callbacks).
 

@@ -2,6 +2,8 @@
 //! metrics. Incoming frames go to ordered Erlang workers, all frames of one
 //! worker key to the same worker, in batches (see `ToWorkers::flush`) that
 //! the worker acknowledges with `gd_transport_ack/2` once handled.
+//! Outgoing stanzas the transport accepted and could not write are handed
+//! back to the worker of their key (`Undeliverable for Workers`).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
@@ -11,12 +13,12 @@ use futures::future::BoxFuture;
 use mongoose_native::config::Node;
 use mongoose_native::gd::config::{socket_addr, MAX_CONNECTIONS_PER_ENDPOINT};
 use mongoose_native::gd::transport::credit::Credit;
-use mongoose_native::gd::transport::frame::DEFAULT_MAX_FRAME;
+use mongoose_native::gd::transport::frame::{parse_data, DEFAULT_MAX_FRAME};
 use mongoose_native::gd::transport::listener::{
     listen, now_us, Incoming, Listener, Sink, SinkFactory,
 };
 use mongoose_native::gd::transport::metrics::Metrics;
-use mongoose_native::gd::transport::outgoing::Dialer;
+use mongoose_native::gd::transport::outgoing::{Dialer, Undeliverable};
 use mongoose_native::gd::transport::Transport;
 use mongoose_native::{tls, Error, Term};
 use rustler::{Atom, Binary, Encoder, Env, LocalPid, NewBinary, OwnedEnv, ResourceArc};
@@ -26,7 +28,7 @@ use crate::convert::{decode, encode};
 use crate::ok;
 use crate::reply::{error_term, spawn_answer};
 
-rustler::atoms! { gd_packets }
+rustler::atoms! { gd_packets, gd_undeliverable }
 
 /// Frames a worker may be behind before the readers feeding it pause
 /// (about 14 MB of 1.4 KB frames): its mailbox stays bounded and a slow
@@ -58,6 +60,63 @@ struct Worker {
 }
 
 struct Workers(Vec<Worker>);
+
+/// The worker (of `n`) of a key: all frames of one key go to the same one.
+fn worker_of(key: &[u8], n: usize) -> Option<usize> {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    (n > 0).then(|| (h.finish() % n as u64) as usize)
+}
+
+/// Each undeliverable stanza to the worker of its key, which bounces it
+/// (retried by the bounce store, or an error to its sender), in order, as
+/// `{gd_undeliverable, Credit, Host, [{ClockUs, Bin}]}`: one message per
+/// worker, done once every worker acknowledged its message's stanzas.
+impl Undeliverable for Workers {
+    fn hand_back(&self, host: &str, frames: Vec<Vec<u8>>) -> BoxFuture<'static, ()> {
+        let mut per_worker: Vec<Vec<(u64, &[u8])>> = vec![Vec::new(); self.0.len()];
+        for frame in &frames {
+            // Encoded by this transport: a length, then the data frame.
+            let Some(data) = frame.get(4..).and_then(|d| parse_data(d).ok()) else {
+                continue;
+            };
+            if let Some(i) = worker_of(data.key, self.0.len()) {
+                per_worker[i].push((data.clock_us, data.term));
+            }
+        }
+        let credit = ResourceArc::new(CreditRes(Arc::new(Credit::new(1))));
+        let mut env = OwnedEnv::new();
+        for (worker, stanzas) in self.0.iter().zip(per_worker) {
+            if stanzas.is_empty() {
+                continue;
+            }
+            let Ok(pid) = worker.pid.read().map(|p| *p) else {
+                continue;
+            };
+            // Owed before it can be acknowledged.
+            credit.0.take(stanzas.len());
+            let sent = env.send_and_clear(&pid, |env| {
+                let list: Vec<rustler::Term> = stanzas
+                    .iter()
+                    .map(|&(clock, term)| (clock, bin(env, term)).encode(env))
+                    .collect();
+                (
+                    gd_undeliverable(),
+                    credit.clone(),
+                    bin(env, host.as_bytes()),
+                    list,
+                )
+                    .encode(env)
+            });
+            // A worker that is gone acknowledges nothing: owe it nothing.
+            if sent.is_err() {
+                credit.0.give_back(stanzas.len());
+            }
+        }
+        let credit = credit.0.clone();
+        Box::pin(async move { credit.wait_for_room().await })
+    }
+}
 
 impl SinkFactory for Workers {
     fn sink(&self) -> Box<dyn Sink> {
@@ -96,16 +155,13 @@ struct ToWorkers {
 
 impl Sink for ToWorkers {
     fn frame(&mut self, host: &str, transfer_us: i64, key: &[u8], term: &[u8]) {
-        if self.batches.is_empty() {
-            return;
-        }
         if self.host != host {
             self.host = host.to_string();
         }
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
-        let n = self.batches.len() as u64;
-        let batch = &mut self.batches[(h.finish() % n) as usize];
+        let Some(i) = worker_of(key, self.batches.len()) else {
+            return;
+        };
+        let batch = &mut self.batches[i];
         batch.bytes.extend_from_slice(key);
         let key_end = batch.bytes.len();
         batch.bytes.extend_from_slice(term);
@@ -289,6 +345,7 @@ fn gd_transport_start<'a>(
             tls: connector,
             metrics,
             queue: options.queue,
+            undeliverable: workers.clone(),
         };
         match failed {
             Some(e) => Err(e.reason()),

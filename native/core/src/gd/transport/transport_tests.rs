@@ -3,6 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -49,14 +50,73 @@ async fn receiver(
     (l, metrics, rx)
 }
 
+/// The stanzas (terms) a transport handed back, with their host.
+struct HandedBack(mpsc::UnboundedSender<(String, Vec<u8>)>);
+
+impl outgoing::Undeliverable for HandedBack {
+    fn hand_back(&self, host: &str, frames: Vec<Vec<u8>>) -> BoxFuture<'static, ()> {
+        for f in frames {
+            let term = frame::parse_data(&f[4..]).unwrap().term.to_vec();
+            let _ = self.0.send((host.to_string(), term));
+        }
+        Box::pin(async {})
+    }
+}
+
 fn sender(per_endpoint: usize) -> Transport {
+    sender_handing_back(per_endpoint).0
+}
+
+/// A transport, and what it hands back.
+fn sender_handing_back(
+    per_endpoint: usize,
+) -> (Transport, mpsc::UnboundedReceiver<(String, Vec<u8>)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
     let dialer = Dialer {
         local_host: "dc1.example".into(),
         tls: None,
         metrics: Arc::new(Metrics::default()),
         queue: 10_000,
+        undeliverable: Arc::new(HandedBack(tx)),
     };
-    Transport::new(dialer, per_endpoint)
+    (Transport::new(dialer, per_endpoint), rx)
+}
+
+/// A loopback address nothing listens on.
+fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A receiver on `addr` (a port given back before).
+async fn receiver_on(addr: SocketAddr) -> (listener::Listener, mpsc::UnboundedReceiver<Got>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let incoming = Arc::new(Incoming {
+        tls: None,
+        max_frame: 1024,
+        sinks: Arc::new(Factory(tx)),
+        metrics: Arc::new(Metrics::default()),
+    });
+    (listen(addr, incoming).await.unwrap(), rx)
+}
+
+/// Sends `prefix-N` every 2 ms until `n` were refused; the accepted ones.
+async fn send_until_refused(t: &Transport, host: &str, prefix: &str, n: usize) -> Vec<Vec<u8>> {
+    let (mut accepted, mut refused) = (vec![], 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    for i in 0.. {
+        assert!(tokio::time::Instant::now() < deadline, "never refused");
+        let term = format!("{prefix}-{i}").into_bytes();
+        match t.send(host, 0, b"k", &term) {
+            Ok(()) => accepted.push(term),
+            Err(_) => refused += 1,
+        }
+        if refused == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    accepted
 }
 
 /// The counter once it reached `expected`, or after 2 s of waiting for it.
@@ -180,13 +240,10 @@ async fn garbage_oversized_and_cut_frames_close_only_their_connection() {
 
 #[tokio::test]
 async fn unreachable_endpoint_refuses_at_once_then_recovers() {
-    let t = sender(1);
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let (t, mut back) = sender_handing_back(1);
+    let addr = closed_port();
     t.set_endpoints("dc3", &[addr], &[]);
-    t.send("dc3", 0, b"k", b"lost").unwrap();
+    t.send("dc3", 0, b"k", b"handed back").unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let refused = loop {
         match t.send("dc3", 0, b"k", b"refused") {
@@ -199,6 +256,12 @@ async fn unreachable_endpoint_refuses_at_once_then_recovers() {
     };
     assert_eq!(refused.kind(), "no_connection", "{refused}");
     assert!(t.metrics.outgoing_errored_count.load(Ordering::Relaxed) >= 1);
+    // Accepted before the failure was known: handed back, not dropped.
+    let handed = tokio::time::timeout(Duration::from_secs(2), back.recv()).await;
+    assert_eq!(
+        handed.unwrap().unwrap(),
+        ("dc3".to_string(), b"handed back".to_vec())
+    );
     // The endpoint comes up: the background retry finds it, sends go through.
     let (tx, mut rx) = mpsc::unbounded_channel();
     let incoming = Arc::new(Incoming {
@@ -295,6 +358,7 @@ async fn mutual_tls_links_and_refuses_foreign_certificates() {
                 tls: Some(connector),
                 metrics: Arc::new(Metrics::default()),
                 queue: 100,
+                undeliverable: Arc::new(HandedBack(mpsc::unbounded_channel().0)),
             },
             1,
         )
@@ -323,4 +387,58 @@ async fn mutual_tls_links_and_refuses_foreign_certificates() {
         "connections.tls.certfile: required, expected a string"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Issue 21: what a link accepted before its connection failed (here, the
+/// first: nothing listens) is handed back, in order, for the caller to
+/// retry or bounce; nothing is dropped, and the sender is refused once the
+/// failure is known.
+#[tokio::test]
+async fn stanzas_accepted_before_a_failed_connect_are_handed_back() {
+    let (t, mut back) = sender_handing_back(1);
+    let addr = closed_port();
+    t.set_endpoints("dc2", &[addr], &[]);
+    let accepted = send_until_refused(&t, "dc2", "early", 3).await;
+    assert!(!accepted.is_empty());
+    for term in &accepted {
+        let got = tokio::time::timeout(Duration::from_secs(3), back.recv()).await;
+        assert_eq!(got.unwrap().unwrap(), ("dc2".to_string(), term.clone()));
+    }
+    // The peer comes: the link reopens by itself.
+    let (_l, mut rx) = receiver_on(addr).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while t.send("dc2", 0, b"k", b"later").is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "never reconnected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(recv(&mut rx).await.2, b"later");
+    assert!(back.try_recv().is_err(), "nothing else handed back");
+}
+
+/// Issue 21: a peer's close of an idle link is seen before the next
+/// stanza: that stanza is refused (the caller bounces it) instead of being
+/// written to the dead connection and lost; once the peer is back, the
+/// link reopens by itself.
+#[tokio::test]
+async fn a_link_closed_by_its_peer_refuses_instead_of_losing() {
+    let (t, mut back) = sender_handing_back(1);
+    let (l, _metrics, mut rx) = receiver(1024).await;
+    let addr = l.addr;
+    t.set_endpoints("dc2", &[addr], &[]);
+    t.send("dc2", 0, b"k", b"before").unwrap();
+    assert_eq!(recv(&mut rx).await.2, b"before");
+    drop(l);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        t.send("dc2", 0, b"k", b"after close").is_err(),
+        "a link its peer closed takes nothing"
+    );
+    let (_l, mut rx) = receiver_on(addr).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while t.send("dc2", 0, b"k", b"back").is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "never reconnected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(recv(&mut rx).await.2, b"back");
+    assert!(back.try_recv().is_err(), "nothing handed back");
 }

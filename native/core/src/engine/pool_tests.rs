@@ -275,14 +275,19 @@ fn assert_between(elapsed: Duration, from_ms: u64, to_ms: u64) {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn queued_requests_reach_a_pipelining_driver_in_batches_up_to_its_concurrency() {
+/// One worker carrying 8 requests at once, whose driver pipelines or not.
+async fn one_worker(pipelines: bool) -> Arc<Pool<Fake>> {
     let fake = Fake {
-        pipelines: true,
+        pipelines,
         concurrency: 8,
         ..Fake::default()
     };
-    let pool = start(fake, settings(1, Strategy::Best)).await;
+    start(fake, settings(1, Strategy::Best)).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn queued_requests_reach_a_pipelining_driver_in_batches_up_to_its_concurrency() {
+    let pool = one_worker(true).await;
     // Queued before the worker runs: it takes them in one go.
     let answers: Vec<_> = (0..12).map(|_| submit(&pool, who_now())).collect();
     for rx in answers {
@@ -294,11 +299,7 @@ async fn queued_requests_reach_a_pipelining_driver_in_batches_up_to_its_concurre
 
 #[tokio::test(start_paused = true)]
 async fn a_driver_that_does_not_pipeline_gets_its_requests_one_by_one() {
-    let fake = Fake {
-        concurrency: 8,
-        ..Fake::default()
-    };
-    let pool = start(fake, settings(1, Strategy::Best)).await;
+    let pool = one_worker(false).await;
     let answers: Vec<_> = (0..5).map(|_| submit(&pool, who_now())).collect();
     for rx in answers {
         assert_eq!(who(rx).await, (0, 1));
@@ -309,12 +310,7 @@ async fn a_driver_that_does_not_pipeline_gets_its_requests_one_by_one() {
 
 #[tokio::test(start_paused = true)]
 async fn each_request_of_a_batch_gets_its_own_answer_and_a_broken_one_reconnects() {
-    let fake = Fake {
-        pipelines: true,
-        concurrency: 8,
-        ..Fake::default()
-    };
-    let pool = start(fake, settings(1, Strategy::Best)).await;
+    let pool = one_worker(true).await;
     let first = submit(&pool, who_now());
     let failed = submit(&pool, req("server_error", 0));
     let broken = submit(&pool, Term::atom("broken"));
@@ -331,12 +327,7 @@ async fn each_request_of_a_batch_gets_its_own_answer_and_a_broken_one_reconnects
 
 #[tokio::test(start_paused = true)]
 async fn a_lease_in_a_batch_waits_for_the_requests_before_it_and_holds_back_those_after() {
-    let fake = Fake {
-        pipelines: true,
-        concurrency: 8,
-        ..Fake::default()
-    };
-    let pool = start(fake, settings(1, Strategy::Best)).await;
+    let pool = one_worker(true).await;
     // All three queued before the worker runs, so it takes them in one go.
     let before = submit(&pool, req("who", 50));
     let lease_rx = lease_of(&pool);

@@ -8,9 +8,17 @@ run(TomlFile) ->
     {ok, Httpd} = start_httpd(www(TomlFile)),
     step("reading ~s", [TomlFile]),
     {ok, Pools0} = mongoose_native_config:pools_from_toml(TomlFile),
-    Riak = start_riak_server(TomlFile),
-    Pools1 = [P || P <- Pools0, maps:get(type, P) =/= riak orelse Riak =/= skipped],
-    {CqlServer, Pools} = start_cql_server(TomlFile, Pools1),
+    Root = filename:dirname(filename:dirname(filename:absname(TomlFile))),
+    %% No Riak, Cassandra or Elasticsearch runs here: the suites' protocol
+    %% test servers stand in, on the ports demo_pools.toml gives.
+    Servers = [{Type, test_server(Root, Type, Script, Args)}
+               || {Type, Script, Args} <-
+                      [{riak, "riak_server.py", ["--port", "18087", "--datatype", "users=map"]},
+                       {cassandra, "cql_server.py",
+                        ["--port", "19042", "--keyspace", "mongooseim",
+                         "--schema", filename:join(Root, "examples/demo_cassandra.cql")]},
+                       {elastic, "es_server.py", ["--port", "19200"]}]],
+    Pools = [P || P <- Pools0, proplists:get_value(maps:get(type, P), Servers) =/= skipped],
     [begin
          step("starting ~p pool ~p", [maps:get(type, P), maps:get(tag, P)]),
          {ok, _} = mongoose_wpool:start(P#{host_type => maps:get(scope, P),
@@ -56,15 +64,17 @@ run(TomlFile) ->
     Us = erlang:monotonic_time(microsecond) - T0,
     step("  done in ~.1f ms (~p GET/s)", [Us / 1000, round(10000 / (Us / 1000000))]),
     rabbit(),
-    riak(Riak),
-    cassandra(CqlServer),
+    [Demo() || {Type, Demo} <- [{riak, fun riak/0}, {cassandra, fun cassandra/0},
+                                {elastic, fun elastic/0}],
+               proplists:get_value(Type, Servers) =/= skipped],
     print_stats(redis, global, default),
     print_stats(generic, global, demo),
     mongoose_wpool:stop(),
     inets:stop(httpd, Httpd),
     step("all pools stopped", []),
     datacenters(),
-    stop_cql_server(CqlServer).
+    [port_close(Port) || {_, Port} <- Servers, Port =/= skipped],
+    ok.
 
 %% mod_event_pusher_rabbit's calls, and the message read back from a queue.
 rabbit() ->
@@ -81,39 +91,31 @@ rabbit() ->
     step("rabbit: basic.get -> ~p", [Body]),
     print_stats(rabbit, global, event_pusher).
 
-%% No Riak runs here: the demo starts the suite's PBC test server on
-%% 127.0.0.1:18087 (the riak pool's port in demo_pools.toml) with the
-%% Python of scripts/setup.sh's virtualenv, or leaves riak out.
-start_riak_server(TomlFile) ->
-    Python = filename:join(case os:getenv("MN_VENV") of
-                               false -> "/var/cache/mongoose_native/venv";
-                               Dir -> Dir
-                           end, "bin/python"),
-    Script = filename:join([filename:dirname(filename:dirname(filename:absname(TomlFile))),
-                            "test", "servers", "riak_server.py"]),
-    case filelib:is_regular(Python) andalso filelib:is_regular(Script) of
+%% Starts test/servers/Script with the Python of scripts/setup.sh's
+%% virtualenv, or answers `skipped' (the pool is then left out).
+test_server(Root, Type, Script, Args) ->
+    Venv = case os:getenv("MN_VENV") of false -> "/var/cache/mongoose_native/venv"; V -> V end,
+    Python = filename:join(Venv, "bin/python"),
+    Path = filename:join([Root, "test", "servers", Script]),
+    case filelib:is_regular(Python) andalso filelib:is_regular(Path) of
         false ->
-            step("riak: skipped, no Riak test server (~s and ~s are needed: run scripts/setup.sh)",
-                 [Python, Script]),
+            step("~p: skipped, no test server (~s and ~s are needed: run scripts/setup.sh)",
+                 [Type, Python, Path]),
             skipped;
         true ->
-            step("riak: starting the Riak test server on 127.0.0.1:18087 (no Riak runs here)", []),
-            Port = open_port({spawn_executable, Python},
-                             [{args, [Script, "--port", "18087", "--datatype", "users=map"]},
-                              {line, 200}, binary]),
+            step("~p: starting ~s (no such server runs here)", [Type, Script]),
+            Port = open_port({spawn_executable, Python}, [{args, [Path | Args]}, {line, 200}, binary]),
             receive
                 {Port, {data, {eol, <<"PORT ", _/binary>>}}} -> Port
             after 10000 ->
-                    step("riak: skipped, the test server did not start", []),
+                    step("~p: skipped, the test server did not start", [Type]),
                     port_close(Port),
                     skipped
             end
     end.
 
 %% mongoose_riak's calls, as MongooseIM 5.1.0's modules make them.
-riak(skipped) ->
-    ok;
-riak(Server) ->
+riak() ->
     B = {<<"users">>, <<"demo.example">>},
     Obj = {riakc_obj, {<<"last">>, <<"demo.example">>}, <<"alice">>, undefined, [], undefined,
            <<"away">>},
@@ -129,34 +131,7 @@ riak(Server) ->
     step("riak: update_type map -> ~p", [mongoose_riak:update_type(B, <<"alice">>, Op)]),
     step("riak: fetch_type map -> ~p", [mongoose_riak:fetch_type(B, <<"alice">>)]),
     step("riak: list_keys -> ~p", [mongoose_riak:list_keys({<<"last">>, <<"demo.example">>})]),
-    print_stats(riak, global, default),
-    port_close(Server).
-
-%% No Cassandra runs here: the suites' CQL test server (test/servers/
-%% cql_server.py) stands in on 127.0.0.1:19042 when the Python virtualenv
-%% of scripts/setup.sh is there; without it the cassandra pool is skipped.
-start_cql_server(TomlFile, Pools) ->
-    Root = filename:dirname(filename:dirname(filename:absname(TomlFile))),
-    Script = filename:join(Root, "test/servers/cql_server.py"),
-    Schema = filename:join(Root, "examples/demo_cassandra.cql"),
-    Venv = case os:getenv("MN_VENV") of false -> "/var/cache/mongoose_native/venv"; V -> V end,
-    Python = filename:join(Venv, "bin/python"),
-    case filelib:is_regular(Python) andalso filelib:is_regular(Script) of
-        true ->
-            step("starting the CQL test server on 127.0.0.1:19042 for the cassandra pool", []),
-            Port = open_port({spawn_executable, Python},
-                             [{args, [Script, "--port", "19042", "--keyspace", "mongooseim",
-                                      "--schema", Schema]}, {line, 200}, binary]),
-            receive {Port, {data, {eol, <<"PORT ", _/binary>>}}} -> {Port, Pools}
-            after 10000 -> error(cql_server_did_not_start)
-            end;
-        false ->
-            step("cassandra: skipped (no ~s: run scripts/setup.sh)", [Python]),
-            {none, [P || P <- Pools, maps:get(type, P) =/= cassandra]}
-    end.
-
-stop_cql_server(none) -> ok;
-stop_cql_server(Port) -> port_close(Port).
+    print_stats(riak, global, default).
 
 %% The queries of the cassandra steps, declared as MongooseIM's modules do.
 prepared_queries() ->
@@ -164,8 +139,7 @@ prepared_queries() ->
               "VALUES (?, ?, ?, ?, ?)"},
      {fetch, "SELECT id, message FROM mam_message WHERE user_jid = ? AND with_jid = ? ORDER BY id"}].
 
-cassandra(none) -> ok;
-cassandra(_) ->
+cassandra() ->
     Rows = [#{id => I, user_jid => <<"alice@demo">>, with_jid => <<"bob@demo">>,
               from_jid => <<"alice@demo/phone">>, message => <<"message ", (integer_to_binary(I))/binary>>}
             || I <- lists:seq(1, 250)],
@@ -180,6 +154,22 @@ cassandra(_) ->
     step("cassandra: test_query -> ~p", [mongoose_cassandra:test_query(default)]),
     step("cassandra: session -> ~p",
          [proplists:get_value(cassandra, mongoose_wpool:stats(cassandra, global, default))]).
+
+%% mongoose_elasticsearch's calls, as mod_mam's Elasticsearch backend makes
+%% them, against a server presenting itself as Elasticsearch 8.
+elastic() ->
+    Doc = #{<<"mam_id">> => 1, <<"owner">> => <<"alice@demo">>, <<"body">> => <<"hi bob">>},
+    step("elastic: health -> ~p", [element(1, mongoose_elasticsearch:health())]),
+    step("elastic: insert_document -> ~p",
+         [element(1, mongoose_elasticsearch:insert_document(<<"messages">>, <<"pm">>, <<"1">>, Doc))]),
+    Query = #{query => #{term => #{<<"owner">> => <<"alice@demo">>}}},
+    {ok, #{<<"hits">> := #{<<"hits">> := Hits}}} =
+        mongoose_elasticsearch:search(<<"messages">>, <<"pm">>, Query),
+    step("elastic: search owner alice -> ~p", [[maps:get(<<"_source">>, H) || H <- Hits]]),
+    step("elastic: count -> ~p", [mongoose_elasticsearch:count(<<"messages">>, <<"pm">>, Query)]),
+    step("elastic: delete_by_query -> ~p",
+         [mongoose_elasticsearch:delete_by_query(<<"messages">>, <<"pm">>, Query)]),
+    print_stats(elastic, global, default).
 
 %% Two datacenters on two nodes of their own, sharing Redis database 12.
 datacenters() ->

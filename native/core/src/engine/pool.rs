@@ -42,25 +42,16 @@ pub trait Driver: Send + Sync + 'static {
     /// connection's verdict; only the engine reconnects.
     fn execute(&self, conn: Self::Conn, request: Self::Request) -> BoxFuture<'static, Outcome>;
 
-    /// `true`: requests that were queued together go to `execute_many` as
-    /// one batch (one write, one wake-up for all their answers) instead of
-    /// one `execute` each. For drivers whose connection pipelines.
-    fn pipelines(&self) -> bool {
-        false
-    }
-
-    /// Carries a batch of requests (see `pipelines`), one outcome each, in
-    /// order. The default carries them one by one, at once.
+    /// Carries requests queued together as one batch (one write, one
+    /// wake-up for all their answers), one outcome each, in order; or gives
+    /// them back to go one `execute` each, which is the default. For
+    /// drivers whose connection pipelines.
     fn execute_many(
         &self,
-        conn: Self::Conn,
+        _conn: &Self::Conn,
         requests: Vec<Self::Request>,
-    ) -> BoxFuture<'static, Vec<Outcome>> {
-        let each: Vec<_> = requests
-            .into_iter()
-            .map(|r| self.execute(conn.clone(), r))
-            .collect();
-        Box::pin(futures::future::join_all(each))
+    ) -> std::result::Result<BoxFuture<'static, Vec<Outcome>>, Vec<Self::Request>> {
+        Err(requests)
     }
 
     /// Carries a request answered in parts (paging, streamed results): each
@@ -783,10 +774,11 @@ impl<D: Driver> WorkerState<D> {
     }
 
     /// Starts jobs from the backlog, in order, while there is `room`: a
-    /// lease stops it (what follows waits for the lease), and a pipelining
-    /// driver gets its consecutive requests as one batch.
+    /// lease stops it (what follows waits for the lease), and the requests
+    /// among them are offered to the driver as one batch.
     fn start_backlog(&self, room: usize, link: &Link<D>, flight: &mut Flight<D::Request>) {
-        let mut batch: Vec<(D::Request, Reply, Instant)> = Vec::new();
+        let mut requests = Vec::new();
+        let mut replies = Vec::new();
         let mut taken = 0;
         for job in flight.backlog.iter_mut().take(room) {
             taken += 1;
@@ -796,7 +788,6 @@ impl<D: Driver> WorkerState<D> {
         }
         // Taken out for the loop, put back with what is left (and its capacity).
         let mut backlog = std::mem::take(&mut flight.backlog);
-        let pipelines = self.driver.pipelines();
         for job in backlog.drain(..taken) {
             self.load.running.fetch_add(1, Ordering::AcqRel);
             if job.reply.is_cancelled() {
@@ -808,12 +799,9 @@ impl<D: Driver> WorkerState<D> {
             match (job.work, &link.conn) {
                 (Work::Lease(wrap), _) => flight.waiting_lease = Some((wrap, job.reply)),
                 (_, None) => self.refuse_down(job.reply),
-                (Work::Run(request), Some(_)) if pipelines => {
-                    batch.push((request, job.reply, job.admitted))
-                }
-                (Work::Run(request), Some(c)) => {
-                    let fut = self.driver.execute(c.clone(), request);
-                    self.launch(fut, job.reply, job.admitted, link, flight);
+                (Work::Run(request), Some(_)) => {
+                    requests.push(request);
+                    replies.push((job.reply, job.admitted));
                 }
                 (Work::Stream(request), Some(c)) => {
                     let fut = self.driver.stream(c.clone(), request, job.reply.parts());
@@ -822,11 +810,17 @@ impl<D: Driver> WorkerState<D> {
             }
         }
         flight.backlog = backlog;
-        if let (Some(c), false) = (&link.conn, batch.is_empty()) {
-            let (requests, replies): (Vec<_>, Vec<_>) =
-                batch.into_iter().map(|(q, r, a)| (q, (r, a))).unzip();
-            let fut = self.driver.execute_many(c.clone(), requests);
-            self.launch_many(fut, replies, link, flight);
+        let (Some(c), false) = (&link.conn, requests.is_empty()) else {
+            return;
+        };
+        match self.driver.execute_many(c, requests) {
+            Ok(fut) => self.launch_many(fut, replies, link, flight),
+            Err(requests) => {
+                for (request, (reply, admitted)) in requests.into_iter().zip(replies) {
+                    let fut = self.driver.execute(c.clone(), request);
+                    self.launch(fut, reply, admitted, link, flight);
+                }
+            }
         }
     }
 

@@ -138,14 +138,17 @@ impl Driver for Fake {
         })
     }
 
-    fn pipelines(&self) -> bool {
-        self.pipelines
-    }
-
-    fn execute_many(&self, conn: (usize, usize), ops: Vec<Op>) -> BoxFuture<'static, Vec<Outcome>> {
+    fn execute_many(
+        &self,
+        conn: &(usize, usize),
+        ops: Vec<Op>,
+    ) -> std::result::Result<BoxFuture<'static, Vec<Outcome>>, Vec<Op>> {
+        if !self.pipelines {
+            return Err(ops);
+        }
         self.batches.lock().unwrap().push(ops.len());
-        let each: Vec<_> = ops.into_iter().map(|op| self.execute(conn, op)).collect();
-        Box::pin(futures::future::join_all(each))
+        let each: Vec<_> = ops.into_iter().map(|op| self.execute(*conn, op)).collect();
+        Ok(Box::pin(futures::future::join_all(each)))
     }
 
     fn stream(&self, _conn: (usize, usize), op: Op, parts: Parts) -> BoxFuture<'static, Outcome> {

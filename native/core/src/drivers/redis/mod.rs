@@ -204,27 +204,15 @@ impl Driver for RedisDriver {
     }
 
     /// Single mode writes the requests queued together as one pipeline.
-    fn pipelines(&self) -> bool {
-        matches!(self.backend, Backend::Single { .. })
-    }
-
     fn execute_many(
         &self,
-        conn: RedisConn,
+        conn: &RedisConn,
         requests: Vec<RedisRequest>,
-    ) -> BoxFuture<'static, Vec<Outcome>> {
-        Box::pin(async move {
-            match conn {
-                RedisConn::Single(c) => single::run_many(c.conn, requests).await,
-                _ => {
-                    let e = Error::Internal("only single mode pipelines requests".into());
-                    requests
-                        .iter()
-                        .map(|_| Outcome::failed(e.clone()))
-                        .collect()
-                }
-            }
-        })
+    ) -> std::result::Result<BoxFuture<'static, Vec<Outcome>>, Vec<RedisRequest>> {
+        match conn {
+            RedisConn::Single(c) => Ok(Box::pin(single::run_many(c.conn.clone(), requests))),
+            _ => Err(requests),
+        }
     }
 
     fn closed(&self, conn: &RedisConn) -> BoxFuture<'static, ()> {

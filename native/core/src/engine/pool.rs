@@ -580,6 +580,10 @@ struct Flight<R> {
     /// Jobs taken from the queue in one go and not started yet: still
     /// queued as far as the pool's counts go.
     backlog: Vec<Job<R>>,
+    /// The requests of one batch and their replies: kept, so that a driver
+    /// that takes no batches costs no allocation per request.
+    batch: Vec<R>,
+    replies: Vec<(Reply, Instant)>,
 }
 
 impl<R> Flight<R> {
@@ -618,6 +622,8 @@ impl<D: Driver> WorkerState<D> {
             waiting_lease: None,
             leased: false,
             backlog: Vec::new(),
+            batch: Vec::new(),
+            replies: Vec::new(),
         };
         let mut open = true;
         let limit = self.driver.concurrency().max(1);
@@ -777,8 +783,8 @@ impl<D: Driver> WorkerState<D> {
     /// lease stops it (what follows waits for the lease), and the requests
     /// among them are offered to the driver as one batch.
     fn start_backlog(&self, room: usize, link: &Link<D>, flight: &mut Flight<D::Request>) {
-        let mut requests = Vec::new();
-        let mut replies = Vec::new();
+        let mut requests = std::mem::take(&mut flight.batch);
+        let mut replies = std::mem::take(&mut flight.replies);
         let mut taken = 0;
         for job in flight.backlog.iter_mut().take(room) {
             taken += 1;
@@ -811,15 +817,17 @@ impl<D: Driver> WorkerState<D> {
         }
         flight.backlog = backlog;
         let (Some(c), false) = (&link.conn, requests.is_empty()) else {
+            (flight.batch, flight.replies) = (requests, replies);
             return;
         };
         match self.driver.execute_many(c, requests) {
             Ok(fut) => self.launch_many(fut, replies, link, flight),
-            Err(requests) => {
-                for (request, (reply, admitted)) in requests.into_iter().zip(replies) {
+            Err(mut requests) => {
+                for (request, (reply, admitted)) in requests.drain(..).zip(replies.drain(..)) {
                     let fut = self.driver.execute(c.clone(), request);
                     self.launch(fut, reply, admitted, link, flight);
                 }
+                (flight.batch, flight.replies) = (requests, replies);
             }
         }
     }

@@ -129,7 +129,11 @@ static KINDS: [PoolKind; 9] = [
     },
 ];
 
-fn opening<D: crate::engine::pool::Driver>(driver: D, settings: PoolSettings) -> Opening {
+/// Starts the engine's pool over `driver`.
+pub(crate) fn opening<D: crate::engine::pool::Driver>(
+    driver: D,
+    settings: PoolSettings,
+) -> Opening {
     Box::pin(async move {
         let pool = Pool::start(driver, settings).await?;
         Ok(Box::new(pool) as Box<dyn AnyPool>)

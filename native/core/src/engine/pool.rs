@@ -74,6 +74,18 @@ pub trait Driver: Send + Sync + 'static {
         vec![]
     }
 
+    /// For a driver whose connections reopen by themselves (rabbit): whether
+    /// worker `worker`'s is up now, which `stats/3` and the metrics show
+    /// instead of what the engine last saw.
+    fn connected(&self, _worker: usize) -> Option<bool> {
+        None
+    }
+
+    /// With `connected`: the reopenings so far, counted instead of the engine's.
+    fn reconnects(&self) -> Option<u64> {
+        None
+    }
+
     /// `Some(interval)`: `ping` idle connections at that interval (rdbms keepalive).
     fn keepalive(&self) -> Option<Duration> {
         None
@@ -228,6 +240,13 @@ impl<D: Driver> Pool<D> {
             idle,
             metrics,
         }))
+    }
+
+    /// Whether worker `i`'s connection is up: the driver's word if it keeps
+    /// its own, else the engine's.
+    fn connected(&self, i: usize, w: &Worker<D::Request>) -> bool {
+        let seen = || w.load.connected.load(Ordering::Acquire);
+        self.driver.connected(i).unwrap_or_else(seen)
     }
 
     fn push(workers: &[Worker<D::Request>], i: usize, job: Job<D::Request>) -> Result<()> {
@@ -437,15 +456,17 @@ impl<D: Driver> AnyPool for Arc<Pool<D>> {
         let guard = self.workers.read().ok();
         let loads = guard.as_ref().and_then(|g| g.as_ref());
         let (mut connected, mut queued, mut in_flight) = (0, 0, 0);
-        for w in loads.into_iter().flatten() {
+        for (i, w) in loads.into_iter().flatten().enumerate() {
             let pending = w.load.pending.load(Ordering::Acquire);
             let running = w.load.running.load(Ordering::Acquire);
-            connected += u64::from(w.load.connected.load(Ordering::Acquire));
+            connected += u64::from(self.connected(i, w));
             queued += pending.saturating_sub(running) as u64;
             in_flight += running as u64;
         }
         let workers = self.settings.workers as u64;
-        Some(self.metrics.figures(workers, connected, queued, in_flight))
+        let mut figures = self.metrics.figures(workers, connected, queued, in_flight);
+        figures.reconnects = self.driver.reconnects().unwrap_or(figures.reconnects);
+        Some(figures)
     }
 
     fn stats(&self) -> Term {
@@ -454,13 +475,14 @@ impl<D: Driver> AnyPool for Arc<Pool<D>> {
         let per_worker: Vec<(usize, usize, bool)> = workers
             .map(|ws| {
                 ws.iter()
-                    .map(|w| {
+                    .enumerate()
+                    .map(|(i, w)| {
                         let pending = w.load.pending.load(Ordering::Acquire);
                         let running = w.load.running.load(Ordering::Acquire);
                         (
                             pending.saturating_sub(running),
                             running,
-                            w.load.connected.load(Ordering::Acquire),
+                            self.connected(i, w),
                         )
                     })
                     .collect()

@@ -53,6 +53,9 @@ struct Fake {
     pipelines: bool,
     /// The size of each batch `execute_many` got.
     batches: Mutex<Vec<usize>>,
+    /// `Some`: the connections reopen by themselves; which are up, and the
+    /// reopenings (`connected`, `reconnects`).
+    own_state: Option<(Vec<AtomicBool>, AtomicUsize)>,
 }
 
 impl Fake {
@@ -149,6 +152,16 @@ impl Driver for Fake {
         self.batches.lock().unwrap().push(ops.len());
         let each: Vec<_> = ops.into_iter().map(|op| self.execute(*conn, op)).collect();
         Ok(Box::pin(futures::future::join_all(each)))
+    }
+
+    fn connected(&self, worker: usize) -> Option<bool> {
+        let (up, _) = self.own_state.as_ref()?;
+        Some(up[worker].load(Ordering::Acquire))
+    }
+
+    fn reconnects(&self) -> Option<u64> {
+        let (_, n) = self.own_state.as_ref()?;
+        Some(n.load(Ordering::Acquire) as u64)
     }
 
     fn stream(&self, _conn: (usize, usize), op: Op, parts: Parts) -> BoxFuture<'static, Outcome> {
@@ -938,4 +951,25 @@ async fn figures_count_what_the_engine_did() {
     let f = pool.figures().unwrap();
     assert_eq!(kind(&f, "connection_lost"), 1);
     assert_eq!((f.reconnects, f.connect_failures, f.connected), (1, 0, 2));
+}
+
+/// A driver whose connections reopen by themselves is believed about them,
+/// in `stats/3` and in the figures, where the engine saw nothing break.
+#[tokio::test(start_paused = true)]
+async fn a_self_reconnecting_driver_tells_its_connections_state() {
+    let fake = Fake {
+        own_state: Some((
+            vec![AtomicBool::new(true), AtomicBool::new(true)],
+            AtomicUsize::new(0),
+        )),
+        ..Fake::default()
+    };
+    let pool = start(fake, settings(2, Strategy::Next)).await;
+    assert_eq!(connected(&pool), vec![true, true]);
+    let (up, reconnects) = pool.driver.own_state.as_ref().unwrap();
+    up[1].store(false, Ordering::Release);
+    reconnects.store(3, Ordering::Release);
+    assert_eq!(connected(&pool), vec![true, false]);
+    let f = pool.figures().unwrap();
+    assert_eq!((f.connected, f.reconnects), (1, 3));
 }

@@ -16,11 +16,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use crate::config::PoolSettings;
-use crate::engine::lease::WrapLease;
-use crate::engine::metrics::Figures;
-use crate::engine::pool::{AnyPool, Driver, Outcome, Pool};
-use crate::engine::reply::Reply;
-use crate::engine::strategy::Choice;
+use crate::engine::pool::{Driver, Outcome};
 use crate::error::{Error, Result};
 use crate::registry::Opening;
 use crate::term::Term;
@@ -56,22 +52,14 @@ pub fn open(config: RabbitConfig, mut settings: PoolSettings) -> Result<Opening>
         config,
         Duration::from_millis(settings.call_timeout_ms),
     ));
-    let lanes = Arc::new(Mutex::new(Vec::new()));
     let driver = RabbitDriver {
-        shared: shared.clone(),
-        lanes: lanes.clone(),
+        shared,
+        lanes: Arc::new(Mutex::new(Vec::new())),
     };
     // Room for a burst to reach the lanes, which drop the oldest.
     let admitted = (2 * driver.depth()).max(10 * crate::config::DEFAULT_QUEUE_BOUND);
     settings.max_worker_queue_len = settings.max_worker_queue_len.or(Some(admitted));
-    Ok(Box::pin(async move {
-        let pool = Pool::start(driver, settings).await?;
-        Ok(Box::new(RabbitPool {
-            pool,
-            shared,
-            lanes,
-        }) as Box<dyn AnyPool>)
-    }))
+    Ok(crate::registry::opening(driver, settings))
 }
 
 impl Driver for RabbitDriver {
@@ -120,64 +108,22 @@ impl Driver for RabbitDriver {
             Outcome::answer(answer.unwrap_or_else(|e| e.to_term()))
         })
     }
-}
 
-/// The engine's pool, with the lanes' view in `stats/3`: each worker's
-/// `connected` as its lane knows it, and a `rabbit` section of counters.
-struct RabbitPool {
-    pool: Arc<Pool<RabbitDriver>>,
-    shared: Arc<Shared>,
-    lanes: Arc<Mutex<Vec<Arc<Lane>>>>,
-}
-
-impl AnyPool for RabbitPool {
-    fn submit(&self, choice: Choice, request: Term, reply: Reply) -> Result<()> {
-        self.pool.submit(choice, request, reply)
+    /// The lane's word: it reopens its connection by itself.
+    fn connected(&self, worker: usize) -> Option<bool> {
+        let lanes = self.lanes.lock().ok()?;
+        let lane = lanes.iter().find(|l| l.index == worker)?;
+        Some(lane.connected.load(Ordering::Acquire))
     }
 
-    fn stream(&self, choice: Choice, request: Term, reply: Reply) -> Result<()> {
-        self.pool.stream(choice, request, reply)
+    fn reconnects(&self) -> Option<u64> {
+        Some(self.shared.counters.reconnects.load(Ordering::Relaxed))
     }
 
-    fn lease(&self, choice: Choice, wrap: WrapLease, reply: Reply) -> Result<()> {
-        self.pool.lease(choice, wrap, reply)
-    }
-
-    fn stop(&self) {
-        self.pool.stop()
-    }
-
-    /// The engine's figures, with the lanes' connections and reconnections.
-    fn figures(&self) -> Option<Figures> {
+    /// A `rabbit` section: the pool's counters and each lane's state.
+    fn stats(&self) -> Vec<Term> {
         let lanes = self.lanes.lock().map(|l| l.clone()).unwrap_or_default();
-        let mut f = self.pool.figures()?;
-        f.connected = lanes
-            .iter()
-            .filter(|l| l.connected.load(Ordering::Acquire))
-            .count() as u64;
-        f.reconnects = self.shared.counters.reconnects.load(Ordering::Relaxed);
-        Some(f)
-    }
-
-    fn stats(&self) -> Term {
-        let lanes = self.lanes.lock().map(|l| l.clone()).unwrap_or_default();
-        let connected = |i: usize| lanes.get(i).map(|l| l.connected.load(Ordering::Acquire));
         let kv = |k: &str, v: Term| Term::tuple(vec![Term::atom(k), v]);
-        let mut stats = match self.pool.stats() {
-            Term::List(items) => items,
-            other => vec![other],
-        };
-        for item in stats.iter_mut() {
-            if let Term::Tuple(kv_pair) = item {
-                if kv_pair.len() == 2 && kv_pair[0].as_atom() == Some("workers") {
-                    if let Term::List(workers) = &mut kv_pair[1] {
-                        for (i, w) in workers.iter_mut().enumerate() {
-                            set_connected(w, connected(i));
-                        }
-                    }
-                }
-            }
-        }
         let c = &self.shared.counters;
         let n = |a: &std::sync::atomic::AtomicU64| Term::Int(a.load(Ordering::Relaxed) as i64);
         let per_worker = lanes
@@ -193,7 +139,7 @@ impl AnyPool for RabbitPool {
                 ])
             })
             .collect();
-        stats.push(kv(
+        vec![kv(
             "rabbit",
             Term::List(vec![
                 kv("published", n(&c.published)),
@@ -205,24 +151,7 @@ impl AnyPool for RabbitPool {
                 kv("reconnects", n(&c.reconnects)),
                 kv("workers", Term::List(per_worker)),
             ]),
-        ));
-        Term::List(stats)
-    }
-}
-
-/// `{I, [..., {connected, _}]}` with the lane's answer.
-fn set_connected(worker: &mut Term, connected: Option<bool>) {
-    let (Term::Tuple(w), Some(up)) = (worker, connected) else {
-        return;
-    };
-    if let Some(Term::List(props)) = w.get_mut(1) {
-        for p in props.iter_mut() {
-            if let Term::Tuple(kv) = p {
-                if kv.len() == 2 && kv[0].as_atom() == Some("connected") {
-                    kv[1] = Term::from(up);
-                }
-            }
-        }
+        )]
     }
 }
 

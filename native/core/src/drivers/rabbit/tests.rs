@@ -2,7 +2,9 @@
 
 use super::*;
 use crate::config::{Node, PoolType};
+use crate::engine::pool::AnyPool;
 use crate::engine::reply::oneshot;
+use crate::engine::strategy::Choice;
 use std::sync::atomic::Ordering;
 
 /// Tests run in parallel: the one that closes every connection on the

@@ -1,6 +1,7 @@
 //! The pool engine, the same for every pool type: workers and their
 //! queues, strategies, reconnection, and the reply path back to the caller.
 
+pub mod backoff;
 pub mod lease;
 pub mod metrics;
 pub mod pool;

@@ -13,6 +13,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
+use super::backoff::Backoff;
 use super::lease::{self, guarded, WrapLease};
 use super::metrics::{Figures, PoolMetrics};
 use super::reply::{Parts, Reply};
@@ -196,8 +197,6 @@ pub struct Pool<D: Driver> {
     metrics: Arc<PoolMetrics>,
 }
 
-const RECONNECT_MIN: Duration = Duration::from_millis(100);
-const RECONNECT_MAX: Duration = Duration::from_secs(5);
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// A deadline that never comes, for the timer with nothing to wait for.
 const FAR: Duration = Duration::from_secs(86_400 * 365);
@@ -570,7 +569,7 @@ struct Link<D: Driver> {
     /// Bumped on every new connection so a late verdict on an old one is ignored.
     generation: u64,
     connecting: Option<BoxFuture<'static, Result<D::Conn>>>,
-    backoff: Duration,
+    backoff: Backoff,
     retry_at: Instant,
     closed: BoxFuture<'static, ()>,
 }
@@ -583,12 +582,6 @@ impl<D: Driver> Link<D> {
         load.connected.store(false, Ordering::Release);
         self.retry_at = Instant::now();
     }
-}
-
-/// Backoff with jitter, so that the workers of a pool whose server came
-/// back do not all reconnect at the same instant.
-fn jittered(backoff: Duration) -> Duration {
-    backoff.mul_f64(rand::random_range(0.5..=1.0))
 }
 
 /// What the worker runs and holds: the futures on its connection, how many
@@ -635,7 +628,7 @@ impl<D: Driver> WorkerState<D> {
             conn: Some(first),
             generation: 0,
             connecting: None,
-            backoff: RECONNECT_MIN,
+            backoff: Backoff::default(),
             retry_at: Instant::now(),
         };
         let mut flight = Flight {
@@ -734,7 +727,7 @@ impl<D: Driver> WorkerState<D> {
                             link.closed = self.driver.closed(&c);
                             link.conn = Some(c);
                             link.generation += 1;
-                            link.backoff = RECONNECT_MIN;
+                            link.backoff.reset();
                             ping_check = ping_due(Instant::now());
                             self.load.connected.store(true, Ordering::Release);
                             self.metrics.reconnected();
@@ -742,10 +735,9 @@ impl<D: Driver> WorkerState<D> {
                         }
                         Err(e) => {
                             self.metrics.connect_failed();
-                            let wait = jittered(link.backoff);
+                            let wait = link.backoff.failed();
                             log::warn!("worker reconnect failed, next try in {wait:?}: {e}");
                             link.retry_at = Instant::now() + wait;
-                            link.backoff = (link.backoff * 2).min(RECONNECT_MAX);
                         }
                     }
                 }

@@ -2,7 +2,8 @@
 //! connection and channel, carries the requests over them, and reopens
 //! them when the broker closes them.
 //!
-//! The lane, not the engine, reconnects: a publish admitted while the
+//! The lane, not the engine, reconnects (with the engine's `Backoff`), as
+//! what it holds outlives a connection: a publish admitted while the
 //! connection is down waits for the next one (up to `call_timeout` after
 //! it was admitted), and with confirms every publish the broker has not
 //! acknowledged when the connection dies is sent again on the next one, so
@@ -28,13 +29,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::RabbitConfig;
 use super::methods::{self, Method, Publish};
+use crate::engine::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::term::Term;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
-const RECONNECT_MIN: Duration = Duration::from_millis(100);
-const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// Publishes one channel may have sent and not yet seen confirmed.
 pub const CONFIRM_WINDOW: usize = 256;
 
@@ -363,7 +363,7 @@ impl Lane {
     async fn run(self: Arc<Lane>, first: Link) {
         let mut link = Some(first);
         let mut sent: VecDeque<Sent> = VecDeque::new();
-        let mut backoff = RECONNECT_MIN;
+        let mut backoff = Backoff::default();
         // The next reconnection attempt: at once after a loss, then backing off.
         let mut retry_at = Instant::now();
         loop {
@@ -387,7 +387,7 @@ impl Lane {
                     Ok(mut new) => {
                         self.redeclare(&mut new).await;
                         link = Some(new);
-                        backoff = RECONNECT_MIN;
+                        backoff.reset();
                         Counters::bump(&self.shared.counters.reconnects);
                         self.blocked.store(false, Ordering::Release);
                         self.connected.store(true, Ordering::Release);
@@ -398,12 +398,12 @@ impl Lane {
                         );
                     }
                     Err(e) => {
+                        let wait = backoff.failed();
                         log::warn!(
-                            "rabbit worker {} reconnect failed, next try in {backoff:?}: {e}",
+                            "rabbit worker {} reconnect failed, next try in {wait:?}: {e}",
                             self.index + 1
                         );
-                        retry_at = Instant::now() + backoff;
-                        backoff = (backoff * 2).min(RECONNECT_MAX);
+                        retry_at = Instant::now() + wait;
                     }
                 }
                 continue;

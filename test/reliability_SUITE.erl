@@ -563,12 +563,20 @@ ldap(Req) -> mongoose_wpool:call(ldap, global, default, Req).
 
 rabbit(Req) -> mongoose_wpool:call(rabbit, global, default, Req).
 
-drain(Queue, Acc) ->
+%% Takes every message off the queue. A worker still reconnecting after the
+%% cut answers `no_connection` at once: ask again (for up to 10 s), keeping
+%% what was taken, since a taken message is gone from the queue.
+drain(Queue, Acc) -> drain(Queue, Acc, 100).
+
+drain(Queue, Acc, Tries) ->
     case rabbit({amqp_call, {'basic.get', 0, Queue, true}}) of
         {ok, {{'basic.get_ok', _, _, _, _, _}, {amqp_msg, _, Body}}} ->
-            drain(Queue, [binary_to_integer(Body) | Acc]);
+            drain(Queue, [binary_to_integer(Body) | Acc], Tries);
         {ok, {'basic.get_empty', _}} ->
-            Acc
+            Acc;
+        {error, {no_connection, _}} when Tries > 0 ->
+            timer:sleep(100),
+            drain(Queue, Acc, Tries - 1)
     end.
 
 to_int(I) when is_integer(I) -> I;

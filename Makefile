@@ -13,7 +13,8 @@ rust-test:
 	cargo test -p mongoose_native
 
 ct: build
-	rebar3 ct
+	@# On failure, name the failed cases last, where a CI log's tail shows them.
+	rebar3 ct || { bash scripts/ct_failures.sh; exit 1; }
 
 test: setup rust-test ct
 

@@ -2,7 +2,11 @@
 %% pool, pgsql and then odbc (psqlODBC, the DSN scripts/setup.sh registers),
 %% at 1, 16 and 128 concurrent callers, beside pgbench running
 %% the same prepared statement in the same run with as many connections as
-%% the pool may use (the callers, at most the 10 workers). Prints numbers only.
+%% the pool may use (the callers, at most the 10 workers). Then the client
+%% alone, with no Erlang (bench/pg_ceiling, which bench/run.sh builds and
+%% names in PG_CEILING): sqlx as the pool's driver uses it, one query at a
+%% time per connection, and tokio-postgres pipelining the queries of one
+%% connection, each beside pgbench again. Prints numbers only.
 -module(rdbms_bench).
 -export([run/0, run/1]).
 
@@ -20,7 +24,8 @@ run(Concurrencies) ->
     Drivers = [{pgsql, #{driver => pgsql, host => "127.0.0.1", database => "test",
                          username => "postgres", password => ""}},
                {odbc, #{driver => odbc, settings => "DSN=mongoose_pgsql"}}],
-    lists:append([rows(Driver, Conn, Concurrencies) || {Driver, Conn} <- Drivers]).
+    lists:append([rows(Driver, Conn, Concurrencies) || {Driver, Conn} <- Drivers])
+        ++ ceiling(os:getenv("PG_CEILING"), Concurrencies).
 
 rows(Driver, Conn, Concurrencies) ->
     {ok, _} = mongoose_wpool:start(rdbms, global, default, [{workers, ?WORKERS}], Conn),
@@ -43,6 +48,25 @@ row(Driver, C) ->
               [io_lib:format("~s SELECT ?::int, ~b callers", [Driver, C]), Ops, P50, P99, Cpu, Tps, Clients,
                PgCpu, Ops / max(Tps, 1)]),
     {io_lib:format("~s prepared SELECT, ~b callers", [Driver, C]), Ops, "ops/s",
+     io_lib:format("pgbench -M prepared -c ~b", [Clients]), Tps}.
+
+%% What the pgsql rows could reach through the same client at best.
+ceiling(false, _) ->
+    io:format("PG_CEILING unset: no client-alone rows (bench/run.sh sets it)~n"),
+    [];
+ceiling(Bin, Concurrencies) ->
+    [ceiling_row(Bin, Client, C) || C <- Concurrencies, Client <- ["sqlx", "pipelined"]].
+
+ceiling_row(Bin, Client, C) ->
+    Run = fun() -> os:cmd(io_lib:format("~s ~s ~b ~b 2>&1", [Bin, Client, C, ?DURATION_S])) end,
+    {Out, Cpu} = bench_cpu:per_op(Run, fun(O) -> list_to_integer(string:trim(O)) * ?DURATION_S end),
+    Ops = list_to_integer(string:trim(Out)),
+    Clients = min(C, ?WORKERS),
+    {Tps, PgCpu} = bench_cpu:per_op(fun() -> pgbench(Clients) end, fun(T) -> T * ?DURATION_S end),
+    Name = io_lib:format("~s alone, ~b tasks", [Client, C]),
+    io:format("~-32s ~9b ~8s ~8s ~7.1f | ~11b ~7b ~7.1f | ~6.2f~n",
+              [Name, Ops, "-", "-", Cpu, Tps, Clients, PgCpu, Ops / max(Tps, 1)]),
+    {io_lib:format("pgsql client: ~s alone, ~b tasks", [Client, C]), Ops, "ops/s",
      io_lib:format("pgbench -M prepared -c ~b", [Clients]), Tps}.
 
 pgbench(Clients) ->

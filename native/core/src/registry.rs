@@ -173,14 +173,5 @@ pub fn validate(kind: PoolType, conn: &Node) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_type_has_its_row() {
-        for (i, t) in PoolType::ALL.into_iter().enumerate() {
-            assert_eq!(KINDS[i].kind, t);
-            assert_eq!(t.kind().kind, t);
-        }
-    }
-}
+#[path = "registry_tests.rs"]
+mod tests;

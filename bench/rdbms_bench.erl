@@ -58,9 +58,11 @@ ceiling(Bin, Concurrencies) ->
     [ceiling_row(Bin, Client, C) || C <- Concurrencies, Client <- ["sqlx", "pipelined"]].
 
 ceiling_row(Bin, Client, C) ->
-    Run = fun() -> os:cmd(io_lib:format("~s ~s ~b ~b 2>&1", [Bin, Client, C, ?DURATION_S])) end,
-    {Out, Cpu} = bench_cpu:per_op(Run, fun(O) -> list_to_integer(string:trim(O)) * ?DURATION_S end),
-    Ops = list_to_integer(string:trim(Out)),
+    Run = fun() ->
+                  Out = os:cmd(io_lib:format("~s ~s ~b ~b 2>&1", [Bin, Client, C, ?DURATION_S])),
+                  list_to_integer(string:trim(Out))
+          end,
+    {Ops, Cpu} = bench_cpu:per_op(Run, fun(O) -> O * ?DURATION_S end),
     Clients = min(C, ?WORKERS),
     {Tps, PgCpu} = bench_cpu:per_op(fun() -> pgbench(Clients) end, fun(T) -> T * ?DURATION_S end),
     Name = io_lib:format("~s alone, ~b tasks", [Client, C]),

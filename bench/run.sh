@@ -4,10 +4,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
 rebar3 compile >/dev/null
-# The PostgreSQL client alone, for rdbms_bench's ceiling rows.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/mongoose_native/target}"
-cargo build --release --quiet --manifest-path bench/pg_ceiling/Cargo.toml
-export PG_CEILING="$CARGO_TARGET_DIR/release/pg_ceiling"
+# The PostgreSQL client alone, for rdbms_bench's ceiling rows; built where
+# scripts/build_nif.sh builds the NIF.
+target="${CARGO_TARGET_DIR:-target}"
+cargo build --release --quiet --manifest-path bench/pg_ceiling/Cargo.toml --target-dir "$target"
+PG_CEILING="$(cd "$target" && pwd)/release/pg_ceiling"
+export PG_CEILING
 mkdir -p _build/bench
 erlc -o _build/bench bench/*.erl
 # Distributed, for the transport benchmark's second node.

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const CONNECTIONS: usize = 10;
-const DSN: &str = "host=127.0.0.1 user=postgres dbname=test sslmode=disable";
+/// Without TLS, as the pool connects and bench/rdbms_bench.erl runs pgbench.
+const URL: &str = "postgres://postgres@127.0.0.1/test?sslmode=disable";
 const SQL: &str = "SELECT $1::int";
 
 type Failure = Box<dyn std::error::Error + Send + Sync>;
@@ -92,10 +93,9 @@ where
 
 async fn sqlx_run(callers: usize, length: Duration) -> Result<u64, Failure> {
     use sqlx::{Connection, Executor, PgConnection};
-    let url = "postgres://postgres@127.0.0.1/test?sslmode=disable";
     let mut conns = vec![];
     for _ in 0..callers.min(CONNECTIONS) {
-        let conn = PgConnection::connect(url).await?;
+        let conn = PgConnection::connect(URL).await?;
         conns.push(Arc::new(tokio::sync::Mutex::new(conn)));
     }
     drive(conns, callers, length, |conn, x| async move {
@@ -109,7 +109,7 @@ async fn sqlx_run(callers: usize, length: Duration) -> Result<u64, Failure> {
 async fn pipelined_run(callers: usize, length: Duration) -> Result<u64, Failure> {
     let mut conns = vec![];
     for _ in 0..callers.min(CONNECTIONS) {
-        let (client, connection) = tokio_postgres::connect(DSN, tokio_postgres::NoTls).await?;
+        let (client, connection) = tokio_postgres::connect(URL, tokio_postgres::NoTls).await?;
         tokio::spawn(connection);
         let statement = client.prepare(SQL).await?;
         conns.push(Arc::new((client, statement)));

@@ -204,11 +204,12 @@ huge_requests_do_not_stall_schedulers(_Config) ->
         ?assertEqual({{ok, <<"1">>}, 200000, {ok, <<"200000">>}}, Done),
         %% Decoding it on a normal scheduler made a wake-up 105-150 ms
         %% late. Decoded on a dirty one, p99 is 1.4-2.8 ms on a quiet
-        %% 2-vCPU machine and was 5.4 ms with other load on it: the dirty
-        %% scheduler's CPU-bound decode shares the two vCPUs with the probe.
+        %% 2-vCPU machine, and 3-5 ms (max 9 ms) beside two CPU hogs: the
+        %% dirty scheduler's CPU-bound decode shares the two vCPUs with the
+        %% probe. The bounds leave the machine's noise room and still sit
+        %% at half the defect's lateness.
         ?assert(Count >= 50),
-        ?assert(P99 < 10000),
-        ?assert(Max < 20000)
+        ?assert(P99 < 25000 andalso Max < 50000, {p99, P99, max, Max})
     after
         peer:stop(Peer)
     end.

@@ -288,7 +288,7 @@ wait_ok(Call, N) ->
 
 %% 1,000 requests wait inside the NIF (BLPOP on empty lists: each blocks its
 %% connection for a second, so the pool gets a connection per request) while
-%% an unrelated process keeps its scheduling latency under a few milliseconds.
+%% an unrelated process's 2 ms wake-ups stay on time.
 nif_calls_do_not_block(_Config) ->
     {ok, _} = mongoose_wpool:start(redis, global, blocking,
                                    [{workers, 1000}, {strategy, next_worker}, {call_timeout, 5000}],
@@ -309,10 +309,11 @@ nif_calls_do_not_block(_Config) ->
     Max = lists:last(Lateness),
     ct:pal("scheduling lateness while 1000 requests waited: p99 ~p us, max ~p us", [P99, Max]),
     ?assertEqual(1000, length([ok || {ok, undefined} <- Results])),
-    %% A NIF waiting on one of those BLPOPs would show as a second's delay;
-    %% the machine's own noise stays within a few milliseconds.
-    ?assert(P99 < 5000),
-    ?assert(Max < 20000).
+    %% A NIF waiting on one of those BLPOPs would make a wake-up a second
+    %% late. The machine's own noise: p99 1-2 ms when quiet, 3-5 ms beside
+    %% two CPU hogs on this project's 2-vCPU machines, and once above 5 ms
+    %% in CI; the bounds sit well above that and well below the defect.
+    ?assert(P99 < 25000 andalso Max < 250000, {p99, P99, max, Max}).
 
 %% How late 200 wake-ups of 2 ms come, in microseconds.
 probe(Parent, 0, Acc) -> Parent ! {probe, Acc};

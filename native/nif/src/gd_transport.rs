@@ -71,7 +71,7 @@ fn worker_of(key: &[u8], n: usize) -> Option<usize> {
 /// Each undeliverable stanza to the worker of its key, which bounces it
 /// (retried by the bounce store, or an error to its sender), in order, as
 /// `{gd_undeliverable, Credit, Host, [{ClockUs, Bin}]}`: one message per
-/// worker, done once every worker acknowledged its message's stanzas.
+/// worker, done once every worker that got one acknowledged it or died.
 impl Undeliverable for Workers {
     fn hand_back(&self, host: &str, frames: Vec<Vec<u8>>) -> BoxFuture<'static, ()> {
         let mut per_worker: Vec<Vec<(u64, &[u8])>> = vec![Vec::new(); self.0.len()];
@@ -84,8 +84,8 @@ impl Undeliverable for Workers {
                 per_worker[i].push((data.clock_us, data.term));
             }
         }
-        let credit = ResourceArc::new(CreditRes(Arc::new(Credit::new(1))));
         let mut env = OwnedEnv::new();
+        let mut behind = Vec::new();
         for (worker, stanzas) in self.0.iter().zip(per_worker) {
             if stanzas.is_empty() {
                 continue;
@@ -93,6 +93,7 @@ impl Undeliverable for Workers {
             let Ok(pid) = worker.pid.read().map(|p| *p) else {
                 continue;
             };
+            let credit = ResourceArc::new(CreditRes(Arc::new(Credit::new(1))));
             // Owed before it can be acknowledged.
             credit.0.take(stanzas.len());
             let sent = env.send_and_clear(&pid, |env| {
@@ -109,12 +110,11 @@ impl Undeliverable for Workers {
                     .encode(env)
             });
             // A worker that is gone acknowledges nothing: owe it nothing.
-            if sent.is_err() {
-                credit.0.give_back(stanzas.len());
+            if sent.is_ok() {
+                behind.push((credit.0.clone(), pid));
             }
         }
-        let credit = credit.0.clone();
-        Box::pin(async move { credit.wait_for_room().await })
+        Box::pin(wait_for(behind))
     }
 }
 
@@ -207,7 +207,7 @@ impl Sink for ToWorkers {
             // A worker that is gone acknowledges nothing: owe it nothing.
             if sent.is_ok() {
                 worker.credit.0.take(count);
-                behind.push(worker.credit.0.clone());
+                behind.push((worker.credit.0.clone(), pid));
             }
             batch.bytes.clear();
             batch.frames.clear();
@@ -216,12 +216,20 @@ impl Sink for ToWorkers {
                 batch.bytes = Vec::new();
             }
         }
-        Box::pin(async move {
-            for credit in behind {
-                credit.wait_for_room().await;
-            }
-        })
+        Box::pin(wait_for(behind))
     }
+}
+
+/// Waits until each worker is below its credit's limit, or dead.
+async fn wait_for(behind: Vec<(Arc<Credit>, LocalPid)>) {
+    for (credit, pid) in behind {
+        credit.wait_for_room(|| is_alive(pid)).await;
+    }
+}
+
+/// Whether `pid` runs; callable from any thread (enif_is_process_alive).
+fn is_alive(pid: LocalPid) -> bool {
+    OwnedEnv::new().run(|env| env.is_process_alive(pid))
 }
 
 fn sub<'a>(env: Env<'a>, all: &Binary<'a>, from: usize, to: usize) -> rustler::Term<'a> {

@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-/// How long a reader waits without a single acknowledgement before it
-/// takes the consumer for gone (a dead process never acknowledges) and
-/// forgets what it owed.
+/// How often a reader that has had no acknowledgement asks whether its
+/// consumer is still there (a dead process never acknowledges).
 const STALL: Duration = Duration::from_secs(5);
 
 pub struct Credit {
@@ -54,8 +53,11 @@ impl Credit {
         self.outstanding.load(Ordering::Acquire)
     }
 
-    /// Returns once the consumer is less than `limit` frames behind.
-    pub async fn wait_for_room(&self) {
+    /// Returns once the consumer is less than `limit` frames behind. After
+    /// each `STALL` without an acknowledgement, `alive` says whether the
+    /// consumer is still there: a dead one is forgotten, a live one however
+    /// slow is waited for (its mailbox stays bounded; senders are refused).
+    pub async fn wait_for_room(&self, alive: impl Fn() -> bool) {
         loop {
             let notified = self.room.notified();
             let before = self.outstanding();
@@ -64,11 +66,17 @@ impl Credit {
             }
             if tokio::time::timeout(STALL, notified).await.is_err() && self.outstanding() >= before
             {
-                log::warn!(
-                    "global distribution worker acknowledged nothing for {STALL:?} \
-                     ({before} frames outstanding); taken for gone"
-                );
-                self.forget();
+                if alive() {
+                    log::warn!(
+                        "global distribution worker acknowledged nothing for {STALL:?} \
+                         ({before} frames outstanding); still waiting for it"
+                    );
+                } else {
+                    log::warn!(
+                        "global distribution worker gone with {before} frames unacknowledged"
+                    );
+                    self.forget();
+                }
             }
         }
     }

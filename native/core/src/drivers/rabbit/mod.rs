@@ -112,8 +112,9 @@ impl Driver for RabbitDriver {
     /// The lane's word: it reopens its connection by itself.
     fn connected(&self, worker: usize) -> Option<bool> {
         let lanes = self.lanes.lock().ok()?;
-        let lane = lanes.iter().find(|l| l.index == worker)?;
-        Some(lane.connected.load(Ordering::Acquire))
+        // Kept sorted by index as lanes start.
+        let at = lanes.binary_search_by_key(&worker, |l| l.index).ok()?;
+        Some(lanes[at].connected.load(Ordering::Acquire))
     }
 
     fn reconnects(&self) -> Option<u64> {

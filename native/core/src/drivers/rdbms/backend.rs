@@ -51,8 +51,10 @@ fn charlist(s: &str) -> Term {
 /// blocking threads inside the futures).
 pub(super) trait Backend: Send + Sync + 'static {
     const ENGINE: Engine;
+    /// Whether `pipeline` carries batches (see there).
+    const PIPELINES: bool = false;
     type Conn: Send + 'static;
-    type Statement: Send + Sync + 'static;
+    type Statement: Clone + Send + Sync + 'static;
 
     /// Opens a connection; `Err` says why not (without the password).
     fn connect(&self) -> impl Future<Output = Result<Self::Conn, String>> + Send;
@@ -75,6 +77,22 @@ pub(super) trait Backend: Send + Sync + 'static {
         params: &[Term],
     ) -> impl Future<Output = Outcome<Vec<Item>>> + Send;
 
+    /// For a backend whose connection pipelines: runs prepared statements
+    /// bound to their parameters apart from the session, all sent before
+    /// the first answer is read, so that the next batch goes out behind
+    /// them; answers in order. The others never get a batch (their workers
+    /// take one request at a time).
+    fn pipeline(
+        _conn: &Self::Conn,
+        runs: Vec<(Self::Statement, String, Vec<Term>)>,
+    ) -> BoxFuture<'static, Vec<Outcome<Vec<Item>>>> {
+        let refused = runs
+            .iter()
+            .map(|_| Err(answer("this engine takes one request at a time")))
+            .collect();
+        Box::pin(std::future::ready(refused))
+    }
+
     /// The server behind a driver that reaches several (odbc): `pgsql`,
     /// `mysql` or `other`.
     fn server(_conn: &Self::Conn) -> Option<&'static str> {
@@ -85,12 +103,23 @@ pub(super) trait Backend: Send + Sync + 'static {
 /// A backend whose types are erased: what the driver holds.
 pub(super) trait Connector: Send + Sync {
     fn open(&self) -> BoxFuture<'_, Result<Box<dyn Session>, String>>;
+
+    /// See [`Backend::PIPELINES`].
+    fn pipelines(&self) -> bool;
 }
 
 /// An open connection, whatever its engine.
 pub(super) trait Session: Send {
     /// Runs a query or an execute.
     fn run<'a>(&'a mut self, request: &'a RdbmsRequest) -> BoxFuture<'a, Outcome<Term>>;
+
+    /// Prepares what the executes need, one at a time, and returns what
+    /// runs them apart from the session ([`Backend::pipeline`]), answers in
+    /// order; other requests are refused.
+    fn start_executes(
+        &mut self,
+        requests: Vec<RdbmsRequest>,
+    ) -> BoxFuture<'_, BoxFuture<'static, Vec<Outcome<Term>>>>;
 
     /// See [`Backend::server`].
     fn server(&self) -> Option<&'static str>;
@@ -106,6 +135,10 @@ impl<B: Backend> Connector for B {
             });
             Ok(session)
         })
+    }
+
+    fn pipelines(&self) -> bool {
+        B::PIPELINES
     }
 }
 
@@ -140,6 +173,13 @@ impl<B: Backend> Session for Open<B> {
         })
     }
 
+    fn start_executes(
+        &mut self,
+        requests: Vec<RdbmsRequest>,
+    ) -> BoxFuture<'_, BoxFuture<'static, Vec<Outcome<Term>>>> {
+        Box::pin(self.start_many(requests))
+    }
+
     fn server(&self) -> Option<&'static str> {
         B::server(&self.conn)
     }
@@ -147,27 +187,69 @@ impl<B: Backend> Session for Open<B> {
 
 impl<B: Backend> Open<B> {
     async fn execute(&mut self, name: &str, sql: &str, params: &[Term]) -> Outcome<Term> {
+        self.ready(name, sql, params.len()).await?;
+        let prepared = &self.prepared[name];
+        let items = B::execute(&mut self.conn, &prepared.statement, name, params).await?;
+        Ok(shape_prepared(B::ENGINE, prepared.kind, items))
+    }
+
+    /// Statement `name` prepared (as `sql`) on this connection, taking `arity` parameters.
+    async fn ready(&mut self, name: &str, sql: &str, arity: usize) -> Outcome<()> {
         let prepared = match self.prepared.remove(name) {
             Some(p) if p.sql == sql => p,
             _ => {
-                let (statement, arity, columns) = B::prepare(&mut self.conn, sql).await?;
+                let (statement, params, columns) = B::prepare(&mut self.conn, sql).await?;
                 Prepared {
                     sql: sql.to_string(),
                     statement,
-                    params: arity,
+                    params,
                     kind: prepared_kind(B::ENGINE, sql, columns),
                 }
             }
         };
         let prepared = self.prepared.entry(name.to_string()).or_insert(prepared);
-        if prepared.params != params.len() {
+        if prepared.params != arity {
             return Err(answer(&format!(
-                "statement {name} takes {} parameters, got {}",
-                prepared.params,
-                params.len()
+                "statement {name} takes {} parameters, got {arity}",
+                prepared.params
             )));
         }
-        let items = B::execute(&mut self.conn, &prepared.statement, name, params).await?;
-        Ok(shape_prepared(B::ENGINE, prepared.kind, items))
+        Ok(())
+    }
+
+    async fn start_many(
+        &mut self,
+        requests: Vec<RdbmsRequest>,
+    ) -> BoxFuture<'static, Vec<Outcome<Term>>> {
+        let mut early = Vec::with_capacity(requests.len());
+        let (mut runs, mut kinds) = (Vec::new(), Vec::new());
+        for request in requests {
+            let RdbmsRequest::Execute { name, sql, params } = request else {
+                early.push(Some(Err(answer("not an execute"))));
+                continue;
+            };
+            match self.ready(&name, &sql, params.len()).await {
+                Ok(()) => {
+                    let prepared = &self.prepared[&name];
+                    kinds.push(prepared.kind);
+                    runs.push((prepared.statement.clone(), name, params));
+                    early.push(None);
+                }
+                Err(failure) => early.push(Some(Err(failure))),
+            }
+        }
+        let running = B::pipeline(&self.conn, runs);
+        Box::pin(async move {
+            let mut ran = running.await.into_iter().zip(kinds);
+            early
+                .into_iter()
+                .map(|answered| {
+                    answered.unwrap_or_else(|| match ran.next() {
+                        Some((items, kind)) => Ok(shape_prepared(B::ENGINE, kind, items?)),
+                        None => Err(Failure::Broken("a batch lost an answer".into())),
+                    })
+                })
+                .collect()
+        })
     }
 }

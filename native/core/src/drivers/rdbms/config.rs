@@ -85,6 +85,27 @@ pub struct RdbmsTls {
 }
 
 impl RdbmsTls {
+    /// The rustls configuration of these settings (pgsql; read_tls checked
+    /// the files when the section was read).
+    pub(super) fn rustls(&self) -> Result<rustls::ClientConfig> {
+        let mut section = vec![(Term::atom("verify_peer"), Term::from(self.verify_peer))];
+        let files = [
+            ("cacertfile", &self.cacertfile),
+            ("certfile", &self.certfile),
+            ("keyfile", &self.keyfile),
+        ];
+        for (key, file) in files {
+            if let Some(f) = file {
+                section.push((Term::atom(key), Term::from(f.as_str())));
+            }
+        }
+        let section = Term::Map(section);
+        let mut config = read_tls(&Node::new("connection.tls", &section))?;
+        // PostgreSQL negotiates TLS after its own request, without ALPN.
+        config.alpn_protocols.clear();
+        Ok(config)
+    }
+
     /// Sets the certificate files with an engine's setters for the CA, the
     /// client certificate and its key (in the certificate's file if unset).
     pub(super) fn set_files<O>(&self, options: O, setters: [fn(O, &str) -> O; 3]) -> O {

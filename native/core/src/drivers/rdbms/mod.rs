@@ -49,6 +49,7 @@ mod config;
 mod mysql;
 #[cfg(feature = "odbc")]
 mod odbc;
+mod pg_tls;
 mod pgsql;
 mod request;
 mod shape;
@@ -60,6 +61,9 @@ pub use request::{parse_request, RdbmsRequest};
 pub use shape::{statement_kinds, Kind};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many queued executes a worker whose connection pipelines sends
+/// together (the engine's batch).
+const PIPELINE_DEPTH: usize = 64;
 /// The client gives up this long after the deadline (mysql, or a server that
 /// does not answer): the connection is then dropped and reopened.
 const CLIENT_MARGIN: Duration = Duration::from_millis(500);
@@ -89,8 +93,8 @@ impl Shared {
     }
 }
 
-/// One connection; the lock is never contended (one request at a time per
-/// worker), it only lets clones of the handle reach the session.
+/// One connection; the lock is never contended (one request or batch at a
+/// time per worker), it only lets clones of the handle reach the session.
 #[derive(Clone)]
 pub struct Conn(Arc<Mutex<Box<dyn Session>>>);
 
@@ -106,7 +110,7 @@ impl RdbmsDriver {
             .query_timeout
             .map_or(call_timeout, |q| q.min(call_timeout));
         let backend: Box<dyn Connector> = match (config.engine, &config.settings) {
-            (Engine::Pgsql, _) => Box::new(pgsql::Pgsql::new(&config, op_timeout)),
+            (Engine::Pgsql, _) => Box::new(pgsql::Pgsql::new(&config, op_timeout)?),
             (Engine::Mysql, _) => Box::new(mysql::Mysql::new(&config)),
             #[cfg(feature = "odbc")]
             (Engine::Odbc, Some(settings)) => Box::new(odbc::Odbc::new(settings.clone())),
@@ -139,6 +143,54 @@ impl Driver for RdbmsDriver {
     fn connect(&self, _worker: usize) -> BoxFuture<'static, Result<Conn>> {
         let shared = self.shared.clone();
         Box::pin(async move { Ok(Conn(Arc::new(Mutex::new(shared.open().await?)))) })
+    }
+
+    /// A connection that pipelines takes the executes queued on its worker
+    /// as one batch; the others take one request at a time.
+    fn concurrency(&self) -> usize {
+        match self.shared.backend.pipelines() {
+            true => PIPELINE_DEPTH,
+            false => 1,
+        }
+    }
+
+    /// Executes only (queries, leases and `rdbms_engine` go one at a
+    /// time), under one deadline.
+    fn execute_many(
+        &self,
+        conn: &Conn,
+        requests: Vec<RdbmsRequest>,
+    ) -> std::result::Result<BoxFuture<'static, Vec<Outcome>>, Vec<RdbmsRequest>> {
+        let executes = requests
+            .iter()
+            .all(|r| matches!(r, RdbmsRequest::Execute { .. }));
+        if !executes || requests.len() < 2 {
+            return Err(requests);
+        }
+        let (shared, conn) = (self.shared.clone(), conn.clone());
+        Ok(Box::pin(async move {
+            let n = requests.len();
+            let deadline = tokio::time::Instant::now() + shared.op_timeout + CLIENT_MARGIN;
+            // The session only while preparing: the next batch may go out
+            // behind this one.
+            let started = {
+                let mut session = conn.0.lock().await;
+                tokio::time::timeout_at(deadline, session.start_executes(requests)).await
+            };
+            let outcomes = match started {
+                Ok(running) => tokio::time::timeout_at(deadline, running).await.ok(),
+                Err(_) => None,
+            };
+            match outcomes {
+                Some(outcomes) => outcomes
+                    .into_iter()
+                    .map(|o| settle(&shared, o).into())
+                    .collect(),
+                None => (0..n)
+                    .map(|_| Outcome::failed(timed_out(&shared)))
+                    .collect(),
+            }
+        }))
     }
 
     fn execute(&self, conn: Conn, request: RdbmsRequest) -> BoxFuture<'static, Outcome> {
@@ -209,16 +261,27 @@ async fn run_request(
     request: &RdbmsRequest,
 ) -> Result<Term> {
     match tokio::time::timeout(shared.op_timeout + CLIENT_MARGIN, db.run(request)).await {
-        Ok(Ok(term) | Err(Failure::Answer(term))) => Ok(term),
-        Ok(Err(Failure::Broken(why))) => {
+        Ok(outcome) => settle(shared, outcome),
+        Err(_) => Err(timed_out(shared)),
+    }
+}
+
+/// SQL errors are answers; a broken connection is an error that breaks it.
+fn settle(shared: &Shared, outcome: backend::Outcome<Term>) -> Result<Term> {
+    match outcome {
+        Ok(term) | Err(Failure::Answer(term)) => Ok(term),
+        Err(Failure::Broken(why)) => {
             Err(Error::ConnectionLost(format!("{}: {why}", shared.target)))
         }
-        Err(_) => Err(Error::Timeout(format!(
-            "{}: no answer within {} ms; the connection is replaced",
-            shared.target,
-            shared.op_timeout.as_millis()
-        ))),
     }
+}
+
+fn timed_out(shared: &Shared) -> Error {
+    Error::Timeout(format!(
+        "{}: no answer within {} ms; the connection is replaced",
+        shared.target,
+        shared.op_timeout.as_millis()
+    ))
 }
 
 #[cfg(test)]

@@ -1,19 +1,22 @@
-//! PostgreSQL: the simple protocol (values as text) and prepared statements
-//! (typed values), parameters encoded from Erlang terms.
+//! PostgreSQL on tokio-postgres: the simple protocol (values as text) and
+//! prepared statements (typed values), parameters encoded from Erlang terms.
+//! The executes of one batch are pipelined: all are sent before the first
+//! answer is read, on the one connection.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::error::DatabaseError;
-use sqlx::postgres::{
-    PgArgumentBuffer, PgArguments, PgConnectOptions, PgConnection, PgDatabaseError, PgQueryResult,
-    PgRow, PgSeverity, PgSslMode, PgStatement, PgTypeInfo, Postgres,
-};
-use sqlx::{Arguments, Column, ConnectOptions, Connection, Either, Executor, Row, Statement};
-use sqlx::{TypeInfo, ValueRef};
+use bytes::BytesMut;
+use futures::future::{join_all, BoxFuture};
+use futures::{StreamExt, TryStreamExt};
+use tokio_postgres::error::{Severity, SqlState};
+use tokio_postgres::types::{FromSql, IsNull, ToSql, Type};
+use tokio_postgres::{Client, Config, SimpleQueryMessage, Statement};
 
 use super::backend::{answer, Backend, Failure, Item, Outcome};
+use super::pg_tls::MakeRustls;
 use super::shape::null;
-use super::sqlx_common::{collect, connect_error, param_bytes};
+use super::sqlx_common::param_bytes;
 use super::{Engine, RdbmsConfig};
 use crate::term::Term;
 
@@ -23,128 +26,170 @@ use crate::term::Term;
 const SERVER_MARGIN: Duration = Duration::from_millis(100);
 
 pub(super) struct Pgsql {
-    options: PgConnectOptions,
+    config: Config,
+    tls: MakeRustls,
 }
 
 impl Pgsql {
     /// `op_timeout`: the deadline of one request.
-    pub(super) fn new(config: &RdbmsConfig, op_timeout: Duration) -> Pgsql {
-        let mut opts = PgConnectOptions::new_without_pgpass()
-            .host(&config.host)
+    pub(super) fn new(config: &RdbmsConfig, op_timeout: Duration) -> crate::error::Result<Pgsql> {
+        let mut c = Config::new();
+        c.host(&config.host)
             .port(config.port)
-            .username(&config.username)
-            .database(&config.database)
+            .user(&config.username)
+            .dbname(&config.database)
             .application_name("mongooseim")
-            .options([
-                // MongooseIM's escaping writes backslash escapes in plain literals.
-                ("standard_conforming_strings", "off".to_string()),
-                ("escape_string_warning", "off".to_string()),
-                ("client_min_messages", "error".to_string()),
-                (
-                    "statement_timeout",
-                    (op_timeout + SERVER_MARGIN).as_millis().to_string(),
-                ),
-            ]);
+            // MongooseIM's escaping writes backslash escapes in plain literals.
+            .options(format!(
+                "-c standard_conforming_strings=off -c escape_string_warning=off \
+                 -c client_min_messages=error -c statement_timeout={}",
+                (op_timeout + SERVER_MARGIN).as_millis()
+            ));
         if let Some(p) = &config.password {
-            opts = opts.password(p.expose());
+            c.password(p.expose());
         }
-        opts = match &config.tls {
-            None => opts.ssl_mode(PgSslMode::Disable),
-            Some(tls) => {
-                let mode = if tls.verify_peer {
-                    PgSslMode::VerifyFull
-                } else if tls.required {
-                    PgSslMode::Require
-                } else {
-                    PgSslMode::Prefer
-                };
-                tls.set_files(
-                    opts.ssl_mode(mode),
-                    [
-                        |o, f| o.ssl_root_cert(f),
-                        |o, f| o.ssl_client_cert(f),
-                        |o, f| o.ssl_client_key(f),
-                    ],
-                )
-            }
+        use tokio_postgres::config::SslMode;
+        c.ssl_mode(match &config.tls {
+            None => SslMode::Disable,
+            Some(t) if t.required || t.verify_peer => SslMode::Require,
+            Some(_) => SslMode::Prefer,
+        });
+        let tls = match &config.tls {
+            Some(t) => MakeRustls::new(Some(Arc::new(t.rustls()?))),
+            None => MakeRustls::new(None),
         };
-        Pgsql {
-            options: opts.disable_statement_logging(),
-        }
+        Ok(Pgsql { config: c, tls })
     }
 }
 
 impl Backend for Pgsql {
     const ENGINE: Engine = Engine::Pgsql;
-    type Conn = PgConnection;
-    type Statement = PgStatement<'static>;
+    const PIPELINES: bool = true;
+    type Conn = Arc<Client>;
+    type Statement = Statement;
 
-    async fn connect(&self) -> Result<PgConnection, String> {
-        let connected = PgConnection::connect_with(&self.options).await;
-        connected.map_err(|e| connect_error(&e))
+    async fn connect(&self) -> Result<Arc<Client>, String> {
+        let (client, connection) = self
+            .config
+            .connect(self.tls.clone())
+            .await
+            .map_err(|e| connect_error(&e))?;
+        // Ends with an error or once the client is dropped.
+        tokio::spawn(connection);
+        Ok(Arc::new(client))
     }
 
-    async fn query(conn: &mut PgConnection, sql: &str) -> Outcome<Vec<Item>> {
-        let stream = sqlx::raw_sql(sql).fetch_many(conn);
-        collect(stream, PgQueryResult::rows_affected, text_row, failure).await
+    async fn query(conn: &mut Arc<Client>, sql: &str) -> Outcome<Vec<Item>> {
+        let stream = conn.simple_query_raw(sql).await.map_err(failure)?;
+        let items = stream.try_filter_map(|m| async move {
+            Ok(match m {
+                SimpleQueryMessage::Row(row) => Some(Item::Row(Term::Tuple(
+                    (0..row.len())
+                        .map(|i| row.get(i).map_or_else(null, |v| Term::bin(v.as_bytes())))
+                        .collect(),
+                ))),
+                SimpleQueryMessage::CommandComplete(n) => Some(Item::Done(n)),
+                _ => None,
+            })
+        });
+        items.try_collect().await.map_err(failure)
     }
 
-    async fn prepare(
-        conn: &mut PgConnection,
-        sql: &str,
-    ) -> Outcome<(Self::Statement, usize, bool)> {
-        let converted = pg_placeholders(sql);
-        let statement = Statement::to_owned(&conn.prepare(&converted).await.map_err(failure)?);
-        let params = param_types(&statement).len();
+    async fn prepare(conn: &mut Arc<Client>, sql: &str) -> Outcome<(Statement, usize, bool)> {
+        let statement = conn.prepare(&pg_placeholders(sql)).await.map_err(failure)?;
+        let params = statement.params().len();
         let columns = !statement.columns().is_empty();
         Ok((statement, params, columns))
     }
 
     async fn execute(
-        conn: &mut PgConnection,
-        statement: &Self::Statement,
+        conn: &mut Arc<Client>,
+        statement: &Statement,
         name: &str,
         params: &[Term],
     ) -> Outcome<Vec<Item>> {
-        let mut args = PgArguments::default();
-        for (i, (ty, value)) in param_types(statement).iter().zip(params).enumerate() {
-            let param = PgParam::new(ty, value)
-                .map_err(|why| answer(&format!("statement {name}, parameter {}: {why}", i + 1)))?;
-            args.add(param).map_err(|e| answer(&e.to_string()))?;
-        }
-        let stream = conn.fetch_many(statement.query_with(args));
-        collect(stream, PgQueryResult::rows_affected, typed_row, failure).await
+        run(conn, statement, name, params).await
+    }
+
+    fn pipeline(
+        conn: &Arc<Client>,
+        runs: Vec<(Statement, String, Vec<Term>)>,
+    ) -> BoxFuture<'static, Vec<Outcome<Vec<Item>>>> {
+        let conn = conn.clone();
+        Box::pin(async move {
+            let runs = runs
+                .iter()
+                .map(|(statement, name, params)| run(&conn, statement, name, params));
+            join_all(runs).await
+        })
+    }
+}
+
+/// Binds and runs one prepared statement; several of these polled together
+/// share the connection's pipeline.
+async fn run(
+    conn: &Client,
+    statement: &Statement,
+    name: &str,
+    params: &[Term],
+) -> Outcome<Vec<Item>> {
+    let mut args = Vec::with_capacity(params.len());
+    for (i, (ty, value)) in statement.params().iter().zip(params).enumerate() {
+        let param = PgParam::new(ty, value)
+            .map_err(|why| answer(&format!("statement {name}, parameter {}: {why}", i + 1)))?;
+        args.push(param);
+    }
+    let rows = conn.query_raw(statement, args).await.map_err(failure)?;
+    futures::pin_mut!(rows);
+    let mut items = Vec::new();
+    while let Some(row) = rows.next().await {
+        items.push(Item::Row(typed_row(&row.map_err(failure)?)));
+    }
+    items.push(Item::Done(rows.rows_affected().unwrap_or(0)));
+    Ok(items)
+}
+
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// A failed connect: a refused login names the options to look at
+/// (SQLSTATE class 28: 28P01 and 28000).
+fn connect_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) if db.code().code().starts_with("28") => format!(
+            "the server refused the login given in connection.username and \
+             connection.password: {}",
+            db.message()
+        ),
+        _ => describe(e),
     }
 }
 
 /// FATAL and PANIC errors, connection exceptions (08) and operator
-/// intervention (57P: terminated, shutting down) end the connection.
-fn failure(e: sqlx::Error) -> Failure {
-    super::sqlx_common::failure(e, |db: &dyn DatabaseError| {
-        db.try_downcast_ref::<PgDatabaseError>().is_some_and(|pg| {
-            matches!(pg.severity(), PgSeverity::Fatal | PgSeverity::Panic)
-                || pg.code().starts_with("08")
-                || pg.code().starts_with("57P")
-        })
-    })
-}
-
-fn param_types<'a>(statement: &'a PgStatement<'_>) -> &'a [PgTypeInfo] {
-    match statement.parameters() {
-        Some(Either::Left(types)) => types,
-        _ => &[],
+/// intervention (57P: terminated, shutting down) end the connection, as does
+/// anything that is not the server's error (I/O, TLS, protocol, closed). A
+/// unique-key violation is `{error, duplicate_key}`.
+fn failure(e: tokio_postgres::Error) -> Failure {
+    let Some(db) = e.as_db_error() else {
+        return Failure::Broken(describe(&e));
+    };
+    let code = db.code().code();
+    if matches!(
+        db.parsed_severity(),
+        Some(Severity::Fatal | Severity::Panic)
+    ) || code.starts_with("08")
+        || code.starts_with("57P")
+    {
+        Failure::Broken(describe(&e))
+    } else if *db.code() == SqlState::UNIQUE_VIOLATION {
+        Failure::Answer(Term::error(Term::atom("duplicate_key")))
+    } else {
+        answer(&describe(&e))
     }
-}
-
-fn text_row(row: &PgRow) -> Term {
-    let values = (0..row.len())
-        .map(|i| match row.try_get_raw(i) {
-            Ok(v) if v.is_null() => null(),
-            Ok(v) => v.as_bytes().map_or_else(|_| null(), Term::bin),
-            Err(_) => null(),
-        })
-        .collect();
-    Term::Tuple(values)
 }
 
 /// `?` placeholders become `$1`, `$2`, ... (every `?`, as MongooseIM does).
@@ -164,10 +209,8 @@ pub(super) fn pg_placeholders(sql: &str) -> String {
 }
 
 /// A parameter encoded for the type the server described, in binary format.
-struct PgParam {
-    ty: PgTypeInfo,
-    bytes: Option<Vec<u8>>,
-}
+#[derive(Debug)]
+struct PgParam(Option<Vec<u8>>);
 
 fn param_int(value: &Term) -> Result<i64, String> {
     match value {
@@ -216,47 +259,53 @@ fn text_of(value: &Term) -> Result<Vec<u8>, String> {
 }
 
 impl PgParam {
-    fn new(ty: &PgTypeInfo, value: &Term) -> Result<PgParam, String> {
+    fn new(ty: &Type, value: &Term) -> Result<PgParam, String> {
         let is_null = matches!(value, Term::Atom(a) if a == "null" || a == "undefined");
         let bytes = if is_null {
             None
         } else {
-            Some(match ty.name() {
-                "INT2" => i16::try_from(param_int(value)?)
+            Some(match *ty {
+                Type::INT2 => i16::try_from(param_int(value)?)
                     .map_err(|_| "out of range for smallint".to_string())?
                     .to_be_bytes()
                     .to_vec(),
-                "INT4" => i32::try_from(param_int(value)?)
+                Type::INT4 => i32::try_from(param_int(value)?)
                     .map_err(|_| "out of range for integer".to_string())?
                     .to_be_bytes()
                     .to_vec(),
-                "INT8" => param_int(value)?.to_be_bytes().to_vec(),
-                "OID" => u32::try_from(param_int(value)?)
+                Type::INT8 => param_int(value)?.to_be_bytes().to_vec(),
+                Type::OID => u32::try_from(param_int(value)?)
                     .map_err(|_| "out of range for oid".to_string())?
                     .to_be_bytes()
                     .to_vec(),
-                "BOOL" => vec![u8::from(param_bool(value)?)],
-                "FLOAT4" => (param_float(value)? as f32).to_be_bytes().to_vec(),
-                "FLOAT8" => param_float(value)?.to_be_bytes().to_vec(),
-                "NUMERIC" => numeric_from_int(param_int(value)?),
-                "JSONB" => {
+                Type::BOOL => vec![u8::from(param_bool(value)?)],
+                Type::FLOAT4 => (param_float(value)? as f32).to_be_bytes().to_vec(),
+                Type::FLOAT8 => param_float(value)?.to_be_bytes().to_vec(),
+                Type::NUMERIC => numeric_from_int(param_int(value)?),
+                Type::JSONB => {
                     let mut b = vec![1];
                     b.extend(text_of(value)?);
                     b
                 }
-                "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "UNKNOWN" | "JSON" | "XML" | "CITEXT"
-                | "\"CHAR\"" | "BYTEA" => text_of(value)?,
-                other => {
+                Type::TEXT
+                | Type::VARCHAR
+                | Type::BPCHAR
+                | Type::NAME
+                | Type::UNKNOWN
+                | Type::JSON
+                | Type::XML
+                | Type::CHAR
+                | Type::BYTEA => text_of(value)?,
+                _ if ty.name() == "citext" => text_of(value)?,
+                _ => {
                     return Err(format!(
-                        "parameters of type {other} are not supported; cast it in SQL (?::text)"
+                        "parameters of type {} are not supported; cast it in SQL (?::text)",
+                        ty.name().to_uppercase()
                     ))
                 }
             })
         };
-        Ok(PgParam {
-            ty: ty.clone(),
-            bytes,
-        })
+        Ok(PgParam(bytes))
     }
 }
 
@@ -282,32 +331,42 @@ pub(super) fn numeric_from_int(i: i64) -> Vec<u8> {
     out
 }
 
-impl sqlx::Type<Postgres> for PgParam {
-    fn type_info() -> PgTypeInfo {
-        PgTypeInfo::with_name("text")
-    }
-
-    fn compatible(_ty: &PgTypeInfo) -> bool {
-        true
-    }
-}
-
-impl<'q> sqlx::Encode<'q, Postgres> for PgParam {
-    fn encode_by_ref(
+impl ToSql for PgParam {
+    fn to_sql(
         &self,
-        buf: &mut PgArgumentBuffer,
-    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-        match &self.bytes {
-            None => Ok(sqlx::encode::IsNull::Yes),
+        _ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match &self.0 {
+            None => Ok(IsNull::Yes),
             Some(b) => {
-                buf.extend_from_slice(b);
-                Ok(sqlx::encode::IsNull::No)
+                out.extend_from_slice(b);
+                Ok(IsNull::No)
             }
         }
     }
 
-    fn produces(&self) -> Option<PgTypeInfo> {
-        Some(self.ty.clone())
+    /// Encoded for the type the server described.
+    fn accepts(_ty: &Type) -> bool {
+        true
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// A value's bytes as the server sent them, whatever its type.
+struct Raw<'a>(&'a [u8]);
+
+impl<'a> FromSql<'a> for Raw<'a> {
+    fn from_sql(
+        _ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Raw<'a>, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(raw))
+    }
+
+    fn accepts(_ty: &Type) -> bool {
+        true
     }
 }
 
@@ -315,32 +374,25 @@ fn be<const N: usize>(b: &[u8]) -> Option<[u8; N]> {
     b.try_into().ok()
 }
 
-fn typed_row(row: &PgRow) -> Term {
+fn typed_row(row: &tokio_postgres::Row) -> Term {
     let values = row
         .columns()
         .iter()
         .enumerate()
         .map(|(i, col)| {
-            let Ok(v) = row.try_get_raw(i) else {
+            let Ok(Some(Raw(b))) = row.try_get::<_, Option<Raw>>(i) else {
                 return null();
             };
-            if v.is_null() {
-                return null();
-            }
-            let Ok(b) = v.as_bytes() else {
-                return null();
-            };
-            let name = col.type_info().name();
-            let decoded = match name {
-                "INT2" => be::<2>(b).map(|a| Term::Int(i64::from(i16::from_be_bytes(a)))),
-                "INT4" => be::<4>(b).map(|a| Term::Int(i64::from(i32::from_be_bytes(a)))),
-                "INT8" => be::<8>(b).map(|a| Term::Int(i64::from_be_bytes(a))),
-                "OID" => be::<4>(b).map(|a| Term::Int(i64::from(u32::from_be_bytes(a)))),
-                "BOOL" => b.first().map(|x| Term::from(*x != 0)),
-                "FLOAT4" => be::<4>(b).map(|a| Term::Float(f64::from(f32::from_be_bytes(a)))),
-                "FLOAT8" => be::<8>(b).map(|a| Term::Float(f64::from_be_bytes(a))),
-                "NUMERIC" => numeric_to_term(b),
-                "JSONB" => b.split_first().map(|(_, rest)| Term::bin(rest)),
+            let decoded = match *col.type_() {
+                Type::INT2 => be::<2>(b).map(|a| Term::Int(i64::from(i16::from_be_bytes(a)))),
+                Type::INT4 => be::<4>(b).map(|a| Term::Int(i64::from(i32::from_be_bytes(a)))),
+                Type::INT8 => be::<8>(b).map(|a| Term::Int(i64::from_be_bytes(a))),
+                Type::OID => be::<4>(b).map(|a| Term::Int(i64::from(u32::from_be_bytes(a)))),
+                Type::BOOL => b.first().map(|x| Term::from(*x != 0)),
+                Type::FLOAT4 => be::<4>(b).map(|a| Term::Float(f64::from(f32::from_be_bytes(a)))),
+                Type::FLOAT8 => be::<8>(b).map(|a| Term::Float(f64::from_be_bytes(a))),
+                Type::NUMERIC => numeric_to_term(b),
+                Type::JSONB => b.split_first().map(|(_, rest)| Term::bin(rest)),
                 _ => None,
             };
             decoded.unwrap_or_else(|| Term::bin(b))

@@ -46,6 +46,16 @@ fn charlist(s: &str) -> Term {
     )
 }
 
+/// The bytes of a parameter given as iodata (a number as its text); an atom
+/// has none.
+pub(super) fn param_bytes(value: &Term) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    match value {
+        Term::Atom(_) => None,
+        v => v.to_iodata(&mut buf).then_some(buf),
+    }
+}
+
 /// One database engine. A connection serves one request at a time and is
 /// neither cloned nor shared, so a blocking driver fits too (run on
 /// blocking threads inside the futures).

@@ -10,7 +10,7 @@
 //! | `keepalive_interval` | seconds | none: `SELECT 1` on idle connections at that interval |
 //! | `query_timeout` | milliseconds | `call_timeout` (the smaller of the two is used) |
 //! | `max_start_interval` | seconds | accepted, no effect (the engine's backoff applies) |
-//! | `tls` | `required` (pgsql only), `verify_peer`, `cacertfile`, `certfile`, `keyfile`, and the other options of [`read_tls`] (validated; sqlx applies the four above) | no TLS |
+//! | `tls` | `required` (pgsql only), `verify_peer`, `cacertfile`, `certfile`, `keyfile`, and the other options of [`read_tls`] (validated; the four above are applied) | no TLS |
 //!
 //! The legacy form of seed 000, `{server, {Type, Host, [Port,] DB, User, Pass[, SSL]}}`,
 //! is read too, each element checked as strictly as its option (a port that
@@ -74,7 +74,7 @@ impl Engine {
     }
 }
 
-/// The TLS settings sqlx applies (the rest of the section is validated only).
+/// The TLS settings the drivers apply (the rest of the section is validated only).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RdbmsTls {
     pub required: bool,
@@ -320,8 +320,8 @@ fn read_tls_section(tls: &Node, engine: Engine) -> Result<Option<RdbmsTls>> {
         )));
     }
     // Everything else is seed 002's TLS section, checked by the reader every
-    // driver uses. sqlx takes no rustls configuration, only the settings
-    // below, so the one read_tls builds serves as that check alone.
+    // driver uses; the drivers apply the settings below (sqlx for mysql
+    // takes no rustls configuration; pgsql's is built from them).
     tls.only(&TLS_OPTIONS)?;
     let rest = without_key(term, REQUIRED.name);
     let rest_node = tls.beside(tls.path().to_string(), &rest);

@@ -8,9 +8,9 @@ use sqlx::mysql::{
 use sqlx::{Arguments, Column, ConnectOptions, Connection, Decode, Either, Executor, Row};
 use sqlx::{Statement, TypeInfo, ValueRef};
 
-use super::backend::{answer, Backend, Failure, Item, Outcome};
+use super::backend::{answer, param_bytes, Backend, Failure, Item, Outcome};
 use super::shape::null;
-use super::sqlx_common::{collect, connect_error, param_bytes};
+use super::sqlx_common::{collect, connect_error};
 use super::{Engine, RdbmsConfig};
 use crate::term::Term;
 

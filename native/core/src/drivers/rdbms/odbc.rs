@@ -33,10 +33,9 @@ use odbc_api::{
 };
 use tokio::sync::oneshot;
 
-use super::backend::{answer, Backend, Failure, Item, Outcome};
+use super::backend::{answer, param_bytes, Backend, Failure, Item, Outcome};
 use super::config::redact;
 use super::shape::null;
-use super::sqlx_common::param_bytes;
 use super::Engine;
 use crate::config::Secret;
 use crate::term::Term;

@@ -13,10 +13,9 @@ use tokio_postgres::error::{Severity, SqlState};
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type};
 use tokio_postgres::{Client, Config, SimpleQueryMessage, Statement};
 
-use super::backend::{answer, Backend, Failure, Item, Outcome};
+use super::backend::{answer, param_bytes, Backend, Failure, Item, Outcome};
 use super::pg_tls::MakeRustls;
 use super::shape::null;
-use super::sqlx_common::param_bytes;
 use super::{Engine, RdbmsConfig};
 use crate::term::Term;
 

@@ -1,5 +1,5 @@
-//! What the two sqlx backends (pgsql, mysql) share: collecting a result
-//! stream, telling an SQL error from a broken connection, parameter bytes.
+//! What the sqlx backend (mysql) is made of beside its types: collecting a
+//! result stream, telling an SQL error from a broken connection.
 
 use futures::stream::BoxStream;
 use futures::TryStreamExt;
@@ -55,15 +55,5 @@ pub(super) fn failure(e: sqlx::Error, fatal: fn(&dyn DatabaseError) -> bool) -> 
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed => Failure::Broken(describe(&e)),
         _ => answer(&describe(&e)),
-    }
-}
-
-/// The bytes of a parameter given as iodata (a number as its text); an atom
-/// has none.
-pub(super) fn param_bytes(value: &Term) -> Option<Vec<u8>> {
-    let mut buf = Vec::new();
-    match value {
-        Term::Atom(_) => None,
-        v => v.to_iodata(&mut buf).then_some(buf),
     }
 }

@@ -4,9 +4,10 @@
 %% the same prepared statement in the same run with as many connections as
 %% the pool may use (the callers, at most the 10 workers). Then the client
 %% alone, with no Erlang (bench/pg_ceiling, which bench/run.sh builds and
-%% names in PG_CEILING): sqlx as the pool's driver uses it, one query at a
-%% time per connection, and tokio-postgres pipelining the queries of one
-%% connection, each beside pgbench again. Prints numbers only.
+%% names in PG_CEILING): sqlx one query at a time per connection (the pool's
+%% driver until 2026-12-01), and tokio-postgres pipelining the queries of
+%% one connection (the pool's driver since), each beside pgbench again.
+%% Prints numbers only.
 -module(rdbms_bench).
 -export([run/0, run/1]).
 

@@ -2,9 +2,10 @@
 //! $1::int` (prepared) on min(CALLERS, 10) connections for SECONDS, on a
 //! 2-thread tokio runtime as the library's; prints the queries per second.
 //!
-//! `sqlx`: each connection runs one query at a time, as a pool worker's
-//! does. `pipelined`: tokio-postgres sends the queries that callers of one
-//! connection have outstanding together and reads their answers together.
+//! `sqlx`: each connection runs one query at a time, as a pool worker's did
+//! until 2026-12-01. `pipelined`: tokio-postgres sends the queries that
+//! callers of one connection have outstanding together and reads their
+//! answers together, as a pool worker's connection does now.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

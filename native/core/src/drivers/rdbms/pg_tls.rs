@@ -26,7 +26,7 @@ impl MakeRustls {
 
 pub(super) struct Connect {
     config: Option<Arc<ClientConfig>>,
-    name: ServerName<'static>,
+    host: String,
 }
 
 /// The TLS session over the connection's socket.
@@ -37,13 +37,13 @@ impl MakeTlsConnect<Socket> for MakeRustls {
     type TlsConnect = Connect;
     type Error = io::Error;
 
-    /// `domain` is the configured host, the name the certificate must carry.
-    fn make_tls_connect(&mut self, domain: &str) -> io::Result<Connect> {
-        let name = ServerName::try_from(domain.to_string())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    /// `host` is the configured host, the name the certificate must carry
+    /// (asked for with TLS off too, and empty for a Unix socket: it is
+    /// read only when TLS starts).
+    fn make_tls_connect(&mut self, host: &str) -> io::Result<Connect> {
         Ok(Connect {
             config: self.0.clone(),
-            name,
+            host: host.to_string(),
         })
     }
 }
@@ -58,8 +58,10 @@ impl TlsConnect<Socket> for Connect {
             let config = self.config.ok_or_else(|| {
                 io::Error::new(io::ErrorKind::Unsupported, "TLS is not configured")
             })?;
+            let name = ServerName::try_from(self.host)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
             let connector = tokio_rustls::TlsConnector::from(config);
-            connector.connect(self.name, socket).await.map(Stream)
+            connector.connect(name, socket).await.map(Stream)
         })
     }
 }

@@ -56,8 +56,9 @@ pub(super) fn param_bytes(value: &Term) -> Option<Vec<u8>> {
     }
 }
 
-/// One database engine. A connection serves one request at a time and is
-/// neither cloned nor shared, so a blocking driver fits too (run on
+/// One database engine. A connection serves one request at a time (behind
+/// the session's lock; a pipelining one also carries batches apart from
+/// it, see `pipeline`), so a blocking driver fits too (run on
 /// blocking threads inside the futures).
 pub(super) trait Backend: Send + Sync + 'static {
     const ENGINE: Engine;
@@ -123,12 +124,12 @@ pub(super) trait Session: Send {
     /// Runs a query or an execute.
     fn run<'a>(&'a mut self, request: &'a RdbmsRequest) -> BoxFuture<'a, Outcome<Term>>;
 
-    /// Prepares what the executes need, one at a time, and returns what
-    /// runs them apart from the session ([`Backend::pipeline`]), answers in
-    /// order; other requests are refused.
+    /// Prepares what the executes (name, SQL, parameters) need, one at a
+    /// time, and returns what runs them apart from the session
+    /// ([`Backend::pipeline`]), answers in order.
     fn start_executes(
         &mut self,
-        requests: Vec<RdbmsRequest>,
+        executes: Vec<(String, String, Vec<Term>)>,
     ) -> BoxFuture<'_, BoxFuture<'static, Vec<Outcome<Term>>>>;
 
     /// See [`Backend::server`].
@@ -185,9 +186,9 @@ impl<B: Backend> Session for Open<B> {
 
     fn start_executes(
         &mut self,
-        requests: Vec<RdbmsRequest>,
+        executes: Vec<(String, String, Vec<Term>)>,
     ) -> BoxFuture<'_, BoxFuture<'static, Vec<Outcome<Term>>>> {
-        Box::pin(self.start_many(requests))
+        Box::pin(self.start_many(executes))
     }
 
     fn server(&self) -> Option<&'static str> {
@@ -197,52 +198,24 @@ impl<B: Backend> Session for Open<B> {
 
 impl<B: Backend> Open<B> {
     async fn execute(&mut self, name: &str, sql: &str, params: &[Term]) -> Outcome<Term> {
-        self.ready(name, sql, params.len()).await?;
-        let prepared = &self.prepared[name];
-        let items = B::execute(&mut self.conn, &prepared.statement, name, params).await?;
-        Ok(shape_prepared(B::ENGINE, prepared.kind, items))
-    }
-
-    /// Statement `name` prepared (as `sql`) on this connection, taking `arity` parameters.
-    async fn ready(&mut self, name: &str, sql: &str, arity: usize) -> Outcome<()> {
-        let prepared = match self.prepared.remove(name) {
-            Some(p) if p.sql == sql => p,
-            _ => {
-                let (statement, params, columns) = B::prepare(&mut self.conn, sql).await?;
-                Prepared {
-                    sql: sql.to_string(),
-                    statement,
-                    params,
-                    kind: prepared_kind(B::ENGINE, sql, columns),
-                }
-            }
-        };
-        let prepared = self.prepared.entry(name.to_string()).or_insert(prepared);
-        if prepared.params != arity {
-            return Err(answer(&format!(
-                "statement {name} takes {} parameters, got {arity}",
-                prepared.params
-            )));
-        }
-        Ok(())
+        let Open { conn, prepared } = self;
+        let p = ready::<B>(conn, prepared, name, sql, params.len()).await?;
+        let items = B::execute(conn, &p.statement, name, params).await?;
+        Ok(shape_prepared(B::ENGINE, p.kind, items))
     }
 
     async fn start_many(
         &mut self,
-        requests: Vec<RdbmsRequest>,
+        executes: Vec<(String, String, Vec<Term>)>,
     ) -> BoxFuture<'static, Vec<Outcome<Term>>> {
-        let mut early = Vec::with_capacity(requests.len());
+        let mut early = Vec::with_capacity(executes.len());
         let (mut runs, mut kinds) = (Vec::new(), Vec::new());
-        for request in requests {
-            let RdbmsRequest::Execute { name, sql, params } = request else {
-                early.push(Some(Err(answer("not an execute"))));
-                continue;
-            };
-            match self.ready(&name, &sql, params.len()).await {
-                Ok(()) => {
-                    let prepared = &self.prepared[&name];
-                    kinds.push(prepared.kind);
-                    runs.push((prepared.statement.clone(), name, params));
+        for (name, sql, params) in executes {
+            let Open { conn, prepared } = &mut *self;
+            match ready::<B>(conn, prepared, &name, &sql, params.len()).await {
+                Ok(p) => {
+                    kinds.push(p.kind);
+                    runs.push((p.statement.clone(), name, params));
                     early.push(None);
                 }
                 Err(failure) => early.push(Some(Err(failure))),
@@ -262,4 +235,33 @@ impl<B: Backend> Open<B> {
                 .collect()
         })
     }
+}
+
+/// Statement `name` prepared (as `sql`) on `conn`, taking `arity`
+/// parameters. One already prepared costs a lookup and no allocation.
+async fn ready<'p, B: Backend>(
+    conn: &mut B::Conn,
+    prepared: &'p mut HashMap<String, Prepared<B::Statement>>,
+    name: &str,
+    sql: &str,
+    arity: usize,
+) -> Outcome<&'p Prepared<B::Statement>> {
+    if prepared.get(name).is_none_or(|p| p.sql != sql) {
+        let (statement, params, columns) = B::prepare(conn, sql).await?;
+        let fresh = Prepared {
+            sql: sql.to_string(),
+            statement,
+            params,
+            kind: prepared_kind(B::ENGINE, sql, columns),
+        };
+        prepared.insert(name.to_string(), fresh);
+    }
+    let p = &prepared[name];
+    if p.params != arity {
+        return Err(answer(&format!(
+            "statement {name} takes {} parameters, got {arity}",
+            p.params
+        )));
+    }
+    Ok(p)
 }

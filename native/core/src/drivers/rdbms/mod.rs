@@ -93,8 +93,8 @@ impl Shared {
     }
 }
 
-/// One connection; the lock is never contended (one request or batch at a
-/// time per worker), it only lets clones of the handle reach the session.
+/// One connection: the lock lets clones of the handle reach the session, one
+/// request at a time (a pipelined batch holds it only while it prepares).
 #[derive(Clone)]
 pub struct Conn(Arc<Mutex<Box<dyn Session>>>);
 
@@ -154,28 +154,35 @@ impl Driver for RdbmsDriver {
         }
     }
 
-    /// Executes only (queries, leases and `rdbms_engine` go one at a
-    /// time), under one deadline.
+    /// Executes only (queries, leases and `rdbms_engine` each go alone,
+    /// through the session's lock), under one deadline.
     fn execute_many(
         &self,
         conn: &Conn,
         requests: Vec<RdbmsRequest>,
     ) -> std::result::Result<BoxFuture<'static, Vec<Outcome>>, Vec<RdbmsRequest>> {
-        let executes = requests
+        let all_executes = requests
             .iter()
             .all(|r| matches!(r, RdbmsRequest::Execute { .. }));
-        if !executes || requests.len() < 2 {
+        if !all_executes || requests.len() < 2 {
             return Err(requests);
         }
+        let executes: Vec<_> = requests
+            .into_iter()
+            .filter_map(|r| match r {
+                RdbmsRequest::Execute { name, sql, params } => Some((name, sql, params)),
+                _ => None,
+            })
+            .collect();
         let (shared, conn) = (self.shared.clone(), conn.clone());
         Ok(Box::pin(async move {
-            let n = requests.len();
+            let n = executes.len();
             let deadline = tokio::time::Instant::now() + shared.op_timeout + CLIENT_MARGIN;
             // The session only while preparing: the next batch may go out
             // behind this one.
             let started = {
                 let mut session = conn.0.lock().await;
-                tokio::time::timeout_at(deadline, session.start_executes(requests)).await
+                tokio::time::timeout_at(deadline, session.start_executes(executes)).await
             };
             let outcomes = match started {
                 Ok(running) => tokio::time::timeout_at(deadline, running).await.ok(),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures::future::{join_all, BoxFuture};
 use futures::{StreamExt, TryStreamExt};
+use tokio_postgres::config::SslMode;
 use tokio_postgres::error::{Severity, SqlState};
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type};
 use tokio_postgres::{Client, Config, SimpleQueryMessage, Statement};
@@ -47,7 +48,6 @@ impl Pgsql {
         if let Some(p) = &config.password {
             c.password(p.expose());
         }
-        use tokio_postgres::config::SslMode;
         c.ssl_mode(match &config.tls {
             None => SslMode::Disable,
             Some(t) if t.required || t.verify_peer => SslMode::Require,

@@ -6,4 +6,4 @@ start(_Type, _Args) ->
     mongoose_native_sup:start_link().
 
 stop(_State) ->
-    ok.
+    mongoose_wpool:forget_all().

@@ -1,4 +1,4 @@
-%% @doc Owns the pool and log-limit tables and the processes the library
+%% @doc Owns the log-limit table and the processes the library
 %% needs in Erlang: the log relay, the metrics process and one executor
 %% supervisor per generic pool.
 -module(mongoose_native_sup).
@@ -9,7 +9,7 @@ start_link() ->
     supervisor:start_link({local, ?MODULE}, ?MODULE, []).
 
 init([]) ->
-    mongoose_wpool:create_table(),
+    mongoose_wpool:forget_all(),
     mongoose_native_log:create_table(),
     Relay = #{id => mongoose_native_log_relay,
               start => {mongoose_native_log_relay, start_link, []}},

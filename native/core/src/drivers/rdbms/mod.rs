@@ -1,7 +1,7 @@
-//! The `rdbms` pool type: PostgreSQL (`driver = "pgsql"`) and MySQL/MariaDB
-//! (`driver = "mysql"`) through sqlx, any server with an ODBC driver
-//! (`driver = "odbc"`, cargo feature `odbc`) through unixODBC, with
-//! MongooseIM's result shapes.
+//! The `rdbms` pool type: PostgreSQL (`driver = "pgsql"`) through
+//! tokio-postgres, MySQL/MariaDB (`driver = "mysql"`) through sqlx, any
+//! server with an ODBC driver (`driver = "odbc"`, cargo feature `odbc`)
+//! through unixODBC, with MongooseIM's result shapes.
 //!
 //! Options: see [`RdbmsConfig`] (module `config`); requests: see
 //! [`RdbmsRequest`] (module `request`). Each engine implements the `Backend`
@@ -53,7 +53,6 @@ mod pg_tls;
 mod pgsql;
 mod request;
 mod shape;
-mod sqlx_common;
 
 use backend::{Connector, Failure, Session};
 pub use config::{Engine, RdbmsConfig, RdbmsTls};

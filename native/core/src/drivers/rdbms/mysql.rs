@@ -1,6 +1,8 @@
 //! MySQL/MariaDB: the text protocol and prepared statements.
 
-use sqlx::error::DatabaseError;
+use futures::stream::BoxStream;
+use futures::TryStreamExt;
+use sqlx::error::ErrorKind;
 use sqlx::mysql::{
     MySql, MySqlArguments, MySqlConnectOptions, MySqlConnection, MySqlDatabaseError,
     MySqlQueryResult, MySqlRow, MySqlSslMode, MySqlStatement,
@@ -10,7 +12,6 @@ use sqlx::{Statement, TypeInfo, ValueRef};
 
 use super::backend::{answer, param_bytes, Backend, Failure, Item, Outcome};
 use super::shape::null;
-use super::sqlx_common::{collect, connect_error};
 use super::{Engine, RdbmsConfig};
 use crate::term::Term;
 
@@ -67,7 +68,7 @@ impl Backend for Mysql {
 
     async fn query(conn: &mut MySqlConnection, sql: &str) -> Outcome<Vec<Item>> {
         let stream = sqlx::raw_sql(sql).fetch_many(conn);
-        collect(stream, MySqlQueryResult::rows_affected, row, failure).await
+        collect(stream).await
     }
 
     async fn prepare(
@@ -115,17 +116,59 @@ impl Backend for Mysql {
             added.map_err(|e| answer(&e.to_string()))?;
         }
         let stream = conn.fetch_many(statement.query_with(args));
-        collect(stream, MySqlQueryResult::rows_affected, row, failure).await
+        collect(stream).await
+    }
+}
+
+/// The items of a result stream: rows, and the end of each statement.
+async fn collect(
+    stream: BoxStream<'_, sqlx::Result<Either<MySqlQueryResult, MySqlRow>>>,
+) -> Outcome<Vec<Item>> {
+    let items =
+        stream.map_ok(|e| e.either(|d| Item::Done(d.rows_affected()), |r| Item::Row(row(&r))));
+    items.try_collect().await.map_err(failure)
+}
+
+fn describe(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => db.message().to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// A failed connect: a refused login (1045, SQLSTATE 28000) names the
+/// options to look at.
+fn connect_error(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("28")) => format!(
+            "the server refused the login given in connection.username and \
+             connection.password: {}",
+            db.message()
+        ),
+        other => describe(other),
     }
 }
 
 /// ER_SERVER_SHUTDOWN, ER_CONNECTION_KILLED, CR_SERVER_GONE_ERROR and
-/// CR_SERVER_LOST end the connection.
+/// CR_SERVER_LOST end the connection, as network and protocol errors do.
+/// A unique-key violation is `{error, duplicate_key}`.
 fn failure(e: sqlx::Error) -> Failure {
-    super::sqlx_common::failure(e, |db: &dyn DatabaseError| {
-        db.try_downcast_ref::<MySqlDatabaseError>()
-            .is_some_and(|my| matches!(my.number(), 1053 | 1927 | 2006 | 2013))
-    })
+    let fatal = |db: &MySqlDatabaseError| matches!(db.number(), 1053 | 1927 | 2006 | 2013);
+    match &e {
+        sqlx::Error::Database(db) if db.try_downcast_ref().is_some_and(fatal) => {
+            Failure::Broken(describe(&e))
+        }
+        sqlx::Error::Database(db) if db.kind() == ErrorKind::UniqueViolation => {
+            Failure::Answer(Term::error(Term::atom("duplicate_key")))
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed => Failure::Broken(describe(&e)),
+        _ => answer(&describe(&e)),
+    }
 }
 
 fn row(row: &MySqlRow) -> Term {

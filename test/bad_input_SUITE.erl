@@ -237,15 +237,13 @@ huge_requests_beside_probe() ->
              end,
     {Pid, _} = spawn_opt(Caller, [link, monitor, {min_heap_size, 20000000}]),
     receive {ready, Pid} -> ok after 30000 -> error(caller_not_ready) end,
-    Probe = spawn_link(fun() -> probe(Self, []) end),
+    Probe = mn_test_probe:start(),
     Pid ! go,
     receive deleted -> ok after 30000 -> error(caller_stuck) end,
-    Probe ! stop,
-    Lateness = receive {probe, L} -> lists:sort(L) after 5000 -> error(probe_stuck) end,
+    {P99, Max, Count} = mn_test_probe:stop(Probe),
     Done = receive {done, D, N, Last} -> {D, N, Last} after 30000 -> error(caller_stuck) end,
     {ok, _} = q(["DEL", "huge:n"]),
-    {lists:nth(max(1, length(Lateness) * 99 div 100), Lateness), lists:last(Lateness),
-     length(Lateness), Done}.
+    {P99, Max, Count, Done}.
 
 requests_past_max_request_size_are_refused(_Config) ->
     Big = binary:copy(<<0>>, 129 * 1024 * 1024),
@@ -256,15 +254,6 @@ requests_past_max_request_size_are_refused(_Config) ->
     ?assertEqual({ok, <<"PONG">>}, q(["PING"])).
 
 %%--------------------------------------------------------------------
-
-%% How late wake-ups of 2 ms come, in microseconds, until told to stop.
-probe(Parent, Acc) ->
-    T0 = erlang:monotonic_time(microsecond),
-    receive
-        stop -> Parent ! {probe, Acc}
-    after 2 ->
-        probe(Parent, [erlang:monotonic_time(microsecond) - T0 - 2000 | Acc])
-    end.
 
 start_capture() ->
     Self = self(),

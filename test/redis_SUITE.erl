@@ -299,25 +299,18 @@ nif_calls_do_not_block(_Config) ->
                                                           {q, ["BLPOP", "empty" ++ integer_to_list(I), 1]}),
                                   Self ! {done, R}
                           end) || I <- lists:seq(1, 1000)],
-    spawn_link(fun() -> probe(Self, 200, []) end),
-    Lateness = receive {probe, L} -> lists:sort(L) after 10000 -> ct:fail(probe_stuck) end,
+    Probe = mn_test_probe:start(),
+    timer:sleep(400),
+    {P99, Max, Count} = mn_test_probe:stop(Probe),
     %% The probe measured while every request was still waiting in the NIF.
     receive {done, Early} -> ct:fail({answered_before_the_probe_ended, Early}) after 0 -> ok end,
-    ?assertEqual(200, length(Lateness)),
+    ?assert(Count >= 100, {wake_ups, Count}),
     Results = [receive {done, R} -> R after 10000 -> ct:fail(caller_stuck) end || _ <- Callers],
-    P99 = lists:nth(198, Lateness),
-    Max = lists:last(Lateness),
-    ct:pal("scheduling lateness while 1000 requests waited: p99 ~p us, max ~p us", [P99, Max]),
+    ct:pal("scheduling lateness while 1000 requests waited (~p wake-ups): p99 ~p us, max ~p us",
+           [Count, P99, Max]),
     ?assertEqual(1000, length([ok || {ok, undefined} <- Results])),
     %% A NIF waiting on one of those BLPOPs would make a wake-up a second
     %% late. The machine's own noise: p99 1-2 ms when quiet, 3-5 ms beside
     %% two CPU hogs on this project's 2-vCPU machines, and once above 5 ms
     %% in CI; the bounds sit well above that and well below the defect.
     ?assert(P99 < 25000 andalso Max < 250000, {p99, P99, max, Max}).
-
-%% How late 200 wake-ups of 2 ms come, in microseconds.
-probe(Parent, 0, Acc) -> Parent ! {probe, Acc};
-probe(Parent, N, Acc) ->
-    T0 = erlang:monotonic_time(microsecond),
-    receive after 2 -> ok end,
-    probe(Parent, N - 1, [erlang:monotonic_time(microsecond) - T0 - 2000 | Acc]).

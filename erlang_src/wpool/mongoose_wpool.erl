@@ -265,15 +265,20 @@ call(PoolType, Request) ->
 call(PoolType, HostType, Request) ->
     call(PoolType, HostType, default, Request).
 
+%% The calls take no fun (see mongoose_native_nif:call/2).
 -spec call(pool_type(), host_type(), tag(), term()) -> term().
 call(PoolType, HostType, Tag, Request) ->
-    with_pool(PoolType, HostType, Tag,
-              fun(P) -> call_pool(P, -1, Request, P#pool.call_timeout) end).
+    case get_pool(PoolType, HostType, Tag) of
+        {ok, P} -> call_pool(P, -1, Request, P#pool.call_timeout);
+        Error -> Error
+    end.
 
 -spec call(pool_type(), host_type(), tag(), term(), term()) -> term().
 call(PoolType, HostType, Tag, HashKey, Request) ->
-    with_pool(PoolType, HostType, Tag,
-              fun(P) -> call_pool(P, hash(P, HashKey), Request, P#pool.call_timeout) end).
+    case get_pool(PoolType, HostType, Tag) of
+        {ok, P} -> call_pool(P, hash(P, HashKey), Request, P#pool.call_timeout);
+        Error -> Error
+    end.
 
 %% @doc A call with its own timeout instead of the pool's `call_timeout'.
 -spec call_with_timeout(pool_type(), host_type(), tag(), term(), timeout()) -> term().
@@ -353,8 +358,7 @@ call_pool(P, Hash, Request, Timeout) ->
     submit_call(P, Hash, Request, Timeout).
 
 submit_call(P = #pool{res = Res}, Hash, Request, Timeout) ->
-    Submit = fun(Pid, Ref) -> mongoose_native_nif:submit(Res, Hash, Request, Pid, Ref) end,
-    case mongoose_native_nif:call(Submit, Timeout) of
+    case mongoose_native_nif:call({Res, Hash, Request}, Timeout) of
         {reply, {error, {worker_wait_timeout, _}}} -> exit_timeout(P, Timeout);
         {reply, Result} -> unwrap(P, Result);
         timeout -> exit_timeout(P, Timeout);

@@ -30,7 +30,8 @@
 
 %% The registry: a pool per persistent term, which every call reads without
 %% a lock or a copy (an ETS lookup cost about 8% of a no-I/O call's CPU at
-%% 128 callers). Written only when a pool starts or stops.
+%% 128 callers). Written only when a pool starts or stops: erasing one
+%% makes the VM visit every process once, which a pool's stop can afford.
 -define(KEY(Name), {?MODULE, Name}).
 
 %% Opening every connection of a pool takes at most its driver's connect timeout.

@@ -5,7 +5,12 @@
 -compile([export_all, nowarn_export_all]).
 -include_lib("stdlib/include/assert.hrl").
 
-all() -> [pinned_from_the_start, purge_and_reload].
+%% Linux's scheduling policies, as /proc shows them.
+-define(SCHED_OTHER, 0).
+-define(SCHED_BATCH, 3).
+
+all() -> [pinned_from_the_start, purge_and_reload, runtime_threads_default_policy,
+          runtime_sched_batch_on, runtime_sched_batch_not_boolean].
 
 %% In a fresh VM, a load refused right after the pin (a bad runtime_threads)
 %% leaves the library mapped. Without the pin the VM's dlclose unmaps it:
@@ -46,3 +51,53 @@ purge_and_reload(_Config) ->
     {ok, _} = mongoose_wpool:start(redis, global, life, [{workers, 2}], #{}),
     ?assertEqual({ok, <<"PONG">>}, mongoose_wpool:call(redis, global, life, {q, ["PING"]})),
     mongoose_wpool:stop().
+
+%% The runtime's threads run under the default policy unless
+%% runtime_sched_batch asks for SCHED_BATCH (README, Benchmarks).
+runtime_threads_default_policy(_Config) ->
+    {module, mongoose_native_nif} = code:ensure_loaded(mongoose_native_nif),
+    Policies = runtime_policies(),
+    ?assertNotEqual([], Policies),
+    ?assertEqual([?SCHED_OTHER], lists:usort(Policies)).
+
+runtime_sched_batch_on(_Config) ->
+    with_peer(#{runtime_sched_batch => true}, fun(Peer) ->
+        {module, mongoose_native_nif} = peer:call(Peer, code, ensure_loaded, [mongoose_native_nif]),
+        Policies = peer:call(Peer, ?MODULE, runtime_policies, []),
+        ?assertNotEqual([], Policies),
+        ?assertEqual([?SCHED_BATCH], lists:usort(Policies))
+    end).
+
+runtime_sched_batch_not_boolean(_Config) ->
+    with_peer(#{runtime_sched_batch => yes}, fun(Peer) ->
+        ?assertEqual({error, on_load_failure},
+                     peer:call(Peer, code, load_file, [mongoose_native_nif]))
+    end).
+
+with_peer(Env, Fun) ->
+    {ok, Peer, _} = peer:start_link(#{connection => standard_io}),
+    try
+        ok = peer:call(Peer, code, add_paths, [code:get_path()]),
+        ok = peer:call(Peer, application, load, [mongoose_native]),
+        [ok = peer:call(Peer, application, set_env, [mongoose_native, K, V])
+         || {K, V} <- maps:to_list(Env)],
+        Fun(Peer)
+    after
+        peer:stop(Peer)
+    end.
+
+%% The scheduling policy of each of this VM's runtime threads: field 41 of
+%% /proc's stat, the 39th after the command name's closing parenthesis.
+runtime_policies() ->
+    {ok, Tids} = file:list_dir("/proc/self/task"),
+    [policy(Tid) || Tid <- Tids,
+                    read("/proc/self/task/" ++ Tid ++ "/comm") =:= <<"mongoose_native\n">>].
+
+policy(Tid) ->
+    Stat = read("/proc/self/task/" ++ Tid ++ "/stat"),
+    [_, AfterName] = binary:split(Stat, <<") ">>),
+    binary_to_integer(lists:nth(39, binary:split(AfterName, <<" ">>, [global]))).
+
+read(Path) ->
+    {ok, Bin} = file:read_file(Path),
+    Bin.

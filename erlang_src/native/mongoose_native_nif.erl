@@ -27,6 +27,7 @@
 init() ->
     Path = filename:join(priv_dir(), "mongoose_native_nif"),
     Info = maps:from_list([{Key, Value} || {App, Key} <- [{runtime_threads, threads},
+                                                          {runtime_sched_batch, sched_batch},
                                                           {max_request_size, max_request_size}],
                                            {ok, Value} <- [application:get_env(mongoose_native, App)]]),
     case erlang:load_nif(Path, Info) of
@@ -36,7 +37,8 @@ init() ->
             Hint = case Kind of
                        load_failed -> "build it with `rebar3 compile` (the NIF must be "
                                       "built for this Erlang/OTP release)";
-                       load -> "check that runtime_threads is a non-negative integer";
+                       load -> "check that runtime_threads is a non-negative integer "
+                               "and runtime_sched_batch a boolean";
                        _ -> "rebuild it with `rebar3 compile`"
                    end,
             logger:error(#{what => mongoose_native_nif_not_loaded, path => Path ++ ".so",

@@ -23,7 +23,7 @@ use convert::{decode, decode_within, encode, DecodeError, Saved, SCHEDULER_BUDGE
 use generic::{Done, Executors, GenericDriver};
 use reply::{error_term, spawn_answer, CallSlot};
 
-rustler::atoms! { ok, error, cancelled, replied, reschedule, threads, max_request_size }
+rustler::atoms! { ok, error, cancelled, replied, reschedule, threads, sched_batch, max_request_size }
 
 pub struct PoolRes {
     /// Shared with the metrics endpoint, which holds it weakly.
@@ -414,17 +414,18 @@ fn set_log_relay(pid: LocalPid) -> Atom {
     ok()
 }
 
-fn load(env: Env, info: rustler::Term) -> bool {
+fn load<'a>(env: Env<'a>, info: rustler::Term<'a>) -> bool {
     if !pin::pin_library() {
         return false;
     }
-    // A bad `runtime_threads` refuses the load before any thread starts.
-    let threads = match info.map_get(threads().encode(env)) {
-        Ok(t) => match t.decode::<usize>() {
-            Ok(n) => n,
-            Err(_) => return false,
-        },
-        Err(_) => 0,
+    // A bad `runtime_threads` or `runtime_sched_batch` refuses the load
+    // before any thread starts.
+    let defaults = runtime::Threads::default();
+    let (Some(count), Some(sched_batch)) = (
+        load_option(env, info, threads(), defaults.count),
+        load_option(env, info, sched_batch(), defaults.sched_batch),
+    ) else {
+        return false;
     };
     logger::install();
     if let Some(bytes) = info
@@ -434,7 +435,21 @@ fn load(env: Env, info: rustler::Term) -> bool {
     {
         convert::set_max_request_size(bytes);
     }
-    runtime::start(threads).is_ok()
+    runtime::start(runtime::Threads { count, sched_batch }).is_ok()
+}
+
+/// The load information's `key`: `default` when absent, `None` when it
+/// does not decode.
+fn load_option<'a, T: rustler::Decoder<'a>>(
+    env: Env<'a>,
+    info: rustler::Term<'a>,
+    key: Atom,
+    default: T,
+) -> Option<T> {
+    match info.map_get(key.encode(env)) {
+        Ok(value) => value.decode().ok(),
+        Err(_) => Some(default),
+    }
 }
 
 rustler::init!("mongoose_native_nif", load = load);

@@ -18,18 +18,12 @@ all() -> [pinned_from_the_start, purge_and_reload, runtime_threads_default_polic
 %% it (once the runtime runs, its threads' TLS destructors keep it mapped
 %% anyway, which is why purge_and_reload alone cannot see the pin).
 pinned_from_the_start(_Config) ->
-    {ok, Peer, _} = peer:start_link(#{connection => standard_io}),
-    try
-        ok = peer:call(Peer, code, add_paths, [code:get_path()]),
-        ok = peer:call(Peer, application, load, [mongoose_native]),
-        ok = peer:call(Peer, application, set_env, [mongoose_native, runtime_threads, -1]),
+    with_peer(#{runtime_threads => -1}, fun(Peer) ->
         ?assertEqual({error, on_load_failure},
                      peer:call(Peer, code, load_file, [mongoose_native_nif])),
         {ok, Maps} = peer:call(Peer, file, read_file, ["/proc/self/maps"]),
         ?assertNotEqual(nomatch, binary:match(Maps, <<"mongoose_native_nif.so">>))
-    after
-        peer:stop(Peer)
-    end.
+    end).
 
 purge_and_reload(_Config) ->
     ok = mongoose_wpool:ensure_started(),
@@ -74,6 +68,8 @@ runtime_sched_batch_not_boolean(_Config) ->
                      peer:call(Peer, code, load_file, [mongoose_native_nif]))
     end).
 
+%% A fresh VM with the application loaded and its environment set to Env,
+%% the library not loaded yet.
 with_peer(Env, Fun) ->
     {ok, Peer, _} = peer:start_link(#{connection => standard_io}),
     try

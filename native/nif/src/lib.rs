@@ -428,11 +428,9 @@ fn load<'a>(env: Env<'a>, info: rustler::Term<'a>) -> bool {
         return false;
     };
     logger::install();
-    if let Some(bytes) = info
-        .map_get(max_request_size().encode(env))
-        .ok()
-        .and_then(|t| t.decode::<usize>().ok())
-    {
+    // A bad `max_request_size` leaves the bound as it was.
+    let bytes = load_option(env, info, max_request_size(), convert::max_request_size());
+    if let Some(bytes) = bytes {
         convert::set_max_request_size(bytes);
     }
     runtime::start(runtime::Threads { count, sched_batch }).is_ok()

@@ -10,7 +10,8 @@
 -define(SCHED_BATCH, 3).
 
 all() -> [pinned_from_the_start, purge_and_reload, runtime_threads_default_policy,
-          runtime_sched_batch_on, runtime_sched_batch_not_boolean].
+          runtime_sched_batch_on, runtime_sched_batch_not_boolean, max_request_size_set,
+          max_request_size_not_positive_integer].
 
 %% In a fresh VM, a load refused right after the pin (a bad runtime_threads)
 %% leaves the library mapped. Without the pin the VM's dlclose unmaps it:
@@ -67,6 +68,32 @@ runtime_sched_batch_not_boolean(_Config) ->
         ?assertEqual({error, on_load_failure},
                      peer:call(Peer, code, load_file, [mongoose_native_nif]))
     end).
+
+%% A request past the configured bound is refused before it reaches the
+%% pool, though a bound below the scheduler's decoding budget (256 KB) lets
+%% it decode there; one within the bound goes through.
+max_request_size_set(_Config) ->
+    with_peer(#{max_request_size => 4096}, fun(Peer) ->
+        ok = peer:call(Peer, mongoose_wpool, ensure_started, []),
+        {ok, _} = peer:call(Peer, mongoose_wpool, start, [redis, global, small, [{workers, 1}], #{}]),
+        Call = fun(Value) ->
+                       peer:call(Peer, mongoose_wpool, call,
+                                 [redis, global, small, {q, ["SET", "lifecycle:size", Value]}])
+               end,
+        Big = binary:copy(<<0>>, 8192),
+        {error, {bad_request, Msg}} = Call(Big),
+        ?assertNotEqual(nomatch, binary:match(Msg, <<"max_request_size">>)),
+        ?assertMatch({error, {bad_request, _}},
+                     peer:call(Peer, mongoose_wpool, cast,
+                               [redis, global, small, {q, ["SET", "lifecycle:size", Big]}])),
+        ?assertEqual({ok, <<"OK">>}, Call(binary:copy(<<0>>, 1024)))
+    end).
+
+max_request_size_not_positive_integer(_Config) ->
+    [with_peer(#{max_request_size => Bad}, fun(Peer) ->
+         ?assertEqual({error, on_load_failure},
+                      peer:call(Peer, code, load_file, [mongoose_native_nif]))
+     end) || Bad <- [0, -1, "1024", 1.5]].
 
 %% A fresh VM with the application loaded and its environment set to Env,
 %% the library not loaded yet.

@@ -37,8 +37,9 @@ init() ->
             Hint = case Kind of
                        load_failed -> "build it with `rebar3 compile` (the NIF must be "
                                       "built for this Erlang/OTP release)";
-                       load -> "check that runtime_threads is a non-negative integer "
-                               "and runtime_sched_batch a boolean";
+                       load -> "check that runtime_threads is a non-negative integer, "
+                               "runtime_sched_batch a boolean and max_request_size "
+                               "a positive integer";
                        _ -> "rebuild it with `rebar3 compile`"
                    end,
             logger:error(#{what => mongoose_native_nif_not_loaded, path => Path ++ ".so",

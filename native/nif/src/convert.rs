@@ -18,7 +18,7 @@ const TERM_COST: usize = std::mem::size_of::<Term>();
 /// How large a request may be to decode on a normal scheduler: about a
 /// millisecond of work (8,192 terms, or 256 KB of binaries). Anything
 /// larger is decoded on a dirty scheduler instead.
-pub const SCHEDULER_BUDGET: usize = 256 * 1024;
+const SCHEDULER_BUDGET: usize = 256 * 1024;
 
 /// `max_request_size` when the application environment does not set it.
 pub const DEFAULT_MAX_REQUEST_SIZE: usize = 128 * 1024 * 1024;
@@ -32,6 +32,13 @@ pub fn set_max_request_size(bytes: usize) {
 
 pub fn max_request_size() -> usize {
     MAX_REQUEST_SIZE.load(Ordering::Relaxed)
+}
+
+/// The budget a request is decoded with on a normal scheduler: past it, the
+/// request goes to a dirty one when `max_request_size` allows more, and is
+/// refused when it does not.
+pub fn scheduler_budget() -> usize {
+    SCHEDULER_BUDGET.min(max_request_size())
 }
 
 #[derive(Debug)]

@@ -62,7 +62,8 @@ fn lease_call<'a>(
     pid: LocalPid,
     tag: rustler::Term<'a>,
 ) -> rustler::Term<'a> {
-    call_within(env, crate::convert::SCHEDULER_BUDGET, lease, req, pid, tag)
+    let budget = crate::convert::scheduler_budget();
+    call_within(env, budget, lease, req, pid, tag)
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]

@@ -19,7 +19,7 @@ use mongoose_native::{registry, runtime, Error, Term};
 use rustler::{Atom, Encoder, Env, LocalPid, ResourceArc};
 use std::sync::Arc;
 
-use convert::{decode, decode_within, encode, DecodeError, Saved, SCHEDULER_BUDGET};
+use convert::{decode, decode_within, encode, DecodeError, Saved};
 use generic::{Done, Executors, GenericDriver};
 use reply::{error_term, spawn_answer, CallSlot};
 
@@ -154,7 +154,7 @@ fn request(pool: &PoolRes, request: rustler::Term, budget: usize) -> Result<Opti
 fn request_term(request: rustler::Term, budget: usize) -> Result<Option<Term>, Error> {
     match decode_within(request, budget) {
         Ok(t) => Ok(Some(t)),
-        Err(DecodeError::TooLarge) if budget == SCHEDULER_BUDGET => Ok(None),
+        Err(DecodeError::TooLarge) if budget < convert::max_request_size() => Ok(None),
         Err(DecodeError::TooLarge) => Err(bad_arg(
             "request",
             format!(
@@ -186,7 +186,8 @@ fn submit<'a>(
     tag: rustler::Term<'a>,
     mode: Mode,
 ) -> rustler::Term<'a> {
-    submit_within(env, SCHEDULER_BUDGET, pool, hash, req, pid, tag, mode)
+    let budget = convert::scheduler_budget();
+    submit_within(env, budget, pool, hash, req, pid, tag, mode)
 }
 
 /// `submit` for requests past the scheduler budget: decoded on a dirty CPU
@@ -251,7 +252,7 @@ fn cast<'a>(
     hash: i64,
     req: rustler::Term<'a>,
 ) -> rustler::Term<'a> {
-    cast_within(env, SCHEDULER_BUDGET, pool, hash, req)
+    cast_within(env, convert::scheduler_budget(), pool, hash, req)
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
@@ -418,21 +419,24 @@ fn load<'a>(env: Env<'a>, info: rustler::Term<'a>) -> bool {
     if !pin::pin_library() {
         return false;
     }
-    // A bad `runtime_threads` or `runtime_sched_batch` refuses the load
-    // before any thread starts.
+    // A bad `runtime_threads`, `runtime_sched_batch` or `max_request_size`
+    // refuses the load before any thread starts.
     let defaults = runtime::Threads::default();
-    let (Some(count), Some(sched_batch)) = (
+    let max_request = load_option(
+        env,
+        info,
+        max_request_size(),
+        convert::DEFAULT_MAX_REQUEST_SIZE,
+    );
+    let (Some(count), Some(sched_batch), Some(bytes @ 1..)) = (
         load_option(env, info, threads(), defaults.count),
         load_option(env, info, sched_batch(), defaults.sched_batch),
+        max_request,
     ) else {
         return false;
     };
     logger::install();
-    // A bad `max_request_size` leaves the bound as it was.
-    let bytes = load_option(env, info, max_request_size(), convert::max_request_size());
-    if let Some(bytes) = bytes {
-        convert::set_max_request_size(bytes);
-    }
+    convert::set_max_request_size(bytes);
     runtime::start(runtime::Threads { count, sched_batch }).is_ok()
 }
 

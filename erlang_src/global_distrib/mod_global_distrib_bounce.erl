@@ -8,11 +8,6 @@
 %% together and in the order they were first stored, both when one of them
 %% is due and when the recipient's datacenter becomes known
 %% (`mod_global_distrib_known_recipient').
-%%
-%% Only a resend counts as a retry: a stanza taken out early because its
-%% recipient's datacenter became known, and that still cannot be sent
-%% there, goes back in its place with its retries and due time untouched,
-%% and the stanzas after it go back unsent.
 -module(mod_global_distrib_bounce).
 -behaviour(gen_server).
 
@@ -75,17 +70,10 @@ maybe_store_message({From, To, Acc0, Packet} = FPacket, _, _) ->
     LocalHost = mod_global_distrib_utils:opt(local_host),
     #{max_retries := MaxRetries, resend_after_ms := ResendAfter} =
         mod_global_distrib_utils:opt(bounce),
-    Flushed = mod_global_distrib:get_metadata(Acc0, {bounce_flushed, LocalHost}, undefined),
     case ets:whereis(?STORE) =/= undefined andalso
         mod_global_distrib:get_metadata(Acc0, {bounce_ttl, LocalHost}, MaxRetries) of
         false ->
             {ok, FPacket};
-        _ when is_integer(Flushed) ->
-            Acc = mod_global_distrib:remove_metadata(Acc0, {bounce_flushed, LocalHost}),
-            Seq = mod_global_distrib:get_metadata(Acc, {bounce_seq, LocalHost}),
-            Key = index_key(From, To),
-            insert({not_before(Flushed, Key), Seq}, Key, {From, To, Acc, Packet}),
-            {stop, drop};
         0 ->
             mod_global_distrib_utils:count(stop_ttl_zero_count),
             {ok, FPacket};
@@ -99,13 +87,12 @@ maybe_store_message({From, To, Acc0, Packet} = FPacket, _, _) ->
             Acc1 = mod_global_distrib:put_metadata(Acc0, {bounce_ttl, LocalHost}, OldTtl - 1),
             Acc = mod_global_distrib:put_metadata(Acc1, {bounce_seq, LocalHost}, Seq),
             Key = index_key(From, To),
-            insert({not_before(now_ms() + Delay, Key), Seq}, Key, {From, To, Acc, Packet}),
+            %% Never due before a stanza stored earlier for the same pair.
+            ResendAt = lists:max([now_ms() + Delay |
+                                  [At + 1 || {_, {At, _}} <- ets:lookup(?BY_TARGET, Key)]]),
+            insert({ResendAt, Seq}, Key, {From, To, Acc, Packet}),
             {stop, drop}
     end.
-
-%% Never due before a stanza stored earlier for the same pair.
-not_before(ResendAt, Key) ->
-    lists:max([ResendAt | [At + 1 || {_, {At, _}} <- ets:lookup(?BY_TARGET, Key)]]).
 
 %% @doc Places a stanza among the stored stanzas of its sender/recipient
 %% pair as if stored at `SentUs' (system time, microseconds), when it was
@@ -123,22 +110,10 @@ reroute_messages(Acc, #{from := From, to := To, target_host := TargetHost}, _) -
     case ets:whereis(?STORE) of
         undefined -> ok;
         _ ->
-            Key = index_key(From, To),
-            flush(Key, take_stored(Key), TargetHost, mod_global_distrib_utils:opt(local_host))
+            [route(F, T, mod_global_distrib:put_metadata(A, target_host_override, TargetHost), P)
+             || {F, T, A, P} <- take_pair(index_key(From, To))]
     end,
     {ok, Acc}.
-
-%% In order, each marked with when it was due; once one is back in the
-%% store (its datacenter cannot be reached yet), the rest go back unsent.
-flush(_Key, [], _TargetHost, _LocalHost) ->
-    ok;
-flush(Key, [{{At, _}, {F, T, A, P}} | Rest], TargetHost, LocalHost) ->
-    A1 = mod_global_distrib:put_metadata(A, target_host_override, TargetHost),
-    route(F, T, mod_global_distrib:put_metadata(A1, {bounce_flushed, LocalHost}, At), P),
-    case ets:member(?BY_TARGET, Key) of
-        true -> [insert(StoreKey, Key, FPacket) || {StoreKey, FPacket} <- Rest], ok;
-        false -> flush(Key, Rest, TargetHost, LocalHost)
-    end.
 
 %%--------------------------------------------------------------------
 %% gen_server: owns the tables, resends what is due
@@ -190,17 +165,13 @@ resend_due(Now) ->
 
 %% Every stanza stored for the pair, in the order they were first stored.
 take_pair(Key) ->
-    [FPacket || {_, FPacket} <- take_stored(Key)].
-
-%% As take_pair/1, each with its store key ({ResendAt, Seq}).
-take_stored(Key) ->
     Taken = lists:flatmap(fun({_, StoreKey}) ->
                                   case ets:take(?STORE, StoreKey) of
-                                      [{{_, Seq}, _, FPacket}] -> [{Seq, {StoreKey, FPacket}}];
+                                      [{{_, Seq}, _, FPacket}] -> [{Seq, FPacket}];
                                       [] -> []
                                   end
                           end, ets:take(?BY_TARGET, Key)),
-    [Stored || {_, Stored} <- lists:keysort(1, Taken)].
+    [FPacket || {_, FPacket} <- lists:keysort(1, Taken)].
 
 insert({At, Seq} = StoreKey, Key, FPacket) ->
     case ets:insert_new(?STORE, {StoreKey, Key, FPacket}) of

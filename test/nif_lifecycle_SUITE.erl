@@ -64,10 +64,7 @@ runtime_sched_batch_on(_Config) ->
     end).
 
 runtime_sched_batch_not_boolean(_Config) ->
-    with_peer(#{runtime_sched_batch => yes}, fun(Peer) ->
-        ?assertEqual({error, on_load_failure},
-                     peer:call(Peer, code, load_file, [mongoose_native_nif]))
-    end).
+    load_refused(#{runtime_sched_batch => yes}).
 
 %% A request past the configured bound is refused before it reaches the
 %% pool, though a bound below the scheduler's decoding budget (256 KB) lets
@@ -90,10 +87,14 @@ max_request_size_set(_Config) ->
     end).
 
 max_request_size_not_positive_integer(_Config) ->
-    [with_peer(#{max_request_size => Bad}, fun(Peer) ->
-         ?assertEqual({error, on_load_failure},
-                      peer:call(Peer, code, load_file, [mongoose_native_nif]))
-     end) || Bad <- [0, -1, "1024", 1.5]].
+    [load_refused(#{max_request_size => Bad}) || Bad <- [0, -1, "1024", 1.5]].
+
+%% In a fresh VM with its environment set to Env, the library refuses to load.
+load_refused(Env) ->
+    with_peer(Env, fun(Peer) ->
+        ?assertEqual({error, on_load_failure},
+                     peer:call(Peer, code, load_file, [mongoose_native_nif]))
+    end).
 
 %% A fresh VM with the application loaded and its environment set to Env,
 %% the library not loaded yet.

@@ -1,7 +1,7 @@
 %% Starts and stops private redis-server instances on spare loopback ports,
 %% for tests that kill the server or need a password.
 -module(mn_test_redis).
--export([start/2, stop/1, wait_down/1]).
+-export([start/2, stop/1, signal/2, wait_down/1]).
 
 %% Extra is a list of extra command-line arguments, e.g. ["--requirepass", "x"].
 start(Port, Extra) ->
@@ -19,6 +19,12 @@ stop(Port) ->
         _ -> ok
     end,
     wait_down(Port).
+
+%% Sends the server a signal by name ("STOP", "CONT").
+signal(Port, Signal) ->
+    {ok, Pid} = file:read_file(pidfile(Port)),
+    _ = os:cmd("kill -" ++ Signal ++ " " ++ string:trim(binary_to_list(Pid))),
+    ok.
 
 wait_down(Port) ->
     case gen_tcp:connect({127, 0, 0, 1}, Port, [], 100) of

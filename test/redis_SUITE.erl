@@ -14,7 +14,7 @@ all() ->
      send_request_and_cast, database_option, auth_failure, unreachable_server,
      bad_requests, connection_state_commands_are_refused, transaction_is_atomic_and_isolated,
      missing_password_fails_start, idle_connection_closed_by_server, tls, restart_mid_load,
-     nif_calls_do_not_block].
+     killed_with_requests_in_flight, stopped_server_fills_no_scheduler, nif_calls_do_not_block].
 
 init_per_suite(Config) ->
     ok = mongoose_wpool:ensure_started(),
@@ -271,6 +271,62 @@ restart_mid_load(_Config) ->
     ct:pal("calls during the restart: ~p", [Counts]),
     ?assert(maps:get(ok, Counts) > 0),
     ?assert(maps:get(error, Counts) > 0).
+
+%% Requests waiting for their replies, the first written by its caller's
+%% own thread (the pool was idle) and the others by their workers, get an
+%% error as soon as the server is gone, not at their timeout; the pool then
+%% reconnects by itself.
+killed_with_requests_in_flight(_Config) ->
+    ok = mn_test_redis:start(?PRIVATE_PORT, []),
+    {ok, _} = mongoose_wpool:start(redis, global, killed, [{workers, 4}, {call_timeout, 5000}],
+                                   #{port => ?PRIVATE_PORT}),
+    Call = fun(Cmd) -> mongoose_wpool:call(redis, global, killed, {q, Cmd}) end,
+    Self = self(),
+    Waiting = [spawn_link(fun() ->
+                                  T0 = erlang:monotonic_time(millisecond),
+                                  R = Call(["BLPOP", "empty" ++ integer_to_list(I), "4"]),
+                                  Self ! {answered, R, erlang:monotonic_time(millisecond) - T0}
+                          end) || I <- lists:seq(1, 4)],
+    timer:sleep(300),
+    ?assertEqual(4, proplists:get_value(total_in_flight, mongoose_wpool:stats(redis, global, killed))),
+    ok = mn_test_redis:stop(?PRIVATE_PORT),
+    Answers = [receive {answered, R, Ms} -> {R, Ms} after 3000 -> ct:fail(caller_stuck) end
+               || _ <- Waiting],
+    [?assertMatch({{error, {connection_lost, _}}, Ms} when Ms < 2000, A) || A <- Answers],
+    ?assertEqual(0, proplists:get_value(total_in_flight, mongoose_wpool:stats(redis, global, killed))),
+    ok = mn_test_redis:start(?PRIVATE_PORT, []),
+    wait_ok(fun() -> Call(["INCR", "n"]) end, 60),
+    ?assertEqual({ok, <<"2">>}, Call(["INCR", "n"])).
+
+%% A stopped server stops reading: commands fill the socket and then wait
+%% in the connection's buffer for the writer task. No caller's scheduler
+%% waits for the socket meanwhile, the callers time out, and once
+%% the server reads again every command reaches it, in order.
+stopped_server_fills_no_scheduler(_Config) ->
+    ok = mn_test_redis:start(?PRIVATE_PORT, []),
+    {ok, _} = mongoose_wpool:start(redis, global, stopped, [{workers, 2}, {call_timeout, 1000}],
+                                   #{port => ?PRIVATE_PORT}),
+    Call = fun(Cmd) -> mongoose_wpool:call(redis, global, stopped, {q, Cmd}) end,
+    ok = mn_test_redis:signal(?PRIVATE_PORT, "STOP"),
+    Value = binary:copy(<<"v">>, 200000),
+    Self = self(),
+    Callers = [spawn_link(fun() -> Self ! {set, catch Call(["RPUSH", "big", Value])} end)
+               || _ <- lists:seq(1, 60)],
+    Probe = mn_test_probe:start(),
+    timer:sleep(400),
+    {P99, Max, Count} = mn_test_probe:stop(Probe),
+    Results = [receive {set, R} -> R after 5000 -> ct:fail(caller_stuck) end || _ <- Callers],
+    ?assertEqual(60, length([timeout || {'EXIT', {timeout, _}} <- Results])),
+    ok = mn_test_redis:signal(?PRIVATE_PORT, "CONT"),
+    ?assert(Count >= 100, {wake_ups, Count}),
+    ?assert(P99 < 25000 andalso Max < 250000, {p99, P99, max, Max}),
+    %% 12 MB went out after the server woke up, all of it.
+    wait_ok(fun() -> case Call(["LLEN", "big"]) of
+                         {ok, <<"60">>} -> {ok, 60};
+                         _ -> not_yet
+                     end
+            end, 100),
+    ?assertEqual({ok, <<"61">>}, Call(["RPUSH", "big", "last"])).
 
 load(Call, Parent, Counts) ->
     receive stop -> Parent ! {counts, Counts}

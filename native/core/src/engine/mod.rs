@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod lease;
+pub mod load;
 pub mod metrics;
 pub mod pool;
 pub mod reply;

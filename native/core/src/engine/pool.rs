@@ -4,7 +4,7 @@
 //! bounded queue. Requests are parsed and admitted on the caller's thread in
 //! microseconds; everything that waits happens on the runtime.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::backoff::Backoff;
 use super::lease::{self, guarded, WrapLease};
+use super::load::{Answer, Load};
 use super::metrics::{Figures, PoolMetrics};
 use super::reply::{Parts, Reply};
 use super::strategy::{least_loaded, Choice, Strategy};
@@ -42,6 +43,24 @@ pub trait Driver: Send + Sync + 'static {
     /// Carries one request: the caller's answer and, apart from it, the
     /// connection's verdict; only the engine reconnects.
     fn execute(&self, conn: Self::Conn, request: Self::Request) -> BoxFuture<'static, Outcome>;
+
+    /// Carries a request without the worker, from the caller's thread,
+    /// when `conn` can take it at once without waiting (a non-blocking
+    /// write); the driver then answers through `answer` from the runtime,
+    /// and a connection that breaks meanwhile is the driver's `closed` to
+    /// report. The engine offers a request only when the whole pool has
+    /// nothing else queued or running, and never while a lease waits for
+    /// or holds the connection (a lease granted later may still share it
+    /// with a reply on its way: for connections that multiplex). Giving it
+    /// back (the default) queues it for the worker as usual.
+    fn direct(
+        &self,
+        _conn: &Self::Conn,
+        request: Self::Request,
+        answer: Answer,
+    ) -> std::result::Result<(), (Self::Request, Answer)> {
+        Err((request, answer))
+    }
 
     /// Carries requests queued together as one batch (one write, one
     /// wake-up for all their answers), one outcome each, in order; or gives
@@ -172,25 +191,20 @@ struct Job<R> {
     admitted: Instant,
 }
 
-/// What a worker and the pool share about it.
-struct Load {
-    /// The worker's position, passed to `Driver::connect`.
-    index: usize,
-    /// Requests admitted and not yet answered (queued + running).
-    pending: AtomicUsize,
-    running: AtomicUsize,
-    connected: AtomicBool,
-}
+/// A worker's connection as its worker publishes it for `Driver::direct`:
+/// none while it is down, leased or being closed.
+type Published<C> = Arc<RwLock<Option<C>>>;
 
-struct Worker<R> {
-    tx: mpsc::Sender<Job<R>>,
+struct Worker<D: Driver> {
+    tx: mpsc::Sender<Job<D::Request>>,
     load: Arc<Load>,
+    conn: Published<D::Conn>,
 }
 
 pub struct Pool<D: Driver> {
     driver: Arc<D>,
     settings: PoolSettings,
-    workers: RwLock<Option<Vec<Worker<D::Request>>>>,
+    workers: RwLock<Option<Vec<Worker<D>>>>,
     next: AtomicUsize,
     /// Woken whenever a worker becomes idle (for `available_worker`).
     idle: Arc<Notify>,
@@ -215,20 +229,19 @@ impl<D: Driver> Pool<D> {
             .enumerate()
             .map(|(index, conn)| {
                 let (tx, rx) = mpsc::channel(settings.queue_bound());
-                let load = Arc::new(Load {
-                    index,
-                    pending: AtomicUsize::new(0),
-                    running: AtomicUsize::new(0),
-                    connected: AtomicBool::new(true),
-                });
+                let load = Arc::new(Load::new(index, idle.clone(), metrics.clone()));
+                let published = Arc::new(RwLock::new(Some(conn.clone())));
                 let worker = WorkerState {
                     driver: driver.clone(),
                     load: load.clone(),
-                    idle: idle.clone(),
-                    metrics: metrics.clone(),
+                    published: published.clone(),
                 };
                 runtime::current().spawn(async move { worker.run(rx, conn).await });
-                Worker { tx, load }
+                Worker {
+                    tx,
+                    load,
+                    conn: published,
+                }
             })
             .collect::<Vec<_>>();
         Ok(Arc::new(Pool {
@@ -243,19 +256,25 @@ impl<D: Driver> Pool<D> {
 
     /// Whether worker `i`'s connection is up: the driver's word if it keeps
     /// its own, else the engine's.
-    fn connected(&self, i: usize, w: &Worker<D::Request>) -> bool {
+    fn connected(&self, i: usize, w: &Worker<D>) -> bool {
         let seen = || w.load.connected.load(Ordering::Acquire);
         self.driver.connected(i).unwrap_or_else(seen)
     }
 
-    fn push(workers: &[Worker<D::Request>], i: usize, job: Job<D::Request>) -> Result<()> {
+    fn push(&self, workers: &[Worker<D>], i: usize, job: Job<D::Request>) -> Result<()> {
         let w = &workers[i];
         w.load.pending.fetch_add(1, Ordering::AcqRel);
-        Self::send(w, job)
+        self.send(workers, i, job)
     }
 
-    /// Sends a job whose `pending` count was already taken.
-    fn send(w: &Worker<D::Request>, job: Job<D::Request>) -> Result<()> {
+    /// Sends a job whose `pending` count was already taken: straight onto
+    /// the worker's connection if its driver can take it there, else to
+    /// the worker's queue.
+    fn send(&self, workers: &[Worker<D>], i: usize, job: Job<D::Request>) -> Result<()> {
+        let Some(job) = self.direct(workers, i, job) else {
+            return Ok(());
+        };
+        let w = &workers[i];
         match w.tx.try_send(job) {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -270,8 +289,53 @@ impl<D: Driver> Pool<D> {
         }
     }
 
+    /// Offers a request to `Driver::direct` when the pool has nothing else
+    /// to do (`pending` counts this job already); `Some` gives the job back
+    /// for worker `i`'s queue. With other requests in flight the runtime's
+    /// threads are awake and handing over costs little, and a worker takes
+    /// what queued up meanwhile in one batch; an idle pool's request would
+    /// wake a parked thread (README, Benchmarks).
+    fn direct(
+        &self,
+        workers: &[Worker<D>],
+        i: usize,
+        job: Job<D::Request>,
+    ) -> Option<Job<D::Request>> {
+        let pending = workers
+            .iter()
+            .map(|w| w.load.pending.load(Ordering::Acquire));
+        if pending.sum::<usize>() > 1 {
+            return Some(job);
+        }
+        let Job {
+            work,
+            reply,
+            admitted,
+        } = job;
+        let (request, guard) = match (work, workers[i].conn.read()) {
+            (Work::Run(request), Ok(guard)) if guard.is_some() => (request, guard),
+            (work, _) => {
+                return Some(Job {
+                    work,
+                    reply,
+                    admitted,
+                })
+            }
+        };
+        let conn = guard.as_ref()?;
+        let answer = Answer::new(reply, admitted, workers[i].load.clone());
+        match self.driver.direct(conn, request, answer) {
+            Ok(()) => None,
+            Err((request, answer)) => Some(Job {
+                work: Work::Run(request),
+                reply: answer.back(),
+                admitted,
+            }),
+        }
+    }
+
     /// Claims an idle worker (0 → 1 pending), scanning from `start`.
-    fn claim_idle(workers: &[Worker<D::Request>], start: usize) -> Option<usize> {
+    fn claim_idle(workers: &[Worker<D>], start: usize) -> Option<usize> {
         let n = workers.len();
         (0..n).map(|k| (start + k) % n).find(|&i| {
             workers[i]
@@ -327,7 +391,7 @@ impl<D: Driver> Pool<D> {
         }
         match Self::claim_idle(workers, 0) {
             Some(i) => {
-                if let Err(e) = Self::send(&workers[i], job) {
+                if let Err(e) = self.send(workers, i, job) {
                     log::warn!("available_worker hand-off failed: {e}");
                 }
                 Ok(())
@@ -382,7 +446,7 @@ impl<D: Driver> Pool<D> {
         };
         let n = workers.len();
         let strategy = match choice {
-            Choice::Hash(i) => return Pool::<D>::push(workers, i % n, job),
+            Choice::Hash(i) => return self.push(workers, i % n, job),
             Choice::Strategy => self.settings.strategy,
         };
         match strategy {
@@ -395,17 +459,17 @@ impl<D: Driver> Pool<D> {
                     job.reply.disarm();
                     return Err(Error::NoAvailableWorkers);
                 }
-                Pool::<D>::push(workers, i, job)
+                self.push(workers, i, job)
             }
-            Strategy::Random => Pool::<D>::push(workers, rand::random_range(0..n), job),
+            Strategy::Random => self.push(workers, rand::random_range(0..n), job),
             Strategy::Next => {
                 let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
-                Pool::<D>::push(workers, i, job)
+                self.push(workers, i, job)
             }
             Strategy::NextAvailable => {
                 let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
                 match Pool::<D>::claim_idle(workers, start) {
-                    Some(i) => Pool::<D>::send(&workers[i], job),
+                    Some(i) => self.send(workers, i, job),
                     None => {
                         job.reply.disarm();
                         Err(Error::NoAvailableWorkers)
@@ -413,7 +477,7 @@ impl<D: Driver> Pool<D> {
                 }
             }
             Strategy::Available => match Pool::<D>::claim_idle(workers, 0) {
-                Some(i) => Pool::<D>::send(&workers[i], job),
+                Some(i) => self.send(workers, i, job),
                 None => {
                     drop(guard);
                     self.wait_for_idle(job);
@@ -559,8 +623,7 @@ type Running = BoxFuture<'static, Finished>;
 struct WorkerState<D: Driver> {
     driver: Arc<D>,
     load: Arc<Load>,
-    idle: Arc<Notify>,
-    metrics: Arc<PoolMetrics>,
+    published: Published<D::Conn>,
 }
 
 /// The worker's connection and its reopening.
@@ -616,9 +679,21 @@ impl<R> Flight<R> {
 
 impl<D: Driver> WorkerState<D> {
     fn finish(&self) {
-        self.load.running.fetch_sub(1, Ordering::AcqRel);
-        if self.load.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.idle.notify_waiters();
+        self.load.finish();
+    }
+
+    /// Publishes the connection for `Driver::direct` while requests may
+    /// share it, and withdraws it when it goes, a lease wants it alone, or
+    /// the worker closes. `shown` is the generation published, if any.
+    fn publish(&self, share: bool, link: &Link<D>, shown: &mut Option<u64>) {
+        let want = share
+            .then_some(link.generation)
+            .filter(|_| link.conn.is_some());
+        if want != *shown {
+            if let Ok(mut published) = self.published.write() {
+                *published = want.and(link.conn.clone());
+                *shown = want;
+            }
         }
     }
 
@@ -650,12 +725,15 @@ impl<D: Driver> WorkerState<D> {
         // when its deadline changes: a request does not touch it.
         let mut ping_check = ping_due(last_activity);
         let mut timer = Box::pin(tokio::time::sleep_until(ping_check));
+        // Published by `start`.
+        let mut shown = Some(link.generation);
         loop {
             if !open
                 && flight.running.is_empty()
                 && flight.waiting_lease.is_none()
                 && flight.backlog.is_empty()
             {
+                self.publish(false, &link, &mut shown);
                 self.load.connected.store(false, Ordering::Release);
                 return;
             }
@@ -670,6 +748,8 @@ impl<D: Driver> WorkerState<D> {
                     self.grant(wrap, reply, &link, &mut flight);
                 }
             }
+            let shared = open && !flight.leased && flight.waiting_lease.is_none();
+            self.publish(shared, &link, &mut shown);
             let take = flight.room(limit, &link);
             let taking = open && flight.backlog.is_empty() && take > 0;
             let wake_at = match (&link.conn, &link.connecting) {
@@ -730,11 +810,11 @@ impl<D: Driver> WorkerState<D> {
                             link.backoff.reset();
                             ping_check = ping_due(Instant::now());
                             self.load.connected.store(true, Ordering::Release);
-                            self.metrics.reconnected();
+                            self.load.metrics.reconnected();
                             log::info!("worker reconnected");
                         }
                         Err(e) => {
-                            self.metrics.connect_failed();
+                            self.load.metrics.connect_failed();
                             let wait = link.backoff.failed();
                             log::warn!("worker reconnect failed, next try in {wait:?}: {e}");
                             link.retry_at = Instant::now() + wait;
@@ -813,7 +893,7 @@ impl<D: Driver> WorkerState<D> {
             if job.reply.is_cancelled() {
                 job.reply.disarm();
                 self.finish();
-                self.metrics.gave_up();
+                self.load.metrics.gave_up();
                 continue;
             }
             match (job.work, &link.conn) {
@@ -856,7 +936,7 @@ impl<D: Driver> WorkerState<D> {
         flight: &mut Flight<D::Request>,
     ) {
         let generation = link.generation;
-        let metrics = self.metrics.clone();
+        let metrics = self.load.metrics.clone();
         flight.requests += 1;
         flight.running.push(Box::pin(async move {
             let mut outcome = guarded(fut).await.unwrap_or_else(Outcome::failed);
@@ -878,7 +958,7 @@ impl<D: Driver> WorkerState<D> {
         flight: &mut Flight<D::Request>,
     ) {
         let generation = link.generation;
-        let metrics = self.metrics.clone();
+        let metrics = self.load.metrics.clone();
         flight.requests += replies.len();
         flight.running.push(Box::pin(async move {
             let n = replies.len();
@@ -922,7 +1002,7 @@ impl<D: Driver> WorkerState<D> {
     fn refuse_down(&self, reply: Reply) {
         self.finish();
         let down = Error::NoConnection("the connection is down; reconnecting".into());
-        self.metrics.failed(&down);
+        self.load.metrics.failed(&down);
         reply.send(down.to_term());
     }
 }

@@ -56,6 +56,10 @@ struct Fake {
     /// `Some`: the connections reopen by themselves; which are up, and the
     /// reopenings (`connected`, `reconnects`).
     own_state: Option<(Vec<AtomicBool>, AtomicUsize)>,
+    /// Takes `who` requests the direct way (`direct`); drops a `panic`'s answer.
+    direct: bool,
+    /// Requests taken by `direct`.
+    directs: AtomicUsize,
 }
 
 impl Fake {
@@ -139,6 +143,31 @@ impl Driver for Fake {
                 Op::Count(_) => Outcome::answer(Term::atom("streams only")),
             }
         })
+    }
+
+    fn direct(
+        &self,
+        &(worker, serial): &(usize, usize),
+        op: Op,
+        answer: Answer,
+    ) -> std::result::Result<(), (Op, Answer)> {
+        match op {
+            Op::Who(after) if self.direct => {
+                self.directs.fetch_add(1, Ordering::AcqRel);
+                tokio::spawn(async move {
+                    sleep(after).await;
+                    let who = vec![Term::Int(worker as i64), Term::Int(serial as i64)];
+                    answer.send(Outcome::answer(Term::tuple(who)));
+                });
+                Ok(())
+            }
+            Op::Panic if self.direct => {
+                self.directs.fetch_add(1, Ordering::AcqRel);
+                drop(answer);
+                Ok(())
+            }
+            op => Err((op, answer)),
+        }
     }
 
     fn execute_many(
@@ -972,4 +1001,64 @@ async fn a_self_reconnecting_driver_tells_its_connections_state() {
     assert_eq!(connected(&pool), vec![true, false]);
     let f = pool.figures().unwrap();
     assert_eq!((f.connected, f.reconnects), (1, 3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_for_an_idle_worker_goes_the_direct_way_and_counts_as_running() {
+    let fake = Fake {
+        direct: true,
+        concurrency: 8,
+        ..Fake::default()
+    };
+    let pool = start(fake, settings(1, Strategy::Best)).await;
+    let first = submit(&pool, req("who", 100));
+    // The worker is busy with the first now: the queue, then `execute`.
+    let second = submit(&pool, req("who", 100));
+    sleep(Duration::from_millis(1)).await;
+    let in_flight = |pool: &Arc<Pool<Fake>>| {
+        let Term::List(stats) = pool.stats() else {
+            panic!("stats are a list")
+        };
+        stats
+            .into_iter()
+            .find_map(|kv| match kv {
+                Term::Tuple(t) if t[0].as_atom() == Some("total_in_flight") => Some(t[1].clone()),
+                _ => None,
+            })
+            .expect("total_in_flight")
+    };
+    assert_eq!(in_flight(&pool), Term::Int(2));
+    assert_eq!(who(first).await, (0, 1));
+    assert_eq!(who(second).await, (0, 1));
+    assert_eq!(pool.driver.directs.load(Ordering::Acquire), 1);
+    assert_eq!(pool.driver.executed.load(Ordering::Acquire), 1);
+    assert_eq!(in_flight(&pool), Term::Int(0));
+    // A request the driver gives back goes to the worker.
+    let lost = call(&pool, req("server_error", 0)).await;
+    assert_eq!(error_kind(&lost).as_deref(), Some("server_error"));
+    assert_eq!(pool.driver.executed.load(Ordering::Acquire), 2);
+    // An answer dropped unsent answers an error and frees its place.
+    let dropped = call(&pool, Term::atom("panic")).await;
+    assert_eq!(error_kind(&dropped).as_deref(), Some("internal"));
+    assert_eq!(in_flight(&pool), Term::Int(0));
+    assert_eq!(who(submit(&pool, who_now())).await, (0, 1));
+    assert_eq!(pool.driver.directs.load(Ordering::Acquire), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leased_connection_takes_nothing_the_direct_way() {
+    let fake = Fake {
+        direct: true,
+        ..Fake::default()
+    };
+    let pool = start(fake, settings(1, Strategy::Best)).await;
+    let lease = leased(&pool).await;
+    let waiting = submit(&pool, who_now());
+    sleep(Duration::from_millis(10)).await;
+    assert_eq!(pool.driver.directs.load(Ordering::Acquire), 0);
+    lease.release(false);
+    assert_eq!(who(waiting).await, (0, 1));
+    assert_eq!(pool.driver.executed.load(Ordering::Acquire), 1);
+    assert_eq!(who(submit(&pool, who_now())).await, (0, 1));
+    assert_eq!(pool.driver.directs.load(Ordering::Acquire), 1);
 }

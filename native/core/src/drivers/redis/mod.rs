@@ -9,12 +9,15 @@ use redis::{RedisConnectionInfo, Value};
 use rustls_pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
+use crate::engine::load::Answer;
 use crate::engine::pool::{Driver, Outcome};
 use crate::error::{Error, Result};
 use crate::term::Term;
 
 mod cluster;
 mod config;
+mod link;
+mod resp;
 mod sentinel;
 mod single;
 
@@ -196,11 +199,24 @@ impl Driver for RedisDriver {
     fn execute(&self, conn: RedisConn, request: RedisRequest) -> BoxFuture<'static, Outcome> {
         Box::pin(async move {
             match conn {
-                RedisConn::Single(c) => single::run(c.conn, request).await,
+                RedisConn::Single(c) => single::run(c, request).await,
                 RedisConn::Cluster(c) => Outcome::answer(cluster::run(c, request).await),
                 RedisConn::Sentinel(c) => sentinel::run(c, request).await,
             }
         })
+    }
+
+    /// Single mode over plain TCP: the caller's thread writes the command.
+    fn direct(
+        &self,
+        conn: &RedisConn,
+        request: RedisRequest,
+        answer: Answer,
+    ) -> std::result::Result<(), (RedisRequest, Answer)> {
+        match conn {
+            RedisConn::Single(c) => c.write(&request, answer).map_err(|a| (request, a)),
+            _ => Err((request, answer)),
+        }
     }
 
     /// Single mode writes the requests queued together as one pipeline.
@@ -210,14 +226,14 @@ impl Driver for RedisDriver {
         requests: Vec<RedisRequest>,
     ) -> std::result::Result<BoxFuture<'static, Vec<Outcome>>, Vec<RedisRequest>> {
         match conn {
-            RedisConn::Single(c) => Ok(Box::pin(single::run_many(c.conn.clone(), requests))),
+            RedisConn::Single(c) => Ok(Box::pin(single::run_many(c.clone(), requests))),
             _ => Err(requests),
         }
     }
 
     fn closed(&self, conn: &RedisConn) -> BoxFuture<'static, ()> {
         match conn {
-            RedisConn::Single(c) => Box::pin(c.closed.clone().cancelled_owned()),
+            RedisConn::Single(c) => Box::pin(c.closed().cancelled_owned()),
             // The cluster connection replaces dead node connections itself.
             RedisConn::Cluster(_) => Box::pin(std::future::pending()),
             RedisConn::Sentinel(c) => sentinel::closed(c),

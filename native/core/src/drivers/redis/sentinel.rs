@@ -114,7 +114,7 @@ pub async fn run(conn: Conn, request: RedisRequest) -> Outcome {
         (Some(replica), RedisRequest::Single(cmd)) if reads_only(cmd) => replica,
         _ => &conn.master,
     };
-    let answer = single::run(target.conn.clone(), request).await;
+    let answer = single::run(target.clone(), request).await;
     match answer.broken {
         None if demoted(&answer.answer) => Outcome {
             answer: answer.answer,
@@ -128,10 +128,10 @@ pub async fn run(conn: Conn, request: RedisRequest) -> Outcome {
 
 /// Either connection closing replaces both.
 pub fn closed(conn: &Conn) -> BoxFuture<'static, ()> {
-    let master = conn.master.closed.clone().cancelled_owned();
+    let master = conn.master.closed().cancelled_owned();
     match &conn.replica {
         Some(r) => {
-            let replica = r.closed.clone().cancelled_owned();
+            let replica = r.closed().cancelled_owned();
             Box::pin(async move {
                 tokio::select! {
                     _ = master => {}

@@ -307,14 +307,18 @@ impl<D: Driver> Pool<D> {
         if pending.sum::<usize>() > 1 {
             return Some(job);
         }
+        let published = workers[i].conn.read();
+        let Some(conn) = published.as_ref().ok().and_then(|c| c.as_ref()) else {
+            return Some(job);
+        };
         let Job {
             work,
             reply,
             admitted,
         } = job;
-        let (request, guard) = match (work, workers[i].conn.read()) {
-            (Work::Run(request), Ok(guard)) if guard.is_some() => (request, guard),
-            (work, _) => {
+        let request = match work {
+            Work::Run(request) => request,
+            work => {
                 return Some(Job {
                     work,
                     reply,
@@ -322,7 +326,6 @@ impl<D: Driver> Pool<D> {
                 })
             }
         };
-        let conn = guard.as_ref()?;
         let answer = Answer::new(reply, admitted, workers[i].load.clone());
         match self.driver.direct(conn, request, answer) {
             Ok(()) => None,

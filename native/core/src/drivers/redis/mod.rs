@@ -29,9 +29,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const PIPELINE_DEPTH: usize = 256;
 
 /// Single mode opens its own TCP (and TLS) stream so that TLS comes from
-/// the shared `tls` module and sockets get TCP_NODELAY; the redis crate then
-/// speaks RESP over it, authenticating and selecting the database. Cluster
-/// and sentinel modes are in their modules.
+/// the shared `tls` module and sockets get TCP_NODELAY; over plain TCP the
+/// connection is ours (`link`), over TLS the redis crate speaks RESP on
+/// the stream. Cluster and sentinel modes are in their modules.
 pub struct RedisDriver {
     backend: Backend,
     /// Blocking commands must give up before the caller does.

@@ -301,10 +301,10 @@ impl<D: Driver> Pool<D> {
         i: usize,
         job: Job<D::Request>,
     ) -> Option<Job<D::Request>> {
-        let pending = workers
-            .iter()
-            .map(|w| w.load.pending.load(Ordering::Acquire));
-        if pending.sum::<usize>() > 1 {
+        // Worker `i` first, and the scan stops at the first busy worker.
+        let pending = |w: &Worker<D>| w.load.pending.load(Ordering::Acquire);
+        let mut others = workers.iter().enumerate().filter(|&(k, _)| k != i);
+        if pending(&workers[i]) > 1 || others.any(|(_, w)| pending(w) > 0) {
             return Some(job);
         }
         let published = workers[i].conn.read();

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::resp::{self, Read};
+use super::resp;
 use super::RedisRequest;
 use crate::engine::load::Answer;
 use crate::engine::pool::Outcome;
@@ -268,11 +268,16 @@ impl Link {
         // Bytes from `start` needed before a reply can be whole.
         let mut need: usize = 1;
         let mut released = false;
+        // Made once: a fresh `cancelled()` per read would register with the
+        // token again each time (a lock in its tree, seen in the profile).
+        let closed = self.closed.cancelled();
+        let released_now = self.released.cancelled();
+        tokio::pin!(closed, released_now);
         let why = loop {
             tokio::select! {
                 biased;
-                _ = self.closed.cancelled() => break "the connection ended".to_string(),
-                _ = self.released.cancelled(), if !released => {
+                _ = &mut closed => break "the connection ended".to_string(),
+                _ = &mut released_now, if !released => {
                     released = true;
                     match self.lock() {
                         Some(state) if !state.waiting.is_empty() => continue,
@@ -298,16 +303,8 @@ impl Link {
                 continue;
             }
             let mut replies = Vec::new();
-            let read = loop {
-                match resp::read(&buf[start..]) {
-                    Ok(Read::Reply(term, used)) => {
-                        replies.push(term);
-                        start += used;
-                    }
-                    Ok(Read::Partial(at_least)) => break Ok(at_least),
-                    Err(e) => break Err(e),
-                }
-            };
+            let (used, read) = resp::read_all(&buf[start..], &mut replies);
+            start += used;
             let done = self.answer(replies);
             match (read, done) {
                 (Err(e), _) | (_, Err(e)) => break e,
@@ -384,19 +381,15 @@ pub async fn exchange(
     let mut buf = Vec::new();
     let mut replies = Vec::with_capacity(commands.len());
     let mut start = 0;
-    while replies.len() < commands.len() {
-        match resp::read(&buf[start..]) {
-            Ok(Read::Reply(term, used)) => {
-                replies.push(term);
-                start += used;
-            }
-            Ok(Read::Partial(_)) => {
-                if stream.read_buf(&mut buf).await? == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-            }
-            Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+    loop {
+        let (used, next) = resp::read_all(&buf[start..], &mut replies);
+        start += used;
+        next.map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        if replies.len() >= commands.len() {
+            return Ok(replies);
+        }
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
     }
-    Ok(replies)
 }

@@ -30,6 +30,23 @@ pub fn read(buf: &[u8]) -> Result<Read, String> {
     }
 }
 
+/// Every whole reply at the front of `buf`, appended to `replies`: the
+/// bytes they took, and how many more from there make the next reply worth
+/// trying (or why the stream is not RESP2).
+pub fn read_all(buf: &[u8], replies: &mut Vec<Term>) -> (usize, Result<usize, String>) {
+    let mut used = 0;
+    loop {
+        match read(&buf[used..]) {
+            Ok(Read::Reply(term, n)) => {
+                replies.push(term);
+                used += n;
+            }
+            Ok(Read::Partial(at_least)) => return (used, Ok(at_least)),
+            Err(e) => return (used, Err(e)),
+        }
+    }
+}
+
 enum Element {
     Value(Term),
     Error(Term),

@@ -25,7 +25,7 @@ use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserIn
 use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ErrorKind, Event};
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::config::RabbitConfig;
 use super::methods::{self, Method, Publish};
@@ -182,14 +182,10 @@ pub struct Lane {
 /// The engine's connection handle: the lane stops, closing its AMQP
 /// connection, once the engine has dropped every handle.
 #[derive(Clone)]
-pub struct LaneHandle(Arc<HandleInner>);
-
-struct HandleInner(Arc<Lane>);
-
-impl Drop for HandleInner {
-    fn drop(&mut self) {
-        self.0.stop.cancel();
-    }
+pub struct LaneHandle {
+    lane: Arc<Lane>,
+    /// Cancels the lane's `stop` when the last clone is dropped.
+    _stop: Arc<DropGuard>,
 }
 
 impl LaneHandle {
@@ -224,11 +220,15 @@ impl LaneHandle {
             stop: CancellationToken::new(),
         });
         crate::runtime::handle().spawn(lane.clone().run(link));
-        Ok((LaneHandle(Arc::new(HandleInner(lane.clone()))), lane))
+        let handle = LaneHandle {
+            lane: lane.clone(),
+            _stop: Arc::new(lane.stop.clone().drop_guard()),
+        };
+        Ok((handle, lane))
     }
 
     pub fn call(&self, method: Method) -> Option<oneshot::Receiver<Result<Term>>> {
-        let lane = &self.0 .0;
+        let lane = &self.lane;
         if !lane.connected.load(Ordering::Acquire) {
             return None;
         }
@@ -238,7 +238,7 @@ impl LaneHandle {
     }
 
     pub fn publish(&self, msg: Arc<Publish>) -> oneshot::Receiver<Result<Term>> {
-        let lane = &self.0 .0;
+        let lane = &self.lane;
         let (reply, rx) = oneshot::channel();
         let deadline = Instant::now() + lane.shared.call_timeout;
         lane.push(Op::Publish {

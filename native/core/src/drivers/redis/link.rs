@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::resp;
 use super::RedisRequest;
@@ -32,14 +32,10 @@ const READ_CHUNK: usize = 64 * 1024;
 /// A worker's handle on the connection; when the last one goes, the reader
 /// answers what was written and closes the socket.
 #[derive(Clone)]
-pub struct Conn(Arc<Handle>);
-
-struct Handle(Arc<Link>);
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        self.0.released.cancel();
-    }
+pub struct Conn {
+    link: Arc<Link>,
+    /// Cancels `released` when the last clone is dropped.
+    _release: Arc<DropGuard>,
 }
 
 struct Link {
@@ -109,12 +105,16 @@ impl Conn {
         });
         runtime::handle().spawn(link.clone().read());
         runtime::handle().spawn(link.clone().write());
-        Conn(Arc::new(Handle(link)))
+        let release = Arc::new(link.released.clone().drop_guard());
+        Conn {
+            link,
+            _release: release,
+        }
     }
 
     /// Cancelled when the connection has ended.
     pub fn closed(&self) -> &CancellationToken {
-        &self.0 .0.closed
+        &self.link.closed
     }
 
     /// Writes `request` now, from whatever thread calls (it never waits);
@@ -122,7 +122,7 @@ impl Conn {
     /// gives `to` back.
     pub fn write<T: Into<To>>(&self, request: &RedisRequest, to: T) -> Result<(), T> {
         let mut to = Some(to);
-        self.0 .0.writing(|state| {
+        self.link.writing(|state| {
             if let Some(to) = to.take() {
                 state.add(request, to.into());
             }
@@ -132,7 +132,7 @@ impl Conn {
 
     /// Carries requests a worker took together: one write for all.
     pub async fn run_many(&self, requests: Vec<RedisRequest>) -> Vec<Outcome> {
-        let waiting = self.0 .0.writing(|state| {
+        let waiting = self.link.writing(|state| {
             let waiter = |request| {
                 let (tx, rx) = oneshot::channel();
                 state.add(request, To::Worker(tx));

@@ -11,7 +11,7 @@ all() ->
     [{group, pgsql}, {group, mysql}, {group, odbc_pgsql}, {group, odbc_mysql}].
 
 groups() ->
-    [{pgsql, [], cases()}, {mysql, [], cases()},
+    [{pgsql, [], cases() ++ [closed_idle_connection_is_replaced]}, {mysql, [], cases()},
      {odbc_pgsql, [], odbc_cases()}, {odbc_mysql, [], odbc_cases()}].
 
 %% The connection options of the tuple form, TLS and the password live in
@@ -620,6 +620,19 @@ killed_connection_is_replaced(Config) ->
         {error, _} -> ok;
         {selected, _} -> ct:pal("the first call already got a new connection")
     end,
+    {selected, [{NewBin}]} = backend_id_on(single, Engine),
+    ?assertNotEqual(Id, mongoose_rdbms:result_to_integer(NewBin)).
+
+%% pgsql: the worker runs the connection's own I/O, so it sees the server
+%% close an idle connection and replaces it before anyone asks (no
+%% keepalive here): the next call does not fail.
+closed_idle_connection_is_replaced(Config) ->
+    Engine = ?config(engine, Config),
+    {ok, _} = mongoose_wpool:start(rdbms, global, single, [{workers, 1}], conn_opts(Config)),
+    {selected, [{IdBin}]} = backend_id_on(single, Engine),
+    Id = mongoose_rdbms:result_to_integer(IdBin),
+    kill_backend(Engine, Id),
+    timer:sleep(1000),
     {selected, [{NewBin}]} = backend_id_on(single, Engine),
     ?assertNotEqual(Id, mongoose_rdbms:result_to_integer(NewBin)).
 

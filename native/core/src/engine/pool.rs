@@ -6,6 +6,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -125,6 +126,9 @@ pub trait Driver: Send + Sync + 'static {
     /// Resolves once `conn` is known to be dead without a request finding
     /// out (the server closed it while idle), so the worker replaces it at
     /// once and `stats/3` does not report a dead connection as connected.
+    /// The worker polls it for as long as the connection is its, beside
+    /// every request and lease on it, so a driver may do the connection's
+    /// own I/O in it.
     fn closed(&self, _conn: &Self::Conn) -> BoxFuture<'static, ()> {
         Box::pin(std::future::pending())
     }
@@ -620,6 +624,39 @@ impl Ended {
 
 type Running = BoxFuture<'static, Finished>;
 
+/// What happened on a worker's connection: something it ran finished, or
+/// the connection ended.
+enum Turn {
+    Finished(Finished),
+    Closed,
+}
+
+/// Polls the connection's `closed` (which may carry its I/O, see
+/// `Driver::closed`) before the futures running on it, so answers that just
+/// arrived reach their requests in the same turn, and again after them when
+/// none finished, so the writes they queued go out now rather than after
+/// the task's next wake-up.
+fn on_connection<'a>(
+    running: &'a mut FuturesUnordered<Running>,
+    closed: &'a mut BoxFuture<'static, ()>,
+    conn_up: bool,
+) -> impl std::future::Future<Output = Turn> + 'a {
+    std::future::poll_fn(move |cx| {
+        let mut ended =
+            |cx: &mut std::task::Context<'_>| conn_up && closed.as_mut().poll(cx).is_ready();
+        if ended(cx) {
+            return Poll::Ready(Turn::Closed);
+        }
+        if let Poll::Ready(Some(done)) = running.poll_next_unpin(cx) {
+            return Poll::Ready(Turn::Finished(done));
+        }
+        match ended(cx) {
+            true => Poll::Ready(Turn::Closed),
+            false => Poll::Pending,
+        }
+    })
+}
+
 /// One worker: takes jobs from its queue and carries them over its
 /// connection, reopening the connection with capped backoff when a verdict,
 /// a failed keepalive or the driver's `closed` says it broke.
@@ -769,9 +806,19 @@ impl<D: Driver> WorkerState<D> {
             if let Some(at) = wake_at.filter(|&at| at != timer.deadline()) {
                 timer.as_mut().reset(at);
             }
+            let conn_up = link.conn.is_some();
             tokio::select! {
                 biased;
-                Some(done) = flight.running.next(), if !flight.running.is_empty() => {
+                turn = on_connection(&mut flight.running, &mut link.closed, conn_up),
+                    if conn_up || !flight.running.is_empty() =>
+                {
+                    let done = match turn {
+                        Turn::Closed => {
+                            link.lost(&self.load, "closed by the server");
+                            continue;
+                        }
+                        Turn::Finished(done) => done,
+                    };
                     if let Some(e) = &done.broken {
                         if done.generation == link.generation && link.conn.is_some() {
                             link.lost(&self.load, &e.to_string());
@@ -829,9 +876,6 @@ impl<D: Driver> WorkerState<D> {
                     if n == 0 {
                         open = false;
                     }
-                }
-                _ = &mut link.closed, if link.conn.is_some() => {
-                    link.lost(&self.load, "closed by the server");
                 }
                 _ = &mut timer, if wake_at.is_some() => {
                     if link.conn.is_some() && Instant::now() >= ping_due(last_activity) {
@@ -990,13 +1034,18 @@ impl<D: Driver> WorkerState<D> {
         }));
     }
 
+    /// Pings an idle connection, polling its `closed` meanwhile (which may
+    /// be what carries the ping).
     async fn ping(&self, link: &mut Link<D>) {
         if let Some(c) = &link.conn {
             let ping = tokio::time::timeout(PING_TIMEOUT, guarded(self.driver.ping(c.clone())));
-            let outcome = ping
-                .await
-                .unwrap_or_else(|_| Err(Error::Timeout("keepalive got no answer".into())));
-            if let Err(e) = outcome.and_then(|r| r) {
+            let outcome = tokio::select! {
+                answered = ping => answered
+                    .unwrap_or_else(|_| Err(Error::Timeout("keepalive got no answer".into())))
+                    .and_then(|r| r),
+                _ = &mut link.closed => Err(Error::ConnectionLost("closed by the server".into())),
+            };
+            if let Err(e) = outcome {
                 link.lost(&self.load, &format!("keepalive failed: {e}"));
             }
         }

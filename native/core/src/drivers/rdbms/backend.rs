@@ -21,6 +21,15 @@ pub(super) enum Item {
     Done(u64),
 }
 
+/// A connection's own I/O, which must be polled for its requests to make
+/// progress, and which ends when the connection does. The worker that owns
+/// the connection polls it (`Driver::closed`), so a request, its write and
+/// its answer run in one task instead of three handing over to each other.
+pub(super) type Io = BoxFuture<'static, ()>;
+
+/// An open session, and its connection's own I/O if it has one.
+pub(super) type Opened = (Box<dyn Session>, Option<Io>);
+
 /// A result, or why there is none.
 pub(super) type Outcome<T> = Result<T, Failure>;
 
@@ -67,8 +76,10 @@ pub(super) trait Backend: Send + Sync + 'static {
     type Conn: Send + 'static;
     type Statement: Clone + Send + Sync + 'static;
 
-    /// Opens a connection; `Err` says why not (without the password).
-    fn connect(&self) -> impl Future<Output = Result<Self::Conn, String>> + Send;
+    /// Opens a connection; `Err` says why not (without the password). With
+    /// it, for a client whose connection does its I/O in a future of its own
+    /// (tokio-postgres), that future: the worker polls it (see `Io`).
+    fn connect(&self) -> impl Future<Output = Result<(Self::Conn, Option<Io>), String>> + Send;
 
     /// Runs `sql`, one statement or several, with the text protocol.
     fn query(conn: &mut Self::Conn, sql: &str) -> impl Future<Output = Outcome<Vec<Item>>> + Send;
@@ -113,7 +124,7 @@ pub(super) trait Backend: Send + Sync + 'static {
 
 /// A backend whose types are erased: what the driver holds.
 pub(super) trait Connector: Send + Sync {
-    fn open(&self) -> BoxFuture<'_, Result<Box<dyn Session>, String>>;
+    fn open(&self) -> BoxFuture<'_, Result<Opened, String>>;
 
     /// See [`Backend::PIPELINES`].
     fn pipelines(&self) -> bool;
@@ -137,14 +148,14 @@ pub(super) trait Session: Send {
 }
 
 impl<B: Backend> Connector for B {
-    fn open(&self) -> BoxFuture<'_, Result<Box<dyn Session>, String>> {
+    fn open(&self) -> BoxFuture<'_, Result<Opened, String>> {
         Box::pin(async move {
-            let conn = self.connect().await?;
+            let (conn, io) = self.connect().await?;
             let session: Box<dyn Session> = Box::new(Open::<B> {
                 conn,
                 prepared: HashMap::new(),
             });
-            Ok(session)
+            Ok((session, io))
         })
     }
 

@@ -23,6 +23,9 @@
 //! A connection that broke (a network error, a FATAL error such as
 //! `pg_terminate_backend`, MariaDB's `KILL`) is dropped too; the engine
 //! opens a new one at once, and requests wait in the queue while it does.
+//! A pgsql connection's own I/O runs in its worker's task (`Driver::closed`),
+//! so one the server closes while idle is replaced before a request finds
+//! it dead; mysql and odbc find out at the next request or keepalive.
 //!
 //! # Transactions
 //!
@@ -54,7 +57,7 @@ mod pgsql;
 mod request;
 mod shape;
 
-use backend::{Connector, Failure, Session};
+use backend::{Connector, Failure, Io, Opened, Session};
 pub use config::{Engine, RdbmsConfig, RdbmsTls};
 pub use request::{parse_request, RdbmsRequest};
 pub use shape::{statement_kinds, Kind};
@@ -78,7 +81,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    async fn open(&self) -> Result<Box<dyn Session>> {
+    async fn open(&self) -> Result<Opened> {
         let why = match tokio::time::timeout(CONNECT_TIMEOUT, self.backend.open()).await {
             Ok(Ok(db)) => return Ok(db),
             Ok(Err(why)) => why,
@@ -93,9 +96,13 @@ impl Shared {
 }
 
 /// One connection: the lock lets clones of the handle reach the session, one
-/// request at a time (a pipelined batch holds it only while it prepares).
+/// request at a time (a pipelined batch holds it only while it prepares);
+/// beside it the connection's own I/O until its worker takes it (`closed`).
 #[derive(Clone)]
-pub struct Conn(Arc<Mutex<Box<dyn Session>>>);
+pub struct Conn(
+    Arc<Mutex<Box<dyn Session>>>,
+    Arc<std::sync::Mutex<Option<Io>>>,
+);
 
 pub struct RdbmsDriver {
     shared: Arc<Shared>,
@@ -141,7 +148,11 @@ impl Driver for RdbmsDriver {
 
     fn connect(&self, _worker: usize) -> BoxFuture<'static, Result<Conn>> {
         let shared = self.shared.clone();
-        Box::pin(async move { Ok(Conn(Arc::new(Mutex::new(shared.open().await?)))) })
+        Box::pin(async move {
+            let (session, io) = shared.open().await?;
+            let io = Arc::new(std::sync::Mutex::new(io));
+            Ok(Conn(Arc::new(Mutex::new(session)), io))
+        })
     }
 
     /// A connection that pipelines takes the executes queued on its worker
@@ -220,6 +231,13 @@ impl Driver for RdbmsDriver {
 
     fn keepalive(&self) -> Option<Duration> {
         self.shared.keepalive
+    }
+
+    /// The connection's own I/O (pgsql), which ends when the connection
+    /// does: the worker polls it beside the requests it runs on it.
+    fn closed(&self, conn: &Conn) -> BoxFuture<'static, ()> {
+        let io = conn.1.lock().ok().and_then(|mut io| io.take());
+        io.unwrap_or_else(|| Box::pin(std::future::pending()))
     }
 
     fn ping(&self, conn: Conn) -> BoxFuture<'static, Result<()>> {

@@ -10,7 +10,7 @@ use sqlx::mysql::{
 use sqlx::{Arguments, Column, ConnectOptions, Connection, Decode, Either, Executor, Row};
 use sqlx::{Statement, TypeInfo, ValueRef};
 
-use super::backend::{answer, param_bytes, Backend, Failure, Item, Outcome};
+use super::backend::{answer, param_bytes, Backend, Failure, Io, Item, Outcome};
 use super::shape::null;
 use super::{Engine, RdbmsConfig};
 use crate::term::Term;
@@ -61,9 +61,9 @@ impl Backend for Mysql {
     type Conn = MySqlConnection;
     type Statement = MySqlStatement<'static>;
 
-    async fn connect(&self) -> Result<MySqlConnection, String> {
+    async fn connect(&self) -> Result<(MySqlConnection, Option<Io>), String> {
         let connected = MySqlConnection::connect_with(&self.options).await;
-        connected.map_err(|e| connect_error(&e))
+        connected.map(|c| (c, None)).map_err(|e| connect_error(&e))
     }
 
     async fn query(conn: &mut MySqlConnection, sql: &str) -> Outcome<Vec<Item>> {

@@ -33,7 +33,7 @@ use odbc_api::{
 };
 use tokio::sync::oneshot;
 
-use super::backend::{answer, param_bytes, Backend, Failure, Item, Outcome};
+use super::backend::{answer, param_bytes, Backend, Failure, Io, Item, Outcome};
 use super::config::redact;
 use super::shape::null;
 use super::Engine;
@@ -116,7 +116,7 @@ impl Backend for Odbc {
     /// The statement's SQL: the connection's thread keeps it prepared.
     type Statement = String;
 
-    async fn connect(&self) -> Result<Worker, String> {
+    async fn connect(&self) -> Result<(Worker, Option<Io>), String> {
         let (commands, inbox) = sync_channel(1);
         let (ready, connected) = oneshot::channel();
         let running = Arc::new(Running::default());
@@ -129,11 +129,12 @@ impl Backend for Odbc {
         let server = connected
             .await
             .map_err(|_| "the connection thread ended".to_string())??;
-        Ok(Worker {
+        let worker = Worker {
             commands,
             running,
             server,
-        })
+        };
+        Ok((worker, None))
     }
 
     async fn query(conn: &mut Worker, sql: &str) -> Outcome<Vec<Item>> {

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::future::{join_all, BoxFuture};
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::error::{Severity, SqlState};
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type};
 use tokio_postgres::{Client, Config, SimpleQueryMessage, Statement};
 
-use super::backend::{answer, param_bytes, Backend, Failure, Item, Outcome};
+use super::backend::{answer, param_bytes, Backend, Failure, Io, Item, Outcome};
 use super::pg_tls::MakeRustls;
 use super::shape::null;
 use super::{Engine, RdbmsConfig};
@@ -67,15 +67,16 @@ impl Backend for Pgsql {
     type Conn = Arc<Client>;
     type Statement = Statement;
 
-    async fn connect(&self) -> Result<Arc<Client>, String> {
+    async fn connect(&self) -> Result<(Arc<Client>, Option<Io>), String> {
         let (client, connection) = self
             .config
             .connect(self.tls.clone())
             .await
             .map_err(|e| connect_error(&e))?;
-        // Ends with an error or once the client is dropped.
-        tokio::spawn(connection);
-        Ok(Arc::new(client))
+        // Ends with an error (logged by the worker as a lost connection) or
+        // once the client is dropped.
+        let io = connection.map(|_| ());
+        Ok((Arc::new(client), Some(Box::pin(io))))
     }
 
     async fn query(conn: &mut Arc<Client>, sql: &str) -> Outcome<Vec<Item>> {

@@ -4,6 +4,7 @@
 //! bounded queue. Requests are parsed and admitted on the caller's thread in
 //! microseconds; everything that waits happens on the runtime.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::Poll;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
@@ -657,6 +659,17 @@ fn on_connection<'a>(
     })
 }
 
+/// The driver's `closed` for `conn`, a panic in it (it may run the
+/// connection's own I/O) taken as the connection's end.
+fn closed_of<D: Driver>(driver: &D, conn: &D::Conn) -> BoxFuture<'static, ()> {
+    let closed = AssertUnwindSafe(driver.closed(conn)).catch_unwind();
+    Box::pin(closed.map(|ended| {
+        if ended.is_err() {
+            log::error!("a connection's closed future panicked; replacing the connection");
+        }
+    }))
+}
+
 /// One worker: takes jobs from its queue and carries them over its
 /// connection, reopening the connection with capped backoff when a verdict,
 /// a failed keepalive or the driver's `closed` says it broke.
@@ -739,7 +752,7 @@ impl<D: Driver> WorkerState<D> {
 
     async fn run(self, mut rx: mpsc::Receiver<Job<D::Request>>, first: D::Conn) {
         let mut link = Link::<D> {
-            closed: self.driver.closed(&first),
+            closed: closed_of(&*self.driver, &first),
             conn: Some(first),
             generation: 0,
             connecting: None,
@@ -854,7 +867,7 @@ impl<D: Driver> WorkerState<D> {
                     link.connecting = None;
                     match result {
                         Ok(c) => {
-                            link.closed = self.driver.closed(&c);
+                            link.closed = closed_of(&*self.driver, &c);
                             link.conn = Some(c);
                             link.generation += 1;
                             link.backoff.reset();

@@ -60,6 +60,8 @@ struct Fake {
     direct: bool,
     /// Requests taken by `direct`.
     directs: AtomicUsize,
+    /// Connections whose `closed` panics 10 ms after it is first polled.
+    closed_panics: AtomicUsize,
 }
 
 impl Fake {
@@ -168,6 +170,20 @@ impl Driver for Fake {
             }
             op => Err((op, answer)),
         }
+    }
+
+    fn closed(&self, _conn: &(usize, usize)) -> BoxFuture<'static, ()> {
+        let panics = self
+            .closed_panics
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+        Box::pin(async move {
+            if panics {
+                sleep(Duration::from_millis(10)).await;
+                panic!("closed boom");
+            }
+            std::future::pending().await
+        })
     }
 
     fn execute_many(
@@ -641,6 +657,19 @@ async fn a_panic_in_execute_is_an_error_and_the_worker_goes_on() {
         Error::Internal("the request panicked: boom".into()).to_term()
     );
     assert_eq!(who(submit(&pool, who_now())).await, (0, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_in_closed_ends_the_connection_not_the_worker() {
+    let fake = Fake {
+        closed_panics: AtomicUsize::new(1),
+        ..Fake::default()
+    };
+    let pool = start(fake, settings(1, Strategy::Best)).await;
+    sleep(Duration::from_millis(50)).await;
+    // Connection 2: the worker replaced the first and carries requests.
+    let answered = tokio::time::timeout(Duration::from_secs(5), who(submit(&pool, who_now())));
+    assert_eq!(answered.await.expect("the worker answers"), (0, 2));
 }
 
 #[tokio::test(start_paused = true)]

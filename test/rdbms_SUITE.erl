@@ -137,6 +137,15 @@ backend_id_on(Tag, Engine) ->
             end,
     mongoose_rdbms:sql_query(global, Tag, Query).
 
+%% Starts pool `Tag' with one worker, kills its connection's server side
+%% and returns the id the connection had.
+start_and_kill_backend(Tag, Opts, Engine) ->
+    {ok, _} = mongoose_wpool:start(rdbms, global, Tag, [{workers, 1}], Opts),
+    {selected, [{IdBin}]} = backend_id_on(Tag, Engine),
+    Id = mongoose_rdbms:result_to_integer(IdBin),
+    kill_backend(Engine, Id),
+    Id.
+
 kill_backend(pgsql, Id) ->
     q(["SELECT pg_terminate_backend(", integer_to_binary(Id), ")"]);
 kill_backend(mysql, Id) ->
@@ -609,10 +618,7 @@ casts_and_requests(_Config) ->
 
 killed_connection_is_replaced(Config) ->
     Engine = ?config(engine, Config),
-    {ok, _} = mongoose_wpool:start(rdbms, global, single, [{workers, 1}], conn_opts(Config)),
-    {selected, [{IdBin}]} = backend_id_on(single, Engine),
-    Id = mongoose_rdbms:result_to_integer(IdBin),
-    kill_backend(Engine, Id),
+    Id = start_and_kill_backend(single, conn_opts(Config), Engine),
     %% The call that finds the connection dead fails, the next one succeeds
     %% on a new connection.
     First = backend_id_on(single, Engine),
@@ -628,21 +634,14 @@ killed_connection_is_replaced(Config) ->
 %% keepalive here): the next call does not fail.
 closed_idle_connection_is_replaced(Config) ->
     Engine = ?config(engine, Config),
-    {ok, _} = mongoose_wpool:start(rdbms, global, single, [{workers, 1}], conn_opts(Config)),
-    {selected, [{IdBin}]} = backend_id_on(single, Engine),
-    Id = mongoose_rdbms:result_to_integer(IdBin),
-    kill_backend(Engine, Id),
+    Id = start_and_kill_backend(single, conn_opts(Config), Engine),
     timer:sleep(1000),
     {selected, [{NewBin}]} = backend_id_on(single, Engine),
     ?assertNotEqual(Id, mongoose_rdbms:result_to_integer(NewBin)).
 
 keepalive_replaces_killed_connection(Config) ->
     Engine = ?config(engine, Config),
-    {ok, _} = mongoose_wpool:start(rdbms, global, ka, [{workers, 1}],
-                                   (conn_opts(Config))#{keepalive_interval => 1}),
-    {selected, [{IdBin}]} = backend_id_on(ka, Engine),
-    Id = mongoose_rdbms:result_to_integer(IdBin),
-    kill_backend(Engine, Id),
+    Id = start_and_kill_backend(ka, (conn_opts(Config))#{keepalive_interval => 1}, Engine),
     timer:sleep(2500),
     %% The keepalive found it dead and replaced it: no call fails.
     {selected, [{NewBin}]} = backend_id_on(ka, Engine),

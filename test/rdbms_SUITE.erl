@@ -11,7 +11,7 @@ all() ->
     [{group, pgsql}, {group, mysql}, {group, odbc_pgsql}, {group, odbc_mysql}].
 
 groups() ->
-    [{pgsql, [], cases() ++ [closed_idle_connection_is_replaced]}, {mysql, [], cases()},
+    [{pgsql, [], cases() ++ [closed_idle_connection_is_replaced, password_exchanges]}, {mysql, [], cases()},
      {odbc_pgsql, [], odbc_cases()}, {odbc_mysql, [], odbc_cases()}].
 
 %% The connection options of the tuple form, TLS and the password live in
@@ -837,11 +837,11 @@ login_opts(mysql) ->
      end, <<"connection.password">>}.
 
 %% A server that refuses the login fails the start with an error naming the
-%% options to fix, never the password. PostgreSQL trusts loopback here, so
-%% only MariaDB, which checks passwords, can refuse one.
+%% options to fix, never the password. PostgreSQL trusts loopback logins
+%% here but for two roles, which password_exchanges (pgsql group) drives.
 refused_login_names_the_options(Config) ->
     case ?config(engine, Config) of
-        pgsql -> {skip, "PostgreSQL trusts every loopback login on this machine"};
+        pgsql -> {skip, "PostgreSQL: see password_exchanges"};
         mysql ->
             Create = <<"CREATE USER IF NOT EXISTS 'mn_login'@'127.0.0.1' IDENTIFIED BY 'right-one'">>,
             {updated, _} = mongoose_rdbms:sql_query(global, Create),
@@ -862,6 +862,35 @@ refused_login_names_the_options(Config) ->
                 mongoose_rdbms:sql_query(global, <<"DROP USER IF EXISTS 'mn_login'@'127.0.0.1'">>)
             end
     end.
+
+%% The set-up script makes PostgreSQL ask two roles for a password:
+%% mn_scram by SCRAM-SHA-256, mn_md5 by MD5. The right one logs in; a wrong
+%% or missing one fails the start with an error naming the options, never
+%% the password.
+password_exchanges(Config) ->
+    [begin
+         Role = atom_to_binary(Tag),
+         Create = [<<"SET password_encryption = '">>, Stored, <<"'; DROP ROLE IF EXISTS ">>,
+                   Role, <<"; CREATE ROLE ">>, Role, <<" LOGIN PASSWORD 'right-one'">>],
+         [_, _, _] = mongoose_rdbms:sql_query(global, iolist_to_binary(Create)),
+         Login = fun(none) -> maps:remove(password, (conn_opts(Config))#{username => Role});
+                    (P) -> (conn_opts(Config))#{username => Role, password => P}
+                 end,
+         try
+             [begin
+                  {error, {connect_failed, Msg}} =
+                      mongoose_wpool:start(rdbms, global, Tag, [{workers, 1}], Login(P)),
+                  ct:pal("~ts: ~ts", [Tag, Msg]),
+                  ?assertNotEqual(nomatch, binary:match(Msg, <<"connection.password">>)),
+                  ?assertEqual(nomatch, binary:match(Msg, <<"wrong-one">>))
+              end || P <- ["wrong-one", none]],
+             {ok, _} = mongoose_wpool:start(rdbms, global, Tag, [{workers, 2}],
+                                            Login("right-one")),
+             ok = mongoose_wpool:stop(rdbms, global, Tag)
+         after
+             mongoose_rdbms:sql_query(global, [<<"DROP ROLE IF EXISTS ">>, Role])
+         end
+     end || {Tag, Stored} <- [{mn_scram, <<"scram-sha-256">>}, {mn_md5, <<"md5">>}]].
 
 %% ODBC: what is wrong with a connection string is said at start, without
 %% the password.

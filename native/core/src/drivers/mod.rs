@@ -11,3 +11,4 @@ pub mod rdbms;
 pub mod redis;
 pub mod riak;
 pub mod tcp;
+pub mod wire;

@@ -11,6 +11,7 @@ use futures::future::BoxFuture;
 use super::request::RdbmsRequest;
 use super::shape::{prepared_kind, shape_prepared, shape_query, Kind};
 use super::Engine;
+use crate::engine::load::Answer;
 use crate::error::Error;
 use crate::term::Term;
 
@@ -120,6 +121,20 @@ pub(super) trait Backend: Send + Sync + 'static {
     fn server(_conn: &Self::Conn) -> Option<&'static str> {
         None
     }
+
+    /// For a connection that callers write to from their own thread: binds
+    /// `params` and writes the execute now (it never waits); `answer` gets
+    /// the result shaped as `kind` says. Gives `answer` back when it
+    /// cannot, which the others always do.
+    fn direct(
+        _conn: &Self::Conn,
+        _statement: &Self::Statement,
+        _params: &[Term],
+        _kind: Kind,
+        answer: Answer,
+    ) -> Result<(), Answer> {
+        Err(answer)
+    }
 }
 
 /// A backend whose types are erased: what the driver holds.
@@ -145,6 +160,11 @@ pub(super) trait Session: Send {
 
     /// See [`Backend::server`].
     fn server(&self) -> Option<&'static str>;
+
+    /// An execute of a statement already prepared the same way, written
+    /// from the caller's thread ([`Backend::direct`]); `answer` comes back
+    /// for anything else.
+    fn direct(&self, request: &RdbmsRequest, answer: Answer) -> Result<(), Answer>;
 }
 
 impl<B: Backend> Connector for B {
@@ -204,6 +224,18 @@ impl<B: Backend> Session for Open<B> {
 
     fn server(&self) -> Option<&'static str> {
         B::server(&self.conn)
+    }
+
+    fn direct(&self, request: &RdbmsRequest, answer: Answer) -> Result<(), Answer> {
+        let RdbmsRequest::Execute { name, sql, params } = request else {
+            return Err(answer);
+        };
+        match self.prepared.get(name) {
+            Some(p) if p.sql == *sql && p.params == params.len() => {
+                B::direct(&self.conn, &p.statement, params, p.kind, answer)
+            }
+            _ => Err(answer),
+        }
     }
 }
 

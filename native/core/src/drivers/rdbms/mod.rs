@@ -1,5 +1,5 @@
-//! The `rdbms` pool type: PostgreSQL (`driver = "pgsql"`) through
-//! tokio-postgres, MySQL/MariaDB (`driver = "mysql"`) through sqlx, any
+//! The `rdbms` pool type: PostgreSQL (`driver = "pgsql"`) through a client
+//! of our own over plain TCP and tokio-postgres over TLS, MySQL/MariaDB (`driver = "mysql"`) through sqlx, any
 //! server with an ODBC driver (`driver = "odbc"`, cargo feature `odbc`)
 //! through unixODBC, with MongooseIM's result shapes.
 //!
@@ -43,6 +43,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::sync::Mutex;
 
+use crate::engine::load::Answer;
 use crate::engine::pool::{Driver, Outcome};
 use crate::error::{Error, Result};
 use crate::term::Term;
@@ -53,6 +54,7 @@ mod mysql;
 #[cfg(feature = "odbc")]
 mod odbc;
 mod pg_tls;
+mod pg_wire;
 mod pgsql;
 mod request;
 mod shape;
@@ -116,7 +118,13 @@ impl RdbmsDriver {
             .query_timeout
             .map_or(call_timeout, |q| q.min(call_timeout));
         let backend: Box<dyn Connector> = match (config.engine, &config.settings) {
-            (Engine::Pgsql, _) => Box::new(pgsql::Pgsql::new(&config, op_timeout)?),
+            (Engine::Pgsql, _) => {
+                let options = pgsql::session_options(op_timeout);
+                match &config.tls {
+                    None => Box::new(pg_wire::PgWire::new(&config, options)),
+                    Some(tls) => Box::new(pgsql::Pgsql::new(&config, tls, options)?),
+                }
+            }
             (Engine::Mysql, _) => Box::new(mysql::Mysql::new(&config)),
             #[cfg(feature = "odbc")]
             (Engine::Odbc, Some(settings)) => Box::new(odbc::Odbc::new(settings.clone())),
@@ -227,6 +235,21 @@ impl Driver for RdbmsDriver {
                     .into(),
             }
         })
+    }
+
+    /// An execute at an idle pool, written from the caller's thread when
+    /// the connection can take it so (pgsql over plain TCP) and no request
+    /// holds its session.
+    fn direct(
+        &self,
+        conn: &Conn,
+        request: RdbmsRequest,
+        answer: Answer,
+    ) -> std::result::Result<(), (RdbmsRequest, Answer)> {
+        let Ok(session) = conn.0.try_lock() else {
+            return Err((request, answer));
+        };
+        session.direct(&request, answer).map_err(|a| (request, a))
     }
 
     fn keepalive(&self) -> Option<Duration> {

@@ -13,19 +13,18 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
 use tokio_postgres::Socket;
 
-/// Makes a connector per connection; without a configuration (TLS off, the
-/// connection's `sslmode` is then `disable`) none is ever asked for.
+/// Makes a connector per connection.
 #[derive(Clone)]
-pub(super) struct MakeRustls(Option<Arc<ClientConfig>>);
+pub(super) struct MakeRustls(Arc<ClientConfig>);
 
 impl MakeRustls {
-    pub(super) fn new(config: Option<Arc<ClientConfig>>) -> MakeRustls {
+    pub(super) fn new(config: Arc<ClientConfig>) -> MakeRustls {
         MakeRustls(config)
     }
 }
 
 pub(super) struct Connect {
-    config: Option<Arc<ClientConfig>>,
+    config: Arc<ClientConfig>,
     host: String,
 }
 
@@ -37,9 +36,7 @@ impl MakeTlsConnect<Socket> for MakeRustls {
     type TlsConnect = Connect;
     type Error = io::Error;
 
-    /// `host` is the configured host, the name the certificate must carry
-    /// (asked for with TLS off too, and empty for a Unix socket: it is
-    /// read only when TLS starts).
+    /// `host` is the configured host, the name the certificate must carry.
     fn make_tls_connect(&mut self, host: &str) -> io::Result<Connect> {
         Ok(Connect {
             config: self.0.clone(),
@@ -55,12 +52,9 @@ impl TlsConnect<Socket> for Connect {
 
     fn connect(self, socket: Socket) -> Self::Future {
         Box::pin(async move {
-            let config = self.config.ok_or_else(|| {
-                io::Error::new(io::ErrorKind::Unsupported, "TLS is not configured")
-            })?;
             let name = ServerName::try_from(self.host)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            let connector = tokio_rustls::TlsConnector::from(config);
+            let connector = tokio_rustls::TlsConnector::from(self.config);
             connector.connect(name, socket).await.map(Stream)
         })
     }

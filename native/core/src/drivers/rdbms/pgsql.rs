@@ -1,7 +1,9 @@
-//! PostgreSQL on tokio-postgres: the simple protocol (values as text) and
-//! prepared statements (typed values), parameters encoded from Erlang terms.
-//! The executes of one batch are pipelined: all are sent before the first
-//! answer is read, on the one connection.
+//! PostgreSQL over TLS on tokio-postgres (plain TCP is `pg_wire`'s), and
+//! what both share: the session's settings, parameters encoded from Erlang
+//! terms for the type the server described, values decoded, errors sorted.
+//! The simple protocol gives values as text, prepared statements typed
+//! values; the executes of one batch are pipelined: all are sent before
+//! the first answer is read, on the one connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +19,7 @@ use tokio_postgres::{Client, Config, SimpleQueryMessage, Statement};
 use super::backend::{answer, param_bytes, Backend, Failure, Io, Item, Outcome};
 use super::pg_tls::MakeRustls;
 use super::shape::null;
-use super::{Engine, RdbmsConfig};
+use super::{Engine, RdbmsConfig, RdbmsTls};
 use crate::term::Term;
 
 /// `statement_timeout` is the request deadline plus this, so a caller
@@ -30,33 +32,39 @@ pub(super) struct Pgsql {
     tls: MakeRustls,
 }
 
+/// The session's settings, sent at startup: MongooseIM's escaping writes
+/// backslash escapes in plain literals, and `op_timeout` is the deadline
+/// of one request.
+pub(super) fn session_options(op_timeout: Duration) -> String {
+    format!(
+        "-c standard_conforming_strings=off -c escape_string_warning=off \
+         -c client_min_messages=error -c statement_timeout={}",
+        (op_timeout + SERVER_MARGIN).as_millis()
+    )
+}
+
 impl Pgsql {
-    /// `op_timeout`: the deadline of one request.
-    pub(super) fn new(config: &RdbmsConfig, op_timeout: Duration) -> crate::error::Result<Pgsql> {
+    /// `options`: see [`session_options`].
+    pub(super) fn new(
+        config: &RdbmsConfig,
+        tls: &RdbmsTls,
+        options: String,
+    ) -> crate::error::Result<Pgsql> {
         let mut c = Config::new();
         c.host(&config.host)
             .port(config.port)
             .user(&config.username)
             .dbname(&config.database)
             .application_name("mongooseim")
-            // MongooseIM's escaping writes backslash escapes in plain literals.
-            .options(format!(
-                "-c standard_conforming_strings=off -c escape_string_warning=off \
-                 -c client_min_messages=error -c statement_timeout={}",
-                (op_timeout + SERVER_MARGIN).as_millis()
-            ));
+            .options(options);
         if let Some(p) = &config.password {
             c.password(p.expose());
         }
-        c.ssl_mode(match &config.tls {
-            None => SslMode::Disable,
-            Some(t) if t.required || t.verify_peer => SslMode::Require,
-            Some(_) => SslMode::Prefer,
+        c.ssl_mode(match tls.required || tls.verify_peer {
+            true => SslMode::Require,
+            false => SslMode::Prefer,
         });
-        let tls = match &config.tls {
-            Some(t) => MakeRustls::new(Some(Arc::new(t.rustls()?))),
-            None => MakeRustls::new(None),
-        };
+        let tls = MakeRustls::new(Arc::new(tls.rustls()?));
         Ok(Pgsql { config: c, tls })
     }
 }
@@ -135,9 +143,9 @@ async fn run(
 ) -> Outcome<Vec<Item>> {
     let mut args = Vec::with_capacity(params.len());
     for (i, (ty, value)) in statement.params().iter().zip(params).enumerate() {
-        let param = PgParam::new(ty, value)
+        let param = encode_param(ty, value)
             .map_err(|why| answer(&format!("statement {name}, parameter {}: {why}", i + 1)))?;
-        args.push(param);
+        args.push(PgParam(param));
     }
     let rows = conn.query_raw(statement, args).await.map_err(failure)?;
     futures::pin_mut!(rows);
@@ -160,35 +168,44 @@ fn describe(e: &tokio_postgres::Error) -> String {
 /// (SQLSTATE class 28: 28P01 and 28000).
 fn connect_error(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
-        Some(db) if db.code().code().starts_with("28") => format!(
-            "the server refused the login given in connection.username and \
-             connection.password: {}",
-            db.message()
-        ),
+        Some(db) if db.code().code().starts_with("28") => login_refused(db.message()),
         _ => describe(e),
     }
 }
 
-/// FATAL and PANIC errors, connection exceptions (08) and operator
-/// intervention (57P: terminated, shutting down) end the connection, as does
-/// anything that is not the server's error (I/O, TLS, protocol, closed). A
-/// unique-key violation is `{error, duplicate_key}`.
+pub(super) fn login_refused(message: &str) -> String {
+    format!(
+        "the server refused the login given in connection.username and \
+         connection.password: {message}"
+    )
+}
+
+/// Anything that is not the server's error (I/O, TLS, protocol, closed)
+/// ends the connection.
 fn failure(e: tokio_postgres::Error) -> Failure {
-    let Some(db) = e.as_db_error() else {
-        return Failure::Broken(describe(&e));
-    };
-    let code = db.code().code();
-    if matches!(
-        db.parsed_severity(),
-        Some(Severity::Fatal | Severity::Panic)
-    ) || code.starts_with("08")
-        || code.starts_with("57P")
-    {
-        Failure::Broken(describe(&e))
-    } else if *db.code() == SqlState::UNIQUE_VIOLATION {
+    match e.as_db_error() {
+        Some(db) => {
+            let fatal = matches!(
+                db.parsed_severity(),
+                Some(Severity::Fatal | Severity::Panic)
+            );
+            classify(fatal, db.code().code(), db.message())
+        }
+        None => Failure::Broken(describe(&e)),
+    }
+}
+
+/// A server error by whether it is FATAL or PANIC, its SQLSTATE and its
+/// message: those errors, connection exceptions (08) and operator
+/// intervention (57P: terminated, shutting down) end the connection. A
+/// unique-key violation is `{error, duplicate_key}`.
+pub(super) fn classify(fatal: bool, code: &str, message: &str) -> Failure {
+    if fatal || code.starts_with("08") || code.starts_with("57P") {
+        Failure::Broken(message.to_string())
+    } else if code == SqlState::UNIQUE_VIOLATION.code() {
         Failure::Answer(Term::error(Term::atom("duplicate_key")))
     } else {
-        answer(&describe(&e))
+        answer(message)
     }
 }
 
@@ -258,55 +275,54 @@ fn text_of(value: &Term) -> Result<Vec<u8>, String> {
     }
 }
 
-impl PgParam {
-    fn new(ty: &Type, value: &Term) -> Result<PgParam, String> {
-        let is_null = matches!(value, Term::Atom(a) if a == "null" || a == "undefined");
-        let bytes = if is_null {
-            None
-        } else {
-            Some(match *ty {
-                Type::INT2 => i16::try_from(param_int(value)?)
-                    .map_err(|_| "out of range for smallint".to_string())?
-                    .to_be_bytes()
-                    .to_vec(),
-                Type::INT4 => i32::try_from(param_int(value)?)
-                    .map_err(|_| "out of range for integer".to_string())?
-                    .to_be_bytes()
-                    .to_vec(),
-                Type::INT8 => param_int(value)?.to_be_bytes().to_vec(),
-                Type::OID => u32::try_from(param_int(value)?)
-                    .map_err(|_| "out of range for oid".to_string())?
-                    .to_be_bytes()
-                    .to_vec(),
-                Type::BOOL => vec![u8::from(param_bool(value)?)],
-                Type::FLOAT4 => (param_float(value)? as f32).to_be_bytes().to_vec(),
-                Type::FLOAT8 => param_float(value)?.to_be_bytes().to_vec(),
-                Type::NUMERIC => numeric_from_int(param_int(value)?),
-                Type::JSONB => {
-                    let mut b = vec![1];
-                    b.extend(text_of(value)?);
-                    b
-                }
-                Type::TEXT
-                | Type::VARCHAR
-                | Type::BPCHAR
-                | Type::NAME
-                | Type::UNKNOWN
-                | Type::JSON
-                | Type::XML
-                | Type::CHAR
-                | Type::BYTEA => text_of(value)?,
-                _ if ty.name() == "citext" => text_of(value)?,
-                _ => {
-                    return Err(format!(
-                        "parameters of type {} are not supported; cast it in SQL (?::text)",
-                        ty.name().to_uppercase()
-                    ))
-                }
-            })
-        };
-        Ok(PgParam(bytes))
-    }
+/// `value` encoded in binary format for type `ty`; `None` for SQL NULL.
+pub(super) fn encode_param(ty: &Type, value: &Term) -> Result<Option<Vec<u8>>, String> {
+    let is_null = matches!(value, Term::Atom(a) if a == "null" || a == "undefined");
+    let bytes = if is_null {
+        None
+    } else {
+        Some(match *ty {
+            Type::INT2 => i16::try_from(param_int(value)?)
+                .map_err(|_| "out of range for smallint".to_string())?
+                .to_be_bytes()
+                .to_vec(),
+            Type::INT4 => i32::try_from(param_int(value)?)
+                .map_err(|_| "out of range for integer".to_string())?
+                .to_be_bytes()
+                .to_vec(),
+            Type::INT8 => param_int(value)?.to_be_bytes().to_vec(),
+            Type::OID => u32::try_from(param_int(value)?)
+                .map_err(|_| "out of range for oid".to_string())?
+                .to_be_bytes()
+                .to_vec(),
+            Type::BOOL => vec![u8::from(param_bool(value)?)],
+            Type::FLOAT4 => (param_float(value)? as f32).to_be_bytes().to_vec(),
+            Type::FLOAT8 => param_float(value)?.to_be_bytes().to_vec(),
+            Type::NUMERIC => numeric_from_int(param_int(value)?),
+            Type::JSONB => {
+                let mut b = vec![1];
+                b.extend(text_of(value)?);
+                b
+            }
+            Type::TEXT
+            | Type::VARCHAR
+            | Type::BPCHAR
+            | Type::NAME
+            | Type::UNKNOWN
+            | Type::JSON
+            | Type::XML
+            | Type::CHAR
+            | Type::BYTEA => text_of(value)?,
+            _ if ty.name() == "citext" => text_of(value)?,
+            _ => {
+                return Err(format!(
+                    "parameters of type {} are not supported; cast it in SQL (?::text)",
+                    ty.name().to_uppercase()
+                ))
+            }
+        })
+    };
+    Ok(bytes)
 }
 
 /// An integer in NUMERIC's binary format (base-10000 digits).
@@ -379,26 +395,30 @@ fn typed_row(row: &tokio_postgres::Row) -> Term {
         .columns()
         .iter()
         .enumerate()
-        .map(|(i, col)| {
-            let Ok(Some(Raw(b))) = row.try_get::<_, Option<Raw>>(i) else {
-                return null();
-            };
-            let decoded = match *col.type_() {
-                Type::INT2 => be::<2>(b).map(|a| Term::Int(i64::from(i16::from_be_bytes(a)))),
-                Type::INT4 => be::<4>(b).map(|a| Term::Int(i64::from(i32::from_be_bytes(a)))),
-                Type::INT8 => be::<8>(b).map(|a| Term::Int(i64::from_be_bytes(a))),
-                Type::OID => be::<4>(b).map(|a| Term::Int(i64::from(u32::from_be_bytes(a)))),
-                Type::BOOL => b.first().map(|x| Term::from(*x != 0)),
-                Type::FLOAT4 => be::<4>(b).map(|a| Term::Float(f64::from(f32::from_be_bytes(a)))),
-                Type::FLOAT8 => be::<8>(b).map(|a| Term::Float(f64::from_be_bytes(a))),
-                Type::NUMERIC => numeric_to_term(b),
-                Type::JSONB => b.split_first().map(|(_, rest)| Term::bin(rest)),
-                _ => None,
-            };
-            decoded.unwrap_or_else(|| Term::bin(b))
+        .map(|(i, col)| match row.try_get::<_, Option<Raw>>(i) {
+            Ok(Some(Raw(b))) => decode(col.type_(), b),
+            _ => null(),
         })
         .collect();
     Term::Tuple(values)
+}
+
+/// A value in binary format of type `ty`: numbers and booleans as such,
+/// anything else as its bytes.
+pub(super) fn decode(ty: &Type, b: &[u8]) -> Term {
+    let decoded = match *ty {
+        Type::INT2 => be::<2>(b).map(|a| Term::Int(i64::from(i16::from_be_bytes(a)))),
+        Type::INT4 => be::<4>(b).map(|a| Term::Int(i64::from(i32::from_be_bytes(a)))),
+        Type::INT8 => be::<8>(b).map(|a| Term::Int(i64::from_be_bytes(a))),
+        Type::OID => be::<4>(b).map(|a| Term::Int(i64::from(u32::from_be_bytes(a)))),
+        Type::BOOL => b.first().map(|x| Term::from(*x != 0)),
+        Type::FLOAT4 => be::<4>(b).map(|a| Term::Float(f64::from(f32::from_be_bytes(a)))),
+        Type::FLOAT8 => be::<8>(b).map(|a| Term::Float(f64::from_be_bytes(a))),
+        Type::NUMERIC => numeric_to_term(b),
+        Type::JSONB => b.split_first().map(|(_, rest)| Term::bin(rest)),
+        _ => None,
+    };
+    decoded.unwrap_or_else(|| Term::bin(b))
 }
 
 /// NUMERIC in binary format: an integer when it has no fraction, else a float.

@@ -11,7 +11,8 @@ all() ->
     [{group, pgsql}, {group, mysql}, {group, odbc_pgsql}, {group, odbc_mysql}].
 
 groups() ->
-    [{pgsql, [], cases() ++ [closed_idle_connection_is_replaced, password_exchanges]}, {mysql, [], cases()},
+    [{pgsql, [], cases() ++ [closed_idle_connection_is_replaced, password_exchanges,
+                                 direct_execute_killed_in_flight]}, {mysql, [], cases()},
      {odbc_pgsql, [], odbc_cases()}, {odbc_mysql, [], odbc_cases()}].
 
 %% The connection options of the tuple form, TLS and the password live in
@@ -638,6 +639,39 @@ closed_idle_connection_is_replaced(Config) ->
     timer:sleep(1000),
     {selected, [{NewBin}]} = backend_id_on(single, Engine),
     ?assertNotEqual(Id, mongoose_rdbms:result_to_integer(NewBin)).
+
+%% pgsql: at an idle pool an execute of a statement its worker's connection
+%% has prepared is written by the caller's own thread and answered from
+%% the connection's I/O. Killed while it runs, the caller gets the lost
+%% connection at once (not the statement's 3 s, nor a timeout), and the
+%% next execute runs on a new connection.
+direct_execute_killed_in_flight(_Config) ->
+    prep(mn_ct_sleep, mn_ct_users, [id], <<"SELECT pg_backend_pid(), pg_sleep(?)">>),
+    %% Prepared on the connections an idle pool's calls go to.
+    Before = lists:usort([Pid || _ <- lists:seq(1, 4),
+                                 {selected, [{Pid, _}]} <- [x(mn_ct_sleep, [0])]]),
+    {ok, _} = mongoose_wpool:start(rdbms, global, watch, [{workers, 1}],
+                                   conn_opts(pgsql, pgsql)),
+    Self = self(),
+    spawn_link(fun() -> Self ! {slept, x(mn_ct_sleep, [3])} end),
+    Sleeping = <<"SELECT pid FROM pg_stat_activity WHERE state = 'active' "
+                 "AND query LIKE 'SELECT pg_backend_pid(), pg_sleep%'">>,
+    wait_until(fun() -> length(element(2, mongoose_rdbms:sql_query(global, watch, Sleeping))) =:= 1 end),
+    {selected, [{Pid}]} = mongoose_rdbms:sql_query(global, watch, Sleeping),
+    ?assert(lists:member(binary_to_integer(Pid), Before)),
+    T0 = erlang:monotonic_time(millisecond),
+    mongoose_rdbms:sql_query(global, watch, ["SELECT pg_terminate_backend(", Pid, ")"]),
+    receive
+        {slept, Lost} ->
+            ct:pal("~p", [Lost]),
+            ?assertMatch({error, _}, Lost),
+            ?assertNotEqual(nomatch, binary:match(term_to_binary(Lost), <<"terminating">>)),
+            ?assert(erlang:monotonic_time(millisecond) - T0 < 1000)
+    after 2500 -> ct:fail(no_answer)
+    end,
+    wait_until(fun() -> element(1, x(mn_ct_sleep, [0])) =:= selected end),
+    After = lists:usort([P || _ <- lists:seq(1, 4), {selected, [{P, _}]} <- [x(mn_ct_sleep, [0])]]),
+    ?assertNot(lists:member(binary_to_integer(Pid), After)).
 
 keepalive_replaces_killed_connection(Config) ->
     Engine = ?config(engine, Config),

@@ -167,7 +167,11 @@ impl Protocol for Pg {
         }
     }
 
+    /// The server's own word when it gave one before closing (a FATAL error).
     fn lost(waiter: Waiter, why: &str) {
+        let said = waiter.frames.iter().find(|f| f.tag == b'E');
+        let said = said.map(|f| ErrorFields::of(&f.body).message);
+        let why = said.as_deref().unwrap_or(why);
         match waiter.to {
             To::Worker(tx) => {
                 let _ = tx.send(Err(why.to_string()));
@@ -642,3 +646,7 @@ impl Inbox {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "pg_wire_tests.rs"]
+mod tests;

@@ -1,7 +1,8 @@
 //! The `rdbms` pool type: PostgreSQL (`driver = "pgsql"`) through a client
-//! of our own over plain TCP and tokio-postgres over TLS, MySQL/MariaDB (`driver = "mysql"`) through sqlx, any
-//! server with an ODBC driver (`driver = "odbc"`, cargo feature `odbc`)
-//! through unixODBC, with MongooseIM's result shapes.
+//! of our own over plain TCP (`pg_wire`) and tokio-postgres over TLS,
+//! MySQL/MariaDB (`driver = "mysql"`) through sqlx, any server with an ODBC
+//! driver (`driver = "odbc"`, cargo feature `odbc`) through unixODBC, with
+//! MongooseIM's result shapes.
 //!
 //! Options: see [`RdbmsConfig`] (module `config`); requests: see
 //! [`RdbmsRequest`] (module `request`). Each engine implements the `Backend`

@@ -33,6 +33,9 @@ use crate::term::Term;
 /// Values in binary format, as tokio-postgres asks for them.
 const BINARY: i16 = 1;
 const TEXT: i16 = 0;
+/// No message is longer: PostgreSQL allocates no value past 1 GB, and a
+/// length past this is a stream that is not PostgreSQL's (never reserved).
+const MAX_MESSAGE: usize = (1 << 30) + (1 << 20);
 
 pub(super) struct PgWire {
     host: String,
@@ -114,7 +117,7 @@ impl Protocol for Pg {
             let Some(len) = rest.get(1..5).map(|b| be_u32(b) as usize) else {
                 return (at, Ok(5));
             };
-            if len < 4 {
+            if !(4..=MAX_MESSAGE).contains(&len) {
                 return (at, Err(format!("a message of length {len}")));
             }
             let Some(body) = rest.get(5..1 + len) else {

@@ -34,6 +34,8 @@ fn parse_takes_whole_messages_and_skips_what_answers_no_request() {
     assert_eq!(next, Ok(12), "the DataRow is 12 bytes whole");
     let (_, bad) = Pg::parse(b"Z\0\0\0\x02", &mut frames);
     assert_eq!(bad, Err("a message of length 2".to_string()));
+    let (_, huge) = Pg::parse(b"D\xff\xff\xff\xff", &mut frames);
+    assert_eq!(huge, Err("a message of length 4294967295".to_string()));
 }
 
 #[test]

@@ -173,6 +173,7 @@ fn connect_error(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// A refused login (SQLSTATE class 28), naming the options to look at.
 pub(super) fn login_refused(message: &str) -> String {
     format!(
         "the server refused the login given in connection.username and \

@@ -185,16 +185,21 @@ else
   fi
   pg_ok || fail "PostgreSQL is not usable as postgres@127.0.0.1:5432/test"
 fi
-# Two roles must log in with a password (every other loopback login is
+# Three roles must log in with a password (every other loopback login is
 # trusted), so the tests drive PostgreSQL's password exchanges: mn_scram by
-# SCRAM-SHA-256, mn_md5 by MD5. The tests create the roles.
+# SCRAM-SHA-256, mn_md5 by MD5, mn_clear in clear text. The tests create
+# the roles.
 pg_su() { psql -h 127.0.0.1 -p 5432 -U postgres -d postgres -tAc "$1"; }
-if ! pg_su "SELECT 1 FROM pg_hba_file_rules WHERE 'mn_scram' = ANY(user_name)" | grep -q 1; then
-  act "asking PostgreSQL for the passwords of roles mn_scram (SCRAM-SHA-256) and mn_md5 (MD5)"
-  hba=$(pg_su 'SHOW hba_file')
-  sed -i '1i host all mn_scram 127.0.0.1/32 scram-sha-256\nhost all mn_md5 127.0.0.1/32 md5' "$hba"
-  pg_su 'SELECT pg_reload_conf()' >/dev/null
-fi
+hba_added=''
+for rule in 'mn_scram scram-sha-256' 'mn_md5 md5' 'mn_clear password'; do
+  read -r role method <<<"$rule"
+  if ! pg_su "SELECT 1 FROM pg_hba_file_rules WHERE '$role' = ANY(user_name)" | grep -q 1; then
+    act "asking PostgreSQL for the password of role $role ($method)"
+    sed -i "1i host all $role 127.0.0.1/32 $method" "$(pg_su 'SHOW hba_file')"
+    hba_added=yes
+  fi
+done
+[ -z "$hba_added" ] || pg_su 'SELECT pg_reload_conf()' >/dev/null
 
 # --- MariaDB on 127.0.0.1:3306: root with an empty password, database test ----
 my_ok() { mariadb --connect-timeout=5 -h 127.0.0.1 -P 3306 -u root -e 'SELECT 1' test >/dev/null 2>&1; }

@@ -897,8 +897,9 @@ refused_login_names_the_options(Config) ->
             end
     end.
 
-%% The set-up script makes PostgreSQL ask two roles for a password:
-%% mn_scram by SCRAM-SHA-256, mn_md5 by MD5. The right one logs in; a wrong
+%% The set-up script makes PostgreSQL ask three roles for a password:
+%% mn_scram by SCRAM-SHA-256, mn_md5 by MD5, mn_clear in clear text. The
+%% right one logs in; a wrong
 %% or missing one fails the start with an error naming the options, never
 %% the password.
 password_exchanges(Config) ->
@@ -924,7 +925,8 @@ password_exchanges(Config) ->
          after
              mongoose_rdbms:sql_query(global, [<<"DROP ROLE IF EXISTS ">>, Role])
          end
-     end || {Tag, Stored} <- [{mn_scram, <<"scram-sha-256">>}, {mn_md5, <<"md5">>}]].
+     end || {Tag, Stored} <- [{mn_scram, <<"scram-sha-256">>}, {mn_md5, <<"md5">>},
+                              {mn_clear, <<"scram-sha-256">>}]].
 
 %% ODBC: what is wrong with a connection string is said at start, without
 %% the password.

@@ -218,6 +218,8 @@ pub struct Pool<D: Driver> {
 }
 
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// Why a connection whose `closed` ended is replaced.
+const CLOSED_BY_SERVER: &str = "closed by the server";
 /// A deadline that never comes, for the timer with nothing to wait for.
 const FAR: Duration = Duration::from_secs(86_400 * 365);
 
@@ -827,7 +829,7 @@ impl<D: Driver> WorkerState<D> {
                 {
                     let done = match turn {
                         Turn::Closed => {
-                            link.lost(&self.load, "closed by the server");
+                            link.lost(&self.load, CLOSED_BY_SERVER);
                             continue;
                         }
                         Turn::Finished(done) => done,
@@ -1056,7 +1058,7 @@ impl<D: Driver> WorkerState<D> {
                 answered = ping => answered
                     .unwrap_or_else(|_| Err(Error::Timeout("keepalive got no answer".into())))
                     .and_then(|r| r),
-                _ = &mut link.closed => Err(Error::ConnectionLost("closed by the server".into())),
+                _ = &mut link.closed => Err(Error::ConnectionLost(CLOSED_BY_SERVER.into())),
             };
             if let Err(e) = outcome {
                 link.lost(&self.load, &format!("keepalive failed: {e}"));

@@ -102,10 +102,11 @@ impl Shared {
 /// request at a time (a pipelined batch holds it only while it prepares);
 /// beside it the connection's own I/O until its worker takes it (`closed`).
 #[derive(Clone)]
-pub struct Conn(
-    Arc<Mutex<Box<dyn Session>>>,
-    Arc<std::sync::Mutex<Option<Io>>>,
-);
+pub struct Conn {
+    session: Arc<Mutex<Box<dyn Session>>>,
+    /// Taken once, by the worker.
+    io: Arc<std::sync::Mutex<Option<Io>>>,
+}
 
 pub struct RdbmsDriver {
     shared: Arc<Shared>,
@@ -160,7 +161,10 @@ impl Driver for RdbmsDriver {
         Box::pin(async move {
             let (session, io) = shared.open().await?;
             let io = Arc::new(std::sync::Mutex::new(io));
-            Ok(Conn(Arc::new(Mutex::new(session)), io))
+            Ok(Conn {
+                session: Arc::new(Mutex::new(session)),
+                io,
+            })
         })
     }
 
@@ -200,7 +204,7 @@ impl Driver for RdbmsDriver {
             // The session only while preparing: the next batch may go out
             // behind this one.
             let started = {
-                let mut session = conn.0.lock().await;
+                let mut session = conn.session.lock().await;
                 tokio::time::timeout_at(deadline, session.start_executes(executes)).await
             };
             let outcomes = match started {
@@ -226,12 +230,12 @@ impl Driver for RdbmsDriver {
                 RdbmsRequest::Engine => {
                     let engine = Term::atom(shared.engine.name());
                     // {odbc, Server}: mongoose_rdbms escapes for the server.
-                    Outcome::answer(match conn.0.lock().await.server() {
+                    Outcome::answer(match conn.session.lock().await.server() {
                         Some(server) => Term::tuple(vec![engine, Term::atom(server)]),
                         None => engine,
                     })
                 }
-                other => run_request(&shared, &mut *conn.0.lock().await, &other)
+                other => run_request(&shared, &mut *conn.session.lock().await, &other)
                     .await
                     .into(),
             }
@@ -247,7 +251,7 @@ impl Driver for RdbmsDriver {
         request: RdbmsRequest,
         answer: Answer,
     ) -> std::result::Result<(), (RdbmsRequest, Answer)> {
-        let Ok(session) = conn.0.try_lock() else {
+        let Ok(session) = conn.session.try_lock() else {
             return Err((request, answer));
         };
         session.direct(&request, answer).map_err(|a| (request, a))
@@ -260,7 +264,7 @@ impl Driver for RdbmsDriver {
     /// The connection's own I/O (pgsql), which ends when the connection
     /// does: the worker polls it beside the requests it runs on it.
     fn closed(&self, conn: &Conn) -> BoxFuture<'static, ()> {
-        let io = conn.1.lock().ok().and_then(|mut io| io.take());
+        let io = conn.io.lock().ok().and_then(|mut io| io.take());
         io.unwrap_or_else(|| Box::pin(std::future::pending()))
     }
 
@@ -280,7 +284,7 @@ impl RdbmsDriver {
         let shared = self.shared.clone();
         Box::pin(async move {
             let request = RdbmsRequest::Query(sql.into());
-            match run_request(&shared, &mut *conn.0.lock().await, &request).await? {
+            match run_request(&shared, &mut *conn.session.lock().await, &request).await? {
                 Term::Tuple(t)
                     if matches!(
                         t.first().and_then(Term::as_atom),

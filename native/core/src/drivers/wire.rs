@@ -44,8 +44,10 @@ pub trait Protocol: 'static {
     /// Why the connection ends on a reply that no request asked for.
     fn unasked(reply: Self::Reply) -> String;
 
-    /// Answers a waiter that has its whole answer (run unlocked).
-    fn finish(waiter: Self::Waiter);
+    /// Answers a waiter that has its whole answer (run unlocked); `Err`
+    /// says why the connection cannot go on after it (an answer that breaks
+    /// the protocol), which then ends as the worker's way would end it.
+    fn finish(waiter: Self::Waiter) -> Result<(), String>;
 
     /// Answers a waiter whose connection ended.
     fn lost(waiter: Self::Waiter, why: &str);
@@ -325,7 +327,16 @@ impl<P: Protocol> Link<P> {
             }
             state.waiting.is_empty()
         };
-        done.into_iter().for_each(P::finish);
-        unasked.map_or(Ok(idle), Err)
+        let mut broken = None;
+        for waiter in done {
+            if let Err(why) = P::finish(waiter) {
+                broken.get_or_insert(why);
+            }
+        }
+        unasked.or(broken).map_or(Ok(idle), Err)
     }
 }
+
+#[cfg(test)]
+#[path = "wire_tests.rs"]
+mod tests;

@@ -149,24 +149,34 @@ impl Protocol for Pg {
         }
     }
 
-    fn finish(waiter: Waiter) {
+    /// A caller's answer that breaks the protocol (a malformed row) ends
+    /// the connection, as the worker ends it on `Failure::Broken`.
+    fn finish(waiter: Waiter) -> Result<(), String> {
         match waiter.to {
             To::Worker(tx) => {
                 let _ = tx.send(Ok(waiter.frames));
+                Ok(())
             }
             To::Caller {
                 answer,
                 statement,
                 kind,
                 target,
-            } => {
-                let items = items(waiter.frames, Some(&statement.columns));
-                answer.send(match items {
-                    Ok(items) => Answered::answer(shape_prepared(Engine::Pgsql, kind, items)),
-                    Err(Failure::Answer(term)) => Answered::answer(term),
-                    Err(Failure::Broken(why)) => lost(&target, &why),
-                });
-            }
+            } => match items(waiter.frames, Some(&statement.columns)) {
+                Ok(items) => {
+                    let shaped = shape_prepared(Engine::Pgsql, kind, items);
+                    answer.send(Answered::answer(shaped));
+                    Ok(())
+                }
+                Err(Failure::Answer(term)) => {
+                    answer.send(Answered::answer(term));
+                    Ok(())
+                }
+                Err(Failure::Broken(why)) => {
+                    answer.send(lost(&target, &why));
+                    Err(why)
+                }
+            },
         }
     }
 

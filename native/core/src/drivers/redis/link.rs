@@ -89,13 +89,14 @@ impl Protocol for Resp {
         "a reply that no request asked for".into()
     }
 
-    fn finish(waiter: Waiter) {
+    fn finish(waiter: Waiter) -> Result<(), String> {
         let answer = match waiter.replies {
             Replies::One(Some(reply)) => Outcome::answer(reply),
             Replies::Many(got, _) => Outcome::answer(Term::List(got)),
             Replies::One(None) => lost("a request finished without its reply"),
         };
         waiter.to.send(answer);
+        Ok(())
     }
 
     fn lost(waiter: Waiter, why: &str) {

@@ -151,6 +151,15 @@ submit(Pool, Hash, Request, Pid, Tag, Mode) ->
         Result -> Result
     end.
 
+%% @doc Hands a generic worker's result to its caller; a large one is
+%% copied on a dirty scheduler.
+-spec generic_done(reference(), term()) -> ok | error.
+generic_done(Done, Result) ->
+    case generic_done_nif(Done, Result) of
+        reschedule -> generic_done_dirty(Done, Result);
+        Answer -> Answer
+    end.
+
 -spec cast(reference(), integer(), term()) -> ok | {error, {atom(), binary()}}.
 cast(Pool, Hash, Request) ->
     case cast_nif(Pool, Hash, Request) of
@@ -181,7 +190,8 @@ parse_toml(_Text) -> ?NOT_LOADED.
 check_toml(_Text) -> ?NOT_LOADED.
 generic_executors(_N) -> ?NOT_LOADED.
 generic_attach(_Executors, _Index, _Pid) -> ?NOT_LOADED.
-generic_done(_Done, _Result) -> ?NOT_LOADED.
+generic_done_nif(_Done, _Result) -> ?NOT_LOADED.
+generic_done_dirty(_Done, _Result) -> ?NOT_LOADED.
 set_log_relay(_Pid) -> ?NOT_LOADED.
 gd_transport_start(_Opts, _Workers, _Pid, _Tag) -> ?NOT_LOADED.
 gd_transport_send(_Transport, _Host, _Affinity, _Key, _Bin) -> ?NOT_LOADED.

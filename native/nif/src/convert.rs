@@ -144,6 +144,66 @@ fn decode_at(term: rustler::Term, depth: usize, left: &mut usize) -> Result<Term
     })
 }
 
+/// Whether `term` costs at most `budget`, counted as `decode_within`
+/// counts, for a term kept as it is (generic payloads: pids and funs too,
+/// at any depth, walked with a stack of its own). Each term is charged as
+/// it is found, so the walk stops within `budget` whatever the term's size.
+pub fn fits(term: rustler::Term, budget: usize) -> bool {
+    let mut walk = Walk {
+        left: budget,
+        found: Vec::new(),
+    };
+    walk.find(term).is_ok() && walk.run().is_ok()
+}
+
+/// The terms found and not looked into yet, and what the budget has left.
+struct Walk<'a> {
+    left: usize,
+    found: Vec<rustler::Term<'a>>,
+}
+
+impl<'a> Walk<'a> {
+    fn find(&mut self, term: rustler::Term<'a>) -> Result<(), DecodeError> {
+        self.found.push(term);
+        charge(&mut self.left, TERM_COST)
+    }
+
+    fn run(&mut self) -> Result<(), DecodeError> {
+        while let Some(t) = self.found.pop() {
+            match t.get_type() {
+                TermType::Binary => {
+                    if let Ok(bin) = t.decode::<Binary>() {
+                        charge(&mut self.left, bin.len())?;
+                    }
+                }
+                TermType::List => {
+                    let mut rest = t;
+                    while let Ok((head, tail)) = rest.list_get_cell() {
+                        self.find(head)?;
+                        rest = tail;
+                    }
+                    if !rest.is_empty_list() {
+                        self.find(rest)?;
+                    }
+                }
+                TermType::Tuple => {
+                    for item in get_tuple(t).unwrap_or_default() {
+                        self.find(item)?;
+                    }
+                }
+                TermType::Map => {
+                    for (k, v) in MapIterator::new(t).into_iter().flatten() {
+                        self.find(k)?;
+                        self.find(v)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A library term that rustler can encode (for `spawn_answer`'s values).
 pub struct Encoded(pub Term);
 

@@ -144,15 +144,28 @@ fn started(
 
 /// A request decoded within `budget`: `Ok(None)` when it is too large for
 /// a normal scheduler, so the caller retries on a dirty one.
+/// A generic pool's request is kept as it is (copied, not decoded), which
+/// costs as much, so it is measured the same way first.
 fn request(pool: &PoolRes, request: rustler::Term, budget: usize) -> Result<Option<Term>, Error> {
     match pool.kind {
-        PoolType::Generic => Ok(Some(Term::Opaque(Saved::new(request)))),
+        PoolType::Generic => {
+            let kept = match convert::fits(request, budget) {
+                true => Ok(Term::Opaque(Saved::new(request))),
+                false => Err(DecodeError::TooLarge),
+            };
+            within(budget, kept)
+        }
         _ => request_term(request, budget),
     }
 }
 
 fn request_term(request: rustler::Term, budget: usize) -> Result<Option<Term>, Error> {
-    match decode_within(request, budget) {
+    within(budget, decode_within(request, budget))
+}
+
+/// A request decoded (or kept) within `budget`, or why not.
+fn within(budget: usize, decoded: Result<Term, DecodeError>) -> Result<Option<Term>, Error> {
+    match decoded {
         Ok(t) => Ok(Some(t)),
         Err(DecodeError::TooLarge) if budget < convert::max_request_size() => Ok(None),
         Err(DecodeError::TooLarge) => Err(bad_arg(
@@ -400,8 +413,23 @@ fn generic_attach(executors: ResourceArc<Executors>, index: usize, pid: LocalPid
     }
 }
 
-#[rustler::nif]
+/// A generic worker's result, kept for its caller; `reschedule` when it is
+/// too large to copy on a normal scheduler (call `generic_done_dirty`).
+#[rustler::nif(name = "generic_done_nif")]
 fn generic_done(done: ResourceArc<Done>, result: rustler::Term) -> Atom {
+    match convert::fits(result, convert::scheduler_budget()) {
+        true => keep_result(&done, result),
+        false => reschedule(),
+    }
+}
+
+/// `generic_done` for a large result: copied on a dirty CPU scheduler.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn generic_done_dirty(done: ResourceArc<Done>, result: rustler::Term) -> Atom {
+    keep_result(&done, result)
+}
+
+fn keep_result(done: &Done, result: rustler::Term) -> Atom {
     if done.finish(Saved::new(result)) {
         ok()
     } else {

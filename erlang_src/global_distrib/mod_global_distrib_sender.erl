@@ -25,12 +25,16 @@ send(Host, {From, To, Acc, Packet}) ->
     Key = mod_global_distrib_utils:recipient_to_worker_key(
             From, mod_global_distrib_utils:opt(global_host)),
     T = mod_global_distrib:transport(),
-    case mongoose_native_gd_transport:send(T, Host, Key, FPacket) of
+    %% One connection per sender, not per sending process: the bounce
+    %% store's server sends some of a sender's stanzas and its session the
+    %% rest, and two connections would not keep them in order.
+    Affinity = erlang:phash2(Key),
+    case mongoose_native_gd_transport:send(T, Host, Affinity, Key, FPacket) of
         ok ->
             ok;
         {error, {no_connection, _}} = Error ->
             case endpoint_found(Host) of
-                true -> mongoose_native_gd_transport:send(T, Host, Key, FPacket);
+                true -> mongoose_native_gd_transport:send(T, Host, Affinity, Key, FPacket);
                 false -> Error
             end;
         {error, _} = Error ->

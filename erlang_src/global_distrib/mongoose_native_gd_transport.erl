@@ -3,9 +3,10 @@
 %% `Handler(Host, TransferTimeUs, WorkerKey, {From, To, Acc, Packet})' in
 %% one of `workers' ordered processes: all stanzas of one worker key are
 %% handled by the same process, in arrival order. A sending process always
-%% uses the same connection to a host, so its stanzas stay in order too.
+%% uses the same connection to a host (send/4), as do stanzas sent with one
+%% affinity (send/5), so they stay in order too.
 -module(mongoose_native_gd_transport).
--export([start/3, stop/1, send/4, set_endpoints/3, set_endpoints/4, endpoints/2,
+-export([start/3, stop/1, send/4, send/5, set_endpoints/3, set_endpoints/4, endpoints/2,
          disabled_endpoints/2, listening/1, metrics/1, queue_times/2]).
 
 %% Reading the TLS files and binding the listeners.
@@ -56,9 +57,17 @@ stop(#{res := Res, id := Id}) ->
 %% full. An accepted stanza is written, or handed to `undeliverable': it is
 %% lost only when written to a connection that then died.
 -spec send(t(), binary(), binary(), term()) -> ok | {error, term()}.
-send(#{res := Res}, Host, Key, Term) ->
-    mongoose_native_nif:gd_transport_send(Res, Host, erlang:phash2(self()), Key,
-                                          term_to_binary(Term)).
+send(T, Host, Key, Term) ->
+    send(T, Host, erlang:phash2(self()), Key, Term).
+
+%% @doc As send/4, on the connection that `Affinity' picks: stanzas sent
+%% with one affinity share a connection, so they stay in order whichever
+%% process sends them (mod_global_distrib_sender passes a hash of the
+%% sender's worker key: a sender's stanzas that the bounce store routes go
+%% the way of those its session sends).
+-spec send(t(), binary(), non_neg_integer(), binary(), term()) -> ok | {error, term()}.
+send(#{res := Res}, Host, Affinity, Key, Term) ->
+    mongoose_native_nif:gd_transport_send(Res, Host, Affinity, Key, term_to_binary(Term)).
 
 -type endpoint() :: {inet:ip_address() | string() | binary(), inet:port_number()}.
 

@@ -26,7 +26,8 @@ groups() ->
                    bounced_until_mapped_in_order, bounce_gives_up_with_an_error,
                    routing_decisions, endpoints_enabled_and_disabled,
                    disabled_endpoints_collected, waits_for_connection, metrics,
-                   start_stop_cleanly, tls_between_datacenters, stopped_dc_fails_fast]},
+                   start_stop_cleanly, tls_between_datacenters, stopped_dc_fails_fast,
+                   unreachable_dc_burst_keeps_its_budget]},
      {cluster, [], [messages_both_ways, hundred_messages_in_order, reconnect_to_another_dc,
                     ungraceful_reconnect_to_another_dc, bounced_until_mapped_in_order,
                     routing_decisions]}].
@@ -731,4 +732,40 @@ stopped_dc_fails_fast(Config) ->
     wait_mapped(dc1, <<"sam">>, <<"dc2.test">>, Config),
     send(dc1, {<<"quinn">>, <<"r">>}, <<"sam">>, <<"still here">>, Config),
     {dc2, <<"still here">>, _} = recv(5000),
+    ?assertEqual(0, rpc(dc1, mod_global_distrib_bounce, bounce_queue_size, [], Config)).
+
+%% Ten stanzas at once for a user mapped to a datacenter whose endpoint
+%% refuses connections: each new stanza for the pair has the ones held
+%% before it flushed, and that early try must not cost them a retry, or the
+%% first ones run out of retries within milliseconds. Every stanza gets its
+%% whole budget (100 + 200 + 400 + 800 ms of backoff), then an error, in
+%% the order they were sent.
+unreachable_dc_burst_keeps_its_budget(Config) ->
+    [Port] = free_ports(1),
+    Nodes = "'dc9.test#{nodes}'",
+    Endpoints = "'dc9.test#fake@node#{endpoints}'",
+    redis(["HSET", Nodes, "fake@node", integer_to_list(erlang:system_time(second))]),
+    redis(["SADD", Endpoints, "127.0.0.1#" ++ integer_to_list(Port)]),
+    redis(["SADD", "hosts", "dc9.test"]),
+    redis(["SET", "vera@example.test", "dc9.test"]),
+    try
+        connect(dc1, <<"walt">>, <<"r">>, Config),
+        wait_mapped(dc1, <<"vera">>, <<"dc9.test">>, Config),
+        Bodies = [<<"b", (integer_to_binary(I))/binary>> || I <- lists:seq(1, 10)],
+        T0 = erlang:monotonic_time(millisecond),
+        [send(dc1, {<<"walt">>, <<"r">>}, <<"vera">>, B, Config) || B <- Bodies],
+        Errors = [begin
+                      {dc1, Body, {xmlel, _, Attrs, _}} = recv(10000),
+                      {Body, proplists:get_value(<<"type">>, Attrs),
+                       erlang:monotonic_time(millisecond) - T0}
+                  end || _ <- Bodies],
+        ct:pal("errors (body, type, ms after the first send): ~p", [Errors]),
+        ?assertEqual(Bodies, [B || {B, _, _} <- Errors]),
+        ?assertEqual([<<"error">>], lists:usort([T || {_, T, _} <- Errors])),
+        Early = [E || {_, _, Elapsed} = E <- Errors, Elapsed < 1400],
+        ?assertEqual([], Early)
+    after
+        redis(["DEL", Nodes, Endpoints, "vera@example.test"]),
+        redis(["SREM", "hosts", "dc9.test"])
+    end,
     ?assertEqual(0, rpc(dc1, mod_global_distrib_bounce, bounce_queue_size, [], Config)).

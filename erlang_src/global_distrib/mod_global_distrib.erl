@@ -261,34 +261,49 @@ reroute({From, To, Acc0, Packet}) ->
     #{local_host := LocalHost, global_host := GlobalHost} = mod_global_distrib_utils:opts(),
     Override = get_metadata(Acc, target_host_override, undefined),
     case lookup_recipients_host(Override, To, LocalHost, GlobalHost) of
-        {ok, LocalHost} ->
-            mod_global_distrib_adapter:known_recipient(GlobalHost, From, To, LocalHost),
-            {ok, Ttl} = find_metadata(Acc, ttl),
-            mod_global_distrib_utils:observe(delivered_with_ttl_value, Ttl),
-            {From, To, Acc, Packet};
         {ok, TargetHost} ->
+            %% Stanzas of this sender for this recipient wait in the bounce
+            %% store: this one waits behind them, and the known-recipient
+            %% hook has the store's server send them all, in order (sent
+            %% now, it would overtake them).
+            Held = mod_global_distrib_bounce:hold({From, To, Acc, Packet}),
             mod_global_distrib_adapter:known_recipient(GlobalHost, From, To, TargetHost),
-            case find_metadata(Acc, ttl) of
-                {ok, 0} ->
-                    mod_global_distrib_utils:count(stop_ttl_zero_count),
-                    {From, To, Acc, Packet};
-                {ok, Ttl} ->
-                    Acc1 = remove_metadata(put_metadata(Acc, ttl, Ttl - 1), target_host_override),
-                    case mod_global_distrib_sender:send(TargetHost, {From, To, Acc1, Packet}) of
-                        ok ->
-                            drop;
-                        {error, Reason} ->
-                            %% No way to that datacenter now: a stanza with
-                            %% no route (bounced, or an error for its sender).
-                            mod_global_distrib_adapter:log_info(
-                              gd_send_failed, #{target_host => TargetHost, reason => Reason}),
-                            Acc2 = remove_metadata(Acc, target_host_override),
-                            mod_global_distrib_adapter:unknown_recipient(
-                              GlobalHost, {From, To, Acc2, Packet})
-                    end
+            case Held of
+                true -> drop;
+                false -> route_known(TargetHost, LocalHost, GlobalHost, {From, To, Acc, Packet})
             end;
         error ->
             mod_global_distrib_adapter:unknown_recipient(GlobalHost, {From, To, Acc, Packet})
+    end.
+
+%% A stanza for a recipient whose datacenter is known (and none of its
+%% pair waiting in the bounce store): delivered here, or sent there.
+-spec route_known(binary(), binary(), binary(), {tuple(), tuple(), term(), tuple()}) ->
+          {tuple(), tuple(), term(), tuple()} | drop.
+route_known(LocalHost, LocalHost, _GlobalHost, {From, To, Acc, Packet}) ->
+    {ok, Ttl} = find_metadata(Acc, ttl),
+    mod_global_distrib_utils:observe(delivered_with_ttl_value, Ttl),
+    {From, To, Acc, Packet};
+route_known(TargetHost, _LocalHost, GlobalHost, {From, To, Acc, Packet}) ->
+    case find_metadata(Acc, ttl) of
+        {ok, 0} ->
+            mod_global_distrib_utils:count(stop_ttl_zero_count),
+            {From, To, Acc, Packet};
+        {ok, Ttl} ->
+            Acc1 = mod_global_distrib_bounce:unmark(
+                     remove_metadata(put_metadata(Acc, ttl, Ttl - 1), target_host_override)),
+            case mod_global_distrib_sender:send(TargetHost, {From, To, Acc1, Packet}) of
+                ok ->
+                    drop;
+                {error, Reason} ->
+                    %% No way to that datacenter now: a stanza with
+                    %% no route (bounced, or an error for its sender).
+                    mod_global_distrib_adapter:log_info(
+                      gd_send_failed, #{target_host => TargetHost, reason => Reason}),
+                    Acc2 = remove_metadata(Acc, target_host_override),
+                    mod_global_distrib_adapter:unknown_recipient(
+                      GlobalHost, {From, To, Acc2, Packet})
+            end
     end.
 
 %% @doc A stanza the transport accepted for `Host' at `SentUs' and could

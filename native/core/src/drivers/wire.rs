@@ -13,16 +13,25 @@
 //! socket.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::ErrorKind::WouldBlock;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
+use futures::task::AtomicWaker;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::CancellationToken;
 
 /// What a read asks of the socket at least, so a large reply comes in few reads.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// What the I/O is woken for, beside the socket's readiness (`Link::events`).
+const UNSENT: u8 = 1;
+const ENDED: u8 = 2;
+const RELEASED: u8 = 4;
 
 /// How one protocol's replies answer its requests.
 pub trait Protocol: 'static {
@@ -57,8 +66,8 @@ pub trait Protocol: 'static {
 /// what was written and ends, which closes the socket.
 pub struct Conn<P: Protocol> {
     link: Arc<Link<P>>,
-    /// Cancels `released` when the last clone is dropped.
-    _release: Arc<DropGuard>,
+    /// Tells the I/O when the last clone is dropped.
+    _release: Arc<Release<P>>,
 }
 
 impl<P: Protocol> Clone for Conn<P> {
@@ -70,16 +79,25 @@ impl<P: Protocol> Clone for Conn<P> {
     }
 }
 
+struct Release<P: Protocol>(Arc<Link<P>>);
+
+impl<P: Protocol> Drop for Release<P> {
+    fn drop(&mut self) {
+        self.0.signal(RELEASED);
+    }
+}
+
 struct Link<P: Protocol> {
     stream: TcpStream,
     state: Mutex<State<P::Waiter>>,
-    /// Bytes wait in `out` for the socket to take them.
-    unsent: Notify,
+    /// `UNSENT`: bytes wait in `out` for the socket; `ENDED`; `RELEASED`:
+    /// no handle is left. Flags and one waker instead of a `Notify` and
+    /// tokens: polling those on every wake-up took a lock each (profile).
+    events: AtomicU8,
+    io: AtomicWaker,
     /// Cancelled when the connection ended (the server closed it, an I/O
     /// error, a stream that is not the protocol): its owner replaces it.
     closed: CancellationToken,
-    /// Cancelled when no handle is left.
-    released: CancellationToken,
 }
 
 struct State<W> {
@@ -104,21 +122,23 @@ impl<P: Protocol> Conn<P> {
                 out: Vec::new(),
                 waiting: VecDeque::new(),
             }),
-            unsent: Notify::new(),
+            events: AtomicU8::new(0),
+            io: AtomicWaker::new(),
             closed: CancellationToken::new(),
-            released: CancellationToken::new(),
         });
-        let release = Arc::new(link.released.clone().drop_guard());
-        let io_link = link.clone();
-        let io = Box::pin(async move {
-            let _answers_the_rest = Ending(io_link.clone());
-            futures::join!(io_link.read(), io_link.write());
-        });
-        let conn = Conn {
-            link,
-            _release: release,
+        let io = Io {
+            link: link.clone(),
+            buf: Vec::with_capacity(READ_CHUNK),
+            start: 0,
+            need: 1,
+            sending: false,
+            released: false,
         };
-        (conn, io)
+        let conn = Conn {
+            _release: Arc::new(Release(link.clone())),
+            link,
+        };
+        (conn, Box::pin(io))
     }
 
     /// Cancelled when the connection has ended.
@@ -138,30 +158,17 @@ impl<P: Protocol> Conn<P> {
     }
 }
 
-/// Answers the waiters left when the I/O ends or is dropped.
-struct Ending<P: Protocol>(Arc<Link<P>>);
-
-impl<P: Protocol> Drop for Ending<P> {
-    fn drop(&mut self) {
-        let link = &self.0;
-        let Some(mut state) = link.lock() else {
-            return;
-        };
-        link.end(&mut state, "the connection was closed");
-        let why = state.ended.clone().unwrap_or_default();
-        let waiting = std::mem::take(&mut state.waiting);
-        drop(state);
-        for waiter in waiting {
-            P::lost(waiter, &why);
-        }
-    }
-}
-
 impl<P: Protocol> Link<P> {
     /// The state; a poisoned lock (a panic while holding it) ends the
     /// connection as far as writers go.
     fn lock(&self) -> Option<MutexGuard<'_, State<P::Waiter>>> {
         self.state.lock().ok()
+    }
+
+    /// Wakes the I/O for `event`.
+    fn signal(&self, event: u8) {
+        self.events.fetch_or(event, Ordering::AcqRel);
+        self.io.wake();
     }
 
     fn writing<R>(
@@ -193,12 +200,12 @@ impl<P: Protocol> Link<P> {
         Ok(true)
     }
 
-    /// Sends `out` now, or as the socket takes it (the I/O's writer); a
-    /// failed write ends the connection and every waiter is answered.
+    /// Sends `out` now, or as the socket takes it (the I/O); a failed
+    /// write ends the connection and every waiter is answered.
     fn flush(&self, state: &mut State<P::Waiter>) {
         match self.send(state) {
             Ok(true) => {}
-            Ok(false) => self.unsent.notify_one(),
+            Ok(false) => self.signal(UNSENT),
             Err(e) => self.end(state, &format!("writing: {e}")),
         }
     }
@@ -207,104 +214,7 @@ impl<P: Protocol> Link<P> {
     fn end(&self, state: &mut State<P::Waiter>, why: &str) {
         state.ended.get_or_insert_with(|| why.to_string());
         self.closed.cancel();
-    }
-
-    /// Sends what waits in `out` as the socket takes it.
-    async fn write(&self) {
-        loop {
-            tokio::select! {
-                _ = self.closed.cancelled() => return,
-                _ = self.unsent.notified() => {}
-            }
-            loop {
-                let sent = match self.lock() {
-                    Some(mut state) => self.send(&mut state).inspect_err(|e| {
-                        self.end(&mut state, &format!("writing: {e}"));
-                    }),
-                    None => return,
-                };
-                match sent {
-                    Ok(true) => break,
-                    Ok(false) => {}
-                    Err(_) => return,
-                }
-                tokio::select! {
-                    _ = self.closed.cancelled() => return,
-                    ready = self.stream.writable() => if let Err(e) = ready {
-                        if let Some(mut state) = self.lock() {
-                            self.end(&mut state, &format!("writing: {e}"));
-                        }
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Reads replies and answers their waiters in order, until the
-    /// connection ends or, once no handle is left, nothing waits.
-    async fn read(&self) {
-        let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-        let mut start = 0;
-        // Bytes from `start` needed before a reply can be whole.
-        let mut need: usize = 1;
-        let mut released = false;
-        // Made once: a fresh `cancelled()` per read would register with the
-        // token again each time (a lock in its tree, seen in the profile).
-        let closed = self.closed.cancelled();
-        let released_now = self.released.cancelled();
-        tokio::pin!(closed, released_now);
-        let why = loop {
-            tokio::select! {
-                biased;
-                _ = &mut closed => break "the connection ended".to_string(),
-                _ = &mut released_now, if !released => {
-                    released = true;
-                    match self.lock() {
-                        Some(state) if !state.waiting.is_empty() => continue,
-                        _ => break "closed".to_string(),
-                    }
-                }
-                ready = self.stream.readable() => if let Err(e) = ready {
-                    break format!("reading: {e}");
-                }
-            }
-            if buf.len() == start {
-                buf.clear();
-                start = 0;
-            }
-            buf.reserve(READ_CHUNK.max(need.saturating_sub(buf.len() - start)));
-            match self.stream.try_read_buf(&mut buf) {
-                Ok(0) => break "closed by the server".to_string(),
-                Ok(_) => {}
-                Err(e) if e.kind() == WouldBlock => continue,
-                Err(e) => break format!("reading: {e}"),
-            }
-            if buf.len() - start < need {
-                continue;
-            }
-            let mut replies = Vec::new();
-            let (used, read) = P::parse(&buf[start..], &mut replies);
-            start += used;
-            let done = self.answer(replies);
-            match (read, done) {
-                (Err(e), _) | (_, Err(e)) => break e,
-                (Ok(_), Ok(idle)) if released && idle => break "closed".to_string(),
-                (Ok(at_least), Ok(_)) => need = at_least,
-            }
-            // Keep the buffer from growing with what was read already.
-            if start > READ_CHUNK && start * 2 > buf.len() {
-                buf.drain(..start);
-                start = 0;
-            }
-        };
-        if let Some(mut state) = self.lock() {
-            self.end(&mut state, &why);
-            if !released {
-                let why = state.ended.as_deref().unwrap_or(&why);
-                log::warn!("{} connection ended: {why}", P::NAME);
-            }
-        }
+        self.signal(ENDED);
     }
 
     /// Hands `replies` to the waiters in order and answers those that are
@@ -334,6 +244,168 @@ impl<P: Protocol> Link<P> {
             }
         }
         unasked.or(broken).map_or(Ok(idle), Err)
+    }
+
+    fn idle(&self) -> bool {
+        self.lock().is_none_or(|s| s.waiting.is_empty())
+    }
+}
+
+/// The connection's I/O, one future for both directions: it sends what
+/// waits in `out` as the socket takes it, reads replies and answers their
+/// waiters in order, until the connection ends or, once no handle is left,
+/// nothing waits. Dropped (ended or not), it answers the waiters left.
+struct Io<P: Protocol> {
+    link: Arc<Link<P>>,
+    buf: Vec<u8>,
+    /// Where the unparsed bytes of `buf` start.
+    start: usize,
+    /// Bytes from `start` needed before a reply can be whole.
+    need: usize,
+    /// `out` waits for the socket to become writable.
+    sending: bool,
+    released: bool,
+}
+
+impl<P: Protocol> Future for Io<P> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let io = self.get_mut();
+        io.link.io.register(cx.waker());
+        let events = io.link.events.swap(0, Ordering::AcqRel);
+        match io.turn(cx, events) {
+            Some(why) => {
+                io.ended(&why);
+                Poll::Ready(())
+            }
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<P: Protocol> Io<P> {
+    /// Does what `events` and the socket allow: why the connection ends, or
+    /// `None` with the waker registered for what comes next.
+    fn turn(&mut self, cx: &mut Context<'_>, events: u8) -> Option<String> {
+        // `end` is the only way `closed` gets cancelled, and it signals.
+        if events & ENDED != 0 {
+            return Some("the connection ended".into());
+        }
+        if events & RELEASED != 0 {
+            self.released = true;
+            if self.link.idle() {
+                return Some("closed".into());
+            }
+        }
+        if events & UNSENT != 0 || self.sending {
+            if let Err(why) = self.write(cx) {
+                return Some(why);
+            }
+        }
+        self.read(cx).err()
+    }
+
+    /// Sends what waits in `out`; when the socket is full, `sending` until
+    /// it is writable again.
+    fn write(&mut self, cx: &mut Context<'_>) -> Result<(), String> {
+        let link = &self.link;
+        loop {
+            let Some(mut state) = link.lock() else {
+                return Err("a poisoned lock".into());
+            };
+            match link.send(&mut state) {
+                Ok(true) => {
+                    self.sending = false;
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    let why = format!("writing: {e}");
+                    link.end(&mut state, &why);
+                    return Err(why);
+                }
+            }
+            drop(state);
+            match link.stream.poll_write_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Err(format!("writing: {e}")),
+                Poll::Pending => {
+                    self.sending = true;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Reads and answers replies until the socket has no more for now.
+    fn read(&mut self, cx: &mut Context<'_>) -> Result<(), String> {
+        loop {
+            match self.link.stream.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Err(format!("reading: {e}")),
+                Poll::Pending => return Ok(()),
+            }
+            if self.buf.len() == self.start {
+                self.buf.clear();
+                self.start = 0;
+            }
+            let unread = self.buf.len() - self.start;
+            self.buf
+                .reserve(READ_CHUNK.max(self.need.saturating_sub(unread)));
+            match self.link.stream.try_read_buf(&mut self.buf) {
+                Ok(0) => return Err("closed by the server".into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == WouldBlock => continue,
+                Err(e) => return Err(format!("reading: {e}")),
+            }
+            if self.buf.len() - self.start < self.need {
+                continue;
+            }
+            let mut replies = Vec::new();
+            let (used, parsed) = P::parse(&self.buf[self.start..], &mut replies);
+            self.start += used;
+            let idle = self.link.answer(replies)?;
+            self.need = parsed?;
+            if self.released && idle {
+                return Err("closed".into());
+            }
+            // Keep the buffer from growing with what was read already.
+            if self.start > READ_CHUNK && self.start * 2 > self.buf.len() {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+        }
+    }
+
+    /// The connection ends: marked so (the first reason stays) and logged
+    /// unless its handles were all dropped.
+    fn ended(&self, why: &str) {
+        let link = &self.link;
+        if let Some(mut state) = link.lock() {
+            link.end(&mut state, why);
+            if !self.released {
+                let why = state.ended.as_deref().unwrap_or(why);
+                log::warn!("{} connection ended: {why}", P::NAME);
+            }
+        }
+    }
+}
+
+/// Answers the waiters left when the I/O ends or is dropped.
+impl<P: Protocol> Drop for Io<P> {
+    fn drop(&mut self) {
+        let link = &self.link;
+        let Some(mut state) = link.lock() else {
+            return;
+        };
+        link.end(&mut state, "the connection was closed");
+        let why = state.ended.clone().unwrap_or_default();
+        let waiting = std::mem::take(&mut state.waiting);
+        drop(state);
+        for waiter in waiting {
+            P::lost(waiter, &why);
+        }
     }
 }
 

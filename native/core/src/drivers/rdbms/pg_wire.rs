@@ -162,21 +162,18 @@ impl Protocol for Pg {
                 statement,
                 kind,
                 target,
-            } => match items(waiter.frames, Some(&statement.columns)) {
-                Ok(items) => {
-                    let shaped = shape_prepared(Engine::Pgsql, kind, items);
-                    answer.send(Answered::answer(shaped));
-                    Ok(())
-                }
-                Err(Failure::Answer(term)) => {
-                    answer.send(Answered::answer(term));
-                    Ok(())
-                }
-                Err(Failure::Broken(why)) => {
-                    answer.send(lost(&target, &why));
-                    Err(why)
-                }
-            },
+            } => {
+                let outcome = match items(waiter.frames, Some(&statement.columns)) {
+                    Ok(items) => shape_prepared(Engine::Pgsql, kind, items),
+                    Err(Failure::Answer(term)) => term,
+                    Err(Failure::Broken(why)) => {
+                        answer.send(lost(&target, &why));
+                        return Err(why);
+                    }
+                };
+                answer.send(Answered::answer(outcome));
+                Ok(())
+            }
         }
     }
 

@@ -262,7 +262,8 @@ route_pair(Key, [{At, Seq} = StoreKey | Rest], TargetHost, Now) ->
                     spend_due(Key, Now);
                 false ->
                     ets:delete_object(?BY_TARGET, {Key, StoreKey}),
-                    case lists:keymember(Seq, 2, pair(Key)) of
+                    %% Stored again under a later due time: it came back.
+                    case ets:match_object(?BY_TARGET, {Key, {'_', Seq}}) =/= [] of
                         true -> spend_due(Key, Now);
                         false -> route_pair(Key, Rest, TargetHost, Now)
                     end

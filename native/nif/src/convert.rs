@@ -1,5 +1,7 @@
 //! Erlang terms to the library's [`Term`] and back.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -215,9 +217,9 @@ impl rustler::Encoder for Encoded {
 
 pub fn encode<'a>(env: Env<'a>, term: &Term) -> rustler::Term<'a> {
     match term {
-        Term::Atom(a) => match Atom::from_str(env, a) {
-            Ok(atom) => atom.encode(env),
-            Err(_) => bytes(env, a.as_bytes()),
+        Term::Atom(a) => match atom(env, a) {
+            Some(atom) => atom.encode(env),
+            None => bytes(env, a.as_bytes()),
         },
         Term::Int(i) => i.encode(env),
         Term::Float(f) => f.encode(env),
@@ -243,6 +245,30 @@ pub fn encode<'a>(env: Env<'a>, term: &Term) -> rustler::Term<'a> {
             None => rustler::types::atom::undefined().encode(env),
         },
     }
+}
+
+/// Atoms this thread has made, up to [`ATOMS_KEPT`]: making one takes the
+/// VM's atom table lock (about a tenth of a runtime thread's time at 128
+/// callers), and answers name the same few atoms again and again. Atoms are
+/// never freed, so a kept one stays valid in every env.
+const ATOMS_KEPT: usize = 512;
+
+thread_local! {
+    static ATOMS: RefCell<HashMap<Box<str>, Atom>> = RefCell::new(HashMap::new());
+}
+
+/// The atom `name`; `None` when it cannot be one (too long).
+fn atom(env: Env, name: &str) -> Option<Atom> {
+    ATOMS.with_borrow_mut(|kept| {
+        if let Some(atom) = kept.get(name) {
+            return Some(*atom);
+        }
+        let atom = Atom::from_str(env, name).ok()?;
+        if kept.len() < ATOMS_KEPT {
+            kept.insert(name.into(), atom);
+        }
+        Some(atom)
+    })
 }
 
 fn bytes<'a>(env: Env<'a>, data: &[u8]) -> rustler::Term<'a> {

@@ -50,8 +50,9 @@ impl Protocol for Lines {
     }
 }
 
-/// A connection to a server that reads two requests and answers `reply`.
-async fn serving(reply: &'static [u8]) -> (Conn<Lines>, BoxFuture<'static, ()>) {
+/// A connection, its I/O running, to a server that reads two requests and
+/// answers `reply`.
+async fn serving(reply: &'static [u8]) -> Conn<Lines> {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
     let addr = listener.local_addr().expect("address");
     tokio::spawn(async move {
@@ -69,7 +70,9 @@ async fn serving(reply: &'static [u8]) -> (Conn<Lines>, BoxFuture<'static, ()>) 
         let _ = s.read(&mut buf).await;
     });
     let stream = TcpStream::connect(addr).await.expect("connect");
-    Conn::start(stream)
+    let (conn, io) = Conn::start(stream);
+    tokio::spawn(io);
+    conn
 }
 
 fn ask(conn: &Conn<Lines>, line: &str) -> oneshot::Receiver<Said> {
@@ -85,8 +88,7 @@ fn ask(conn: &Conn<Lines>, line: &str) -> oneshot::Receiver<Said> {
 
 #[tokio::test]
 async fn replies_answer_their_requests_in_order() {
-    let (conn, io) = serving(b"one\ntwo\n").await;
-    tokio::spawn(io);
+    let conn = serving(b"one\ntwo\n").await;
     let (first, second) = (ask(&conn, "a"), ask(&conn, "b"));
     assert_eq!(first.await.ok(), Some(Ok("one".into())));
     assert_eq!(second.await.ok(), Some(Ok("two".into())));
@@ -95,8 +97,7 @@ async fn replies_answer_their_requests_in_order() {
 
 #[tokio::test]
 async fn an_answer_that_breaks_the_protocol_ends_the_connection() {
-    let (conn, io) = serving(b"bad\n").await;
-    tokio::spawn(io);
+    let conn = serving(b"bad\n").await;
     let (first, second) = (ask(&conn, "a"), ask(&conn, "b"));
     assert_eq!(first.await.ok(), Some(Ok("bad".into())));
     let ended = tokio::time::timeout(Duration::from_secs(5), conn.closed().cancelled()).await;
